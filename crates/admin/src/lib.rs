@@ -1,0 +1,1 @@
+//! Admin and auditor web pages (arrives with the admin issue).

@@ -1,0 +1,286 @@
+use std::net::{SocketAddr, TcpListener};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use actix_web::dev::ServerHandle;
+use actix_web::http::header::ContentType;
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use bytes::Bytes;
+use rand::Rng;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::account::Account;
+use crate::faults::Faults;
+use crate::store::{IssuedCredential, Stats, Store};
+use crate::sts::{self, StsFault};
+
+/// How the emulator is set up at start.
+#[derive(Debug, Clone)]
+pub struct EmulatorConfig {
+    pub accounts: Vec<Account>,
+    /// STS requests per second per SecretId (STS's documented limit is 600).
+    pub rate_limit: u32,
+    /// Hosts a v1 signature may name besides the request's own `Host` (the SDKs sign their
+    /// configured `domain`, `sts.tencentcloudapi.com` by default).
+    pub signed_hosts: Vec<String>,
+    pub faults: Faults,
+    /// actix worker threads.
+    pub workers: usize,
+}
+
+impl Default for EmulatorConfig {
+    fn default() -> Self {
+        Self {
+            accounts: Vec::new(),
+            rate_limit: 600,
+            signed_hosts: vec![
+                "sts.tencentcloudapi.com".to_owned(),
+                "sts.internal.tencentcloudapi.com".to_owned(),
+                "sts.intl.tencentcloudapi.com".to_owned(),
+            ],
+            faults: Faults::default(),
+            workers: 2,
+        }
+    }
+}
+
+pub(crate) struct State {
+    pub(crate) config: EmulatorConfig,
+    pub(crate) store: Store,
+    faults: Mutex<Faults>,
+}
+
+impl State {
+    fn now(&self) -> i64 {
+        let offset = self.faults.lock().unwrap().clock_offset_secs;
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or_default()
+            + offset
+    }
+
+    /// Decides, under one lock, which fault (if any) this request gets.
+    fn draw_fault(&self) -> (Duration, Option<Injected>) {
+        let mut f = self.faults.lock().unwrap();
+        let latency = Duration::from_millis(f.latency_ms);
+        let mut rng = rand::rng();
+        let injected = if f.drop_next > 0 {
+            f.drop_next -= 1;
+            Some(Injected::Drop)
+        } else if f.drop_rate > 0.0 && rng.random_bool(f.drop_rate) {
+            Some(Injected::Drop)
+        } else if f.fail_next > 0 {
+            f.fail_next -= 1;
+            Some(Injected::Error(f.error_code().to_owned()))
+        } else if f.error_rate > 0.0 && rng.random_bool(f.error_rate) {
+            Some(Injected::Error(f.error_code().to_owned()))
+        } else {
+            None
+        };
+        (latency, injected)
+    }
+}
+
+enum Injected {
+    Error(String),
+    Drop,
+}
+
+/// A running emulator.
+pub struct EmulatorHandle {
+    addr: SocketAddr,
+    state: Arc<State>,
+    server: ServerHandle,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl EmulatorHandle {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT` (no trailing slash).
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn issued(&self) -> Vec<IssuedCredential> {
+        self.state.store.all()
+    }
+
+    /// A credential by TmpSecretId, secrets included (for the data plane and tests).
+    pub fn credential(&self, tmp_secret_id: &str) -> Option<IssuedCredential> {
+        self.state.store.get(tmp_secret_id)
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.state.store.stats()
+    }
+
+    pub fn faults(&self) -> Faults {
+        self.state.faults.lock().unwrap().clone()
+    }
+
+    pub fn set_faults(&self, faults: Faults) -> Result<(), String> {
+        faults.validate()?;
+        *self.state.faults.lock().unwrap() = faults;
+        Ok(())
+    }
+
+    /// Stops accepting, lets in-flight requests finish, and waits for the server to end.
+    pub async fn stop(self) {
+        self.server.stop(true).await;
+        let _ = self.task.await;
+    }
+
+    /// Waits until the server ends (for `stsgate emulator`).
+    pub async fn wait(self) -> std::io::Result<()> {
+        self.task
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    }
+}
+
+/// Starts the emulator on an already-bound listener (port 0 in tests).
+pub fn start(config: EmulatorConfig, listener: TcpListener) -> std::io::Result<EmulatorHandle> {
+    config.faults.validate().map_err(std::io::Error::other)?;
+    let addr = listener.local_addr()?;
+    let workers = config.workers.max(1);
+    let state = Arc::new(State {
+        faults: Mutex::new(config.faults.clone()),
+        config,
+        store: Store::default(),
+    });
+    let data = web::Data::from(state.clone());
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .app_data(web::PayloadConfig::new(11 * 1024 * 1024))
+            .route("/_emulator/credentials", web::get().to(list_credentials))
+            .route("/_emulator/stats", web::get().to(get_stats))
+            .route("/_emulator/faults", web::get().to(get_faults))
+            .route("/_emulator/faults", web::put().to(put_faults))
+            .default_service(web::to(sts_endpoint))
+    })
+    .workers(workers)
+    .disable_signals()
+    .shutdown_timeout(5)
+    .listen(listener)?
+    .run();
+    let handle = server.handle();
+    let task = tokio::spawn(server);
+    Ok(EmulatorHandle {
+        addr,
+        state,
+        server: handle,
+        task,
+    })
+}
+
+fn json_response(value: &Value) -> HttpResponse {
+    // The Python SDK only reads errors when Content-Type is exactly `application/json`.
+    HttpResponse::Ok()
+        .insert_header(ContentType(mime_json()))
+        .body(value.to_string())
+}
+
+fn mime_json() -> actix_web::mime::Mime {
+    actix_web::mime::APPLICATION_JSON
+}
+
+fn error_body(fault: &StsFault, request_id: &str) -> Value {
+    json!({"Response": {"Error": {"Code": fault.code, "Message": fault.message}, "RequestId": request_id}})
+}
+
+async fn sts_endpoint(req: HttpRequest, body: Bytes, state: web::Data<State>) -> HttpResponse {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    state.store.record_request();
+    let (latency, injected) = state.draw_fault();
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    let outcome = match injected {
+        Some(Injected::Drop) => {
+            state.store.record_drop();
+            return dropped_connection();
+        }
+        Some(Injected::Error(code)) => {
+            Err(StsFault::new(&code, format!("Injected fault: {code}.")))
+        }
+        None => {
+            if !matches!(req.method().as_str(), "GET" | "POST") || req.path() != "/" {
+                Err(StsFault::new(
+                    "UnsupportedProtocol",
+                    "STS takes POST or GET on `/`.",
+                ))
+            } else {
+                sts::handle(&state, &req, &body, state.now(), &request_id)
+            }
+        }
+    };
+    match outcome {
+        Ok(mut response) => {
+            response["RequestId"] = Value::String(request_id);
+            json_response(&json!({ "Response": response }))
+        }
+        Err(fault) => {
+            tracing::debug!(code = %fault.code, "emulated STS error");
+            state.store.record_error(&fault.code);
+            json_response(&error_body(&fault, &request_id))
+        }
+    }
+}
+
+/// A response whose body fails at once: the client sees the connection close mid-answer.
+fn dropped_connection() -> HttpResponse {
+    let stream = futures_util::stream::once(async {
+        Err::<Bytes, _>(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "emulated dropped connection",
+        ))
+    });
+    HttpResponse::Ok()
+        .insert_header(("connection", "close"))
+        .streaming(stream)
+}
+
+#[derive(Deserialize)]
+struct CredentialQuery {
+    tmp_secret_id: Option<String>,
+}
+
+async fn list_credentials(state: web::Data<State>, q: web::Query<CredentialQuery>) -> HttpResponse {
+    let issued: Vec<_> = state
+        .store
+        .all()
+        .into_iter()
+        .filter(|c| {
+            q.tmp_secret_id
+                .as_deref()
+                .is_none_or(|id| c.tmp_secret_id == id)
+        })
+        .collect();
+    json_response(&json!({ "issued": issued }))
+}
+
+async fn get_stats(state: web::Data<State>) -> HttpResponse {
+    json_response(&json!(state.store.stats()))
+}
+
+async fn get_faults(state: web::Data<State>) -> HttpResponse {
+    json_response(&json!(*state.faults.lock().unwrap()))
+}
+
+async fn put_faults(state: web::Data<State>, body: Bytes) -> HttpResponse {
+    let faults: Faults = match serde_json::from_slice(&body) {
+        Ok(f) => f,
+        Err(e) => return HttpResponse::BadRequest().body(format!("invalid faults: {e}\n")),
+    };
+    if let Err(e) = faults.validate() {
+        return HttpResponse::BadRequest().body(format!("invalid faults: {e}\n"));
+    }
+    *state.faults.lock().unwrap() = faults.clone();
+    json_response(&json!(faults))
+}
