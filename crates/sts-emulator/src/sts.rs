@@ -447,10 +447,10 @@ fn check_resource(resource: &str, account: &Account) -> StsResult<()> {
     if segments.len() != 6 || segments[0] != "qcs" {
         return Err(resource_error());
     }
-    if let Some(uid) = segments[4].strip_prefix("uid/") {
-        if uid != account.appid {
-            return Err(grant_other());
-        }
+    if let Some(uid) = segments[4].strip_prefix("uid/")
+        && uid != account.appid
+    {
+        return Err(grant_other());
     }
     Ok(())
 }
@@ -511,13 +511,13 @@ fn assume_role(state: &State, call: &Call, request_id: &str) -> StsResult<Value>
         ));
     }
     let external_id = call.string("ExternalId").filter(|s| !s.is_empty());
-    if let Some(ext) = &external_id {
-        if !valid(ext, b"_+=,.@:/-") {
-            return Err(StsFault::new(
-                "InvalidParameter.ParamError",
-                "ExternalId must be 2 to 128 characters of [\\w+=,.@:/-].",
-            ));
-        }
+    if let Some(ext) = &external_id
+        && !valid(ext, b"_+=,.@:/-")
+    {
+        return Err(StsFault::new(
+            "InvalidParameter.ParamError",
+            "ExternalId must be 2 to 128 characters of [\\w+=,.@:/-].",
+        ));
     }
     let policy = match call.string("Policy").filter(|s| !s.is_empty()) {
         Some(raw) => Some(check_policy(&raw, &call.account)?),
