@@ -353,10 +353,12 @@ fn authenticate_v1(state: &State, req: &HttpRequest, body: &[u8], now: i64) -> S
 /// Decodes and checks a session policy the way STS does. Returns the parsed document.
 fn check_policy(raw: &str, account: &Account) -> StsResult<Value> {
     // The parameter is URL-encoded JSON; raw JSON survives the decode unless it has `%`.
+    // Go's url.QueryEscape and PHP's urlencode write a space as `+`; a literal `+` is always
+    // `%2B` in every SDK's encoding, so `+` can safely mean a space here.
     let decoded = if raw.trim_start().starts_with('{') {
         raw.to_owned()
     } else {
-        uri_decode(raw)
+        uri_decode(&raw.replace('+', " "))
     };
     if non_space_len(&decoded) > POLICY_LIMIT {
         return Err(StsFault::new(
@@ -431,6 +433,19 @@ fn check_resource(resource: &str, account: &Account) -> StsResult<()> {
             "[QC_STS] cant grant other resource",
         )
     };
+    if let Some(rest) = resource.strip_prefix("qcs::cos:")
+        && let Some((region, uid, owner)) = legacy_prefix_resource(rest)
+    {
+        // The older `qcs::cos:<region>:uid/<appid>:prefix//<appid>/<bucket>/<key>` form that
+        // the Node SDK's getPolicy still emits (reference §3.3).
+        if region.is_empty() || owner.is_empty() || !owner.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(resource_error());
+        }
+        if uid != account.appid || owner != account.appid {
+            return Err(grant_other());
+        }
+        return Ok(());
+    }
     if resource.starts_with("qcs::cos:") {
         let parsed = parse_cos_resource(resource).ok_or_else(resource_error)?;
         let bucket_appid = appid_of_bucket(parsed.bucket).ok_or_else(resource_error)?;
@@ -453,6 +468,14 @@ fn check_resource(resource: &str, account: &Account) -> StsResult<()> {
         return Err(grant_other());
     }
     Ok(())
+}
+
+/// Splits `<region>:uid/<appid>:prefix//<owner>/…` into `(region, appid, owner)`.
+fn legacy_prefix_resource(rest: &str) -> Option<(&str, &str, &str)> {
+    let (region, rest) = rest.split_once(':')?;
+    let (uid, rest) = rest.strip_prefix("uid/")?.split_once(':')?;
+    let owner = rest.strip_prefix("prefix//")?.split('/').next()?;
+    Some((region, uid, owner))
 }
 
 fn get_federation_token(state: &State, call: &Call, request_id: &str) -> StsResult<Value> {
