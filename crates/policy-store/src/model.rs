@@ -1,0 +1,282 @@
+//! The rows stsgate keeps, as Rust types. See DESIGN §6 and `migrations/`.
+
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::template::TemplateDocument;
+
+pub type AppId = i64;
+
+/// How an app obtains credentials from STS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StsMode {
+    FederationToken,
+    AssumeRole,
+}
+
+impl StsMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StsMode::FederationToken => "federation_token",
+            StsMode::AssumeRole => "assume_role",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "federation_token" => Some(Self::FederationToken),
+            "assume_role" => Some(Self::AssumeRole),
+            _ => None,
+        }
+    }
+}
+
+/// An app, with its secrets decrypted (held as `SecretString`).
+#[derive(Debug, Clone)]
+pub struct App {
+    pub id: AppId,
+    /// URL name, `[a-z0-9][a-z0-9-]{0,62}`.
+    pub slug: String,
+    pub name: String,
+    pub enabled: bool,
+    pub region: String,
+    /// Full bucket name, `<name>-<appid>`.
+    pub bucket: String,
+    pub mode: StsMode,
+    pub role_arn: Option<String>,
+    pub external_id: Option<String>,
+    pub secret_id: String,
+    pub secret_key: SecretString,
+    /// Overrides the default STS endpoint when set.
+    pub sts_endpoint: Option<String>,
+    pub duration_default: i32,
+    pub duration_max: i32,
+    /// Reuse a cached credential while at least this many seconds remain; `None` means half
+    /// of the credential's duration.
+    pub min_remaining: Option<i32>,
+    /// Requests per minute per subject; 0 disables the limit.
+    pub rate_subject_per_minute: i32,
+    /// STS calls per second for the whole app (kept under STS's 600/s); 0 disables it.
+    pub rate_app_per_second: i32,
+    /// The active policy template version, if any was saved.
+    pub active_template_version: Option<i32>,
+    pub updated_at: OffsetDateTime,
+}
+
+/// What an admin submits to create or edit an app. `secret_key: None` on update keeps the
+/// stored key (secrets are write-only).
+#[derive(Debug, Clone)]
+pub struct AppInput {
+    pub slug: String,
+    pub name: String,
+    pub enabled: bool,
+    pub region: String,
+    pub bucket: String,
+    pub mode: StsMode,
+    pub role_arn: Option<String>,
+    pub external_id: Option<String>,
+    pub secret_id: String,
+    pub secret_key: Option<SecretString>,
+    pub sts_endpoint: Option<String>,
+    pub duration_default: i32,
+    pub duration_max: i32,
+    pub min_remaining: Option<i32>,
+    pub rate_subject_per_minute: i32,
+    pub rate_app_per_second: i32,
+}
+
+/// JWT settings of one app, HS secret decrypted.
+#[derive(Debug, Clone)]
+pub struct AppAuth {
+    pub app_id: AppId,
+    pub issuer: Option<String>,
+    pub audiences: Vec<String>,
+    /// Allowed `alg` values, e.g. `["RS256", "ES256"]`.
+    pub algorithms: Vec<String>,
+    pub hs_secret: Option<SecretString>,
+    /// PEM-encoded public keys (RSA, EC or Ed25519).
+    pub public_keys: Vec<String>,
+    pub jwks_url: Option<String>,
+    /// The claim that names the user, `sub` by default.
+    pub user_claim: String,
+    pub leeway_seconds: i32,
+}
+
+/// JWT settings as submitted; `hs_secret: None` keeps the stored secret.
+#[derive(Debug, Clone)]
+pub struct AppAuthInput {
+    pub issuer: Option<String>,
+    pub audiences: Vec<String>,
+    pub algorithms: Vec<String>,
+    pub hs_secret: Option<SecretString>,
+    pub public_keys: Vec<String>,
+    pub jwks_url: Option<String>,
+    pub user_claim: String,
+    pub leeway_seconds: i32,
+}
+
+/// One saved version of an app's policy template.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicyTemplateVersion {
+    pub app_id: AppId,
+    pub version: i32,
+    pub document: TemplateDocument,
+    pub author: String,
+    pub note: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BlockedSubject {
+    pub app_id: AppId,
+    pub subject: String,
+    pub reason: Option<String>,
+    pub blocked_by: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Admin,
+    Auditor,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Auditor => "auditor",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "admin" => Some(Self::Admin),
+            "auditor" => Some(Self::Auditor),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminUser {
+    pub id: i64,
+    pub username: String,
+    /// argon2id PHC string.
+    pub password_hash: String,
+    pub role: Role,
+    pub disabled: bool,
+    pub failed_logins: i32,
+    pub locked_until: Option<OffsetDateTime>,
+    pub created_at: OffsetDateTime,
+}
+
+/// The outcome recorded for every credential request (DESIGN §5.7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Issued,
+    Cached,
+    Denied,
+    RateLimited,
+    UpstreamError,
+    InvalidToken,
+    /// A request the gateway refused before any identity was known (bad options, unknown app).
+    BadRequest,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 7] = [
+        Outcome::Issued,
+        Outcome::Cached,
+        Outcome::Denied,
+        Outcome::RateLimited,
+        Outcome::UpstreamError,
+        Outcome::InvalidToken,
+        Outcome::BadRequest,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Issued => "issued",
+            Outcome::Cached => "cached",
+            Outcome::Denied => "denied",
+            Outcome::RateLimited => "rate_limited",
+            Outcome::UpstreamError => "upstream_error",
+            Outcome::InvalidToken => "invalid_token",
+            Outcome::BadRequest => "bad_request",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|o| o.as_str() == s)
+    }
+}
+
+/// One issuance_log row. Never holds TmpSecretKey, the session token or the JWT.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct IssuanceRecord {
+    /// Set by the database on insert; 0 before.
+    pub id: i64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// The app slug from the URL (kept even when the app does not exist).
+    pub app: String,
+    pub subject: Option<String>,
+    pub outcome: Outcome,
+    pub http_status: i16,
+    /// stsgate's error code, or the STS code for upstream errors.
+    pub error_code: Option<String>,
+    /// The gateway's `x-request-id`.
+    pub request_id: String,
+    pub sts_request_id: Option<String>,
+    pub tmp_secret_id: Option<String>,
+    pub policy_hash: Option<String>,
+    pub template_version: Option<i32>,
+    pub actions: Vec<String>,
+    pub prefix: Option<String>,
+    pub duration_seconds: Option<i32>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub expired_time: Option<OffsetDateTime>,
+    pub source_ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub latency_us: i64,
+}
+
+/// Filters for searching the issuance log; every field narrows.
+#[derive(Debug, Clone, Default)]
+pub struct IssuanceFilter {
+    pub app: Option<String>,
+    pub subject: Option<String>,
+    pub outcome: Option<Outcome>,
+    pub from: Option<OffsetDateTime>,
+    pub to: Option<OffsetDateTime>,
+    pub source_ip: Option<String>,
+    pub tmp_secret_id: Option<String>,
+}
+
+/// A keyset cursor: rows strictly older than `(at, id)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IssuanceCursor {
+    pub at: OffsetDateTime,
+    pub id: i64,
+}
+
+/// One admin_audit row: who changed what, with before/after (secrets redacted).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AdminChange {
+    pub id: i64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub actor: String,
+    /// e.g. `app.create`, `app.update`, `template.save`, `subject.block`.
+    pub action: String,
+    pub target: String,
+    pub before: Option<serde_json::Value>,
+    pub after: Option<serde_json::Value>,
+}

@@ -1,0 +1,310 @@
+use policy_store::{AppAuthInput, Store, StoreError, StsMode};
+use secrecy::{ExposeSecret, SecretString};
+
+use super::{SECRET_ID, SECRET_KEY, app_input, fields, store};
+
+#[tokio::test]
+async fn app_crud() {
+    let (_db, store) = store().await;
+    let app = store.create_app("root", &app_input("demo")).await.unwrap();
+    assert!(app.id > 0);
+    assert_eq!(app.slug, "demo");
+    assert_eq!(app.secret_key.expose_secret(), SECRET_KEY);
+    assert_eq!(app.active_template_version, None);
+    assert!(app.enabled);
+
+    let by_slug = store.app_by_slug("demo").await.unwrap().unwrap();
+    assert_eq!(by_slug.id, app.id);
+    assert_eq!(by_slug.secret_key.expose_secret(), SECRET_KEY);
+    assert_eq!(store.app_by_id(app.id).await.unwrap().unwrap().slug, "demo");
+    assert!(store.app_by_slug("nope").await.unwrap().is_none());
+    assert!(store.app_by_id(app.id + 1000).await.unwrap().is_none());
+
+    store
+        .create_app("root", &app_input("another"))
+        .await
+        .unwrap();
+    let all = store.list_apps().await.unwrap();
+    assert_eq!(
+        all.iter().map(|a| a.slug.as_str()).collect::<Vec<_>>(),
+        ["another", "demo"]
+    );
+
+    let mut edit = app_input("demo");
+    edit.name = "Renamed".into();
+    edit.mode = StsMode::AssumeRole;
+    edit.role_arn = Some("qcs::cam::uin/100000000001:roleName/stsgate".into());
+    edit.sts_endpoint = Some("http://127.0.0.1:9000".into());
+    edit.min_remaining = Some(300);
+    let updated = store.update_app("root", app.id, &edit).await.unwrap();
+    assert_eq!(updated.name, "Renamed");
+    assert_eq!(updated.mode, StsMode::AssumeRole);
+    assert_eq!(updated.min_remaining, Some(300));
+    assert_eq!(
+        updated.sts_endpoint.as_deref(),
+        Some("http://127.0.0.1:9000")
+    );
+    assert!(updated.updated_at >= app.updated_at);
+
+    store.set_app_enabled("root", app.id, false).await.unwrap();
+    assert!(!store.app_by_id(app.id).await.unwrap().unwrap().enabled);
+    store.set_app_enabled("root", app.id, true).await.unwrap();
+    assert!(store.app_by_id(app.id).await.unwrap().unwrap().enabled);
+
+    assert!(matches!(
+        store.update_app("root", 999_999, &edit).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store.set_app_enabled("root", 999_999, true).await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+#[tokio::test]
+async fn validation_names_the_fields() {
+    let (_db, store) = store().await;
+    let mut bad = app_input("Bad Slug");
+    bad.name = " ".into();
+    bad.region = "gz".into();
+    bad.bucket = "nobucketappid".into();
+    bad.mode = StsMode::AssumeRole;
+    bad.secret_id = "has space".into();
+    bad.secret_key = None;
+    bad.sts_endpoint = Some("ftp://example.com".into());
+    bad.duration_default = 0;
+    bad.duration_max = 200_000;
+    bad.min_remaining = Some(-1);
+    bad.rate_subject_per_minute = -1;
+    bad.rate_app_per_second = -5;
+    let err = store.create_app("root", &bad).await.unwrap_err();
+    assert_eq!(
+        fields(&err),
+        [
+            "slug",
+            "name",
+            "region",
+            "bucket",
+            "role_arn",
+            "secret_id",
+            "secret_key",
+            "sts_endpoint",
+            "duration_default",
+            "duration_max",
+            "min_remaining",
+            "rate_subject_per_minute",
+            "rate_app_per_second",
+        ]
+    );
+    // The message never carries the secret.
+    let mut with_secret = app_input("ok");
+    with_secret.duration_default = 9000;
+    let err = store.create_app("root", &with_secret).await.unwrap_err();
+    assert_eq!(fields(&err), ["duration_default"]);
+    assert!(!err.to_string().contains(SECRET_KEY));
+    assert!(store.list_apps().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn duplicate_slug_is_a_conflict() {
+    let (_db, store) = store().await;
+    store.create_app("root", &app_input("demo")).await.unwrap();
+    let err = store
+        .create_app("root", &app_input("demo"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Conflict(m) if m.contains("demo")),
+        "{err:?}"
+    );
+    let other = store.create_app("root", &app_input("other")).await.unwrap();
+    let err = store
+        .update_app("root", other.id, &app_input("demo"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn secrets_are_encrypted_at_rest_and_kept_on_update() {
+    let (db, store) = store().await;
+    let app = store.create_app("root", &app_input("demo")).await.unwrap();
+    let raw: String = sqlx::query_scalar("SELECT secret_key_enc FROM apps WHERE id = $1")
+        .bind(app.id)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert!(raw.starts_with("v1:test:"), "{raw}");
+    assert!(!raw.contains(SECRET_KEY));
+
+    // Update without a secret keeps the stored one (same ciphertext).
+    let mut edit = app_input("demo");
+    edit.secret_key = None;
+    edit.name = "x".into();
+    let updated = store.update_app("root", app.id, &edit).await.unwrap();
+    assert_eq!(updated.secret_key.expose_secret(), SECRET_KEY);
+    let raw_after: String = sqlx::query_scalar("SELECT secret_key_enc FROM apps WHERE id = $1")
+        .bind(app.id)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(raw_after, raw);
+
+    // A new secret replaces it.
+    edit.secret_key = Some(SecretString::from("NewSecretKeyValue1234567890"));
+    let updated = store.update_app("root", app.id, &edit).await.unwrap();
+    assert_eq!(
+        updated.secret_key.expose_secret(),
+        "NewSecretKeyValue1234567890"
+    );
+
+    // The ciphertext is bound to the app: copied onto another app it does not decrypt.
+    let other = store.create_app("root", &app_input("other")).await.unwrap();
+    sqlx::query("UPDATE apps SET secret_key_enc = $1 WHERE id = $2")
+        .bind(&raw)
+        .bind(other.id)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.app_by_id(other.id).await,
+        Err(StoreError::Crypto(_))
+    ));
+    assert_eq!(app.secret_id, SECRET_ID);
+}
+
+#[tokio::test]
+async fn app_auth_with_encrypted_hs_secret() {
+    let (db, store) = store().await;
+    let app = store.create_app("root", &app_input("demo")).await.unwrap();
+    assert!(store.app_auth(app.id).await.unwrap().is_none());
+    let hs = "an-hs256-secret-of-at-least-32-bytes!!";
+    let mut input = AppAuthInput {
+        issuer: Some("https://issuer.example".into()),
+        audiences: vec!["mobile".into()],
+        algorithms: vec!["HS256".into(), "HS256".into()],
+        hs_secret: Some(SecretString::from(hs)),
+        public_keys: vec![],
+        jwks_url: None,
+        user_claim: "sub".into(),
+        leeway_seconds: 30,
+    };
+    let auth = store.set_app_auth("root", app.id, &input).await.unwrap();
+    assert_eq!(auth.hs_secret.as_ref().unwrap().expose_secret(), hs);
+    assert_eq!(auth.algorithms, ["HS256"]);
+    let raw: String = sqlx::query_scalar("SELECT hs_secret_enc FROM app_auth WHERE app_id = $1")
+        .bind(app.id)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert!(raw.starts_with("v1:") && !raw.contains(hs));
+
+    // Without a new secret the stored one is kept.
+    input.hs_secret = None;
+    input.leeway_seconds = 10;
+    input.jwks_url = Some("https://issuer.example/jwks.json".into());
+    input.algorithms = vec!["HS256".into(), "RS256".into()];
+    let auth = store.set_app_auth("root", app.id, &input).await.unwrap();
+    assert_eq!(auth.hs_secret.as_ref().unwrap().expose_secret(), hs);
+    assert_eq!(auth.leeway_seconds, 10);
+    let read = store.app_auth(app.id).await.unwrap().unwrap();
+    assert_eq!(read.hs_secret.unwrap().expose_secret(), hs);
+    assert_eq!(
+        read.jwks_url.as_deref(),
+        Some("https://issuer.example/jwks.json")
+    );
+
+    // Validation names the fields.
+    let bad = AppAuthInput {
+        issuer: None,
+        audiences: vec![" ".into()],
+        algorithms: vec!["none".into(), "ES256".into()],
+        hs_secret: Some(SecretString::from("short")),
+        public_keys: vec!["not a pem".into()],
+        jwks_url: Some("file:///etc/passwd".into()),
+        user_claim: "bad claim".into(),
+        leeway_seconds: -1,
+    };
+    let err = store.set_app_auth("root", app.id, &bad).await.unwrap_err();
+    assert_eq!(
+        fields(&err),
+        [
+            "algorithms[0]",
+            "hs_secret",
+            "public_keys[0]",
+            "jwks_url",
+            "audiences[0]",
+            "user_claim",
+            "leeway_seconds"
+        ]
+    );
+    // HS algorithms need a secret when none is stored.
+    let other = store.create_app("root", &app_input("other")).await.unwrap();
+    let mut no_secret = input.clone();
+    no_secret.algorithms = vec!["HS512".into()];
+    let err = store
+        .set_app_auth("root", other.id, &no_secret)
+        .await
+        .unwrap_err();
+    assert_eq!(fields(&err), ["hs_secret"]);
+    assert!(matches!(
+        store.set_app_auth("root", 999_999, &input).await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+#[tokio::test]
+async fn master_key_rotation() {
+    use base64::Engine as _;
+    use policy_store::{Cipher, MasterKey, PgStore};
+
+    let (db, old_store) = store().await;
+    let app = old_store
+        .create_app("root", &app_input("demo"))
+        .await
+        .unwrap();
+
+    let new_key = MasterKey::parse(&format!(
+        "next:{}",
+        base64::engine::general_purpose::STANDARD.encode([9u8; 32])
+    ))
+    .unwrap();
+    // Without the old key the secret cannot be read, and the error names the key id.
+    let new_only = PgStore::new(db.pool.clone(), Cipher::new(new_key.clone(), vec![]));
+    let err = new_only.app_by_id(app.id).await.unwrap_err();
+    assert!(err.to_string().contains("\"test\""), "{err}");
+    // With it as a previous key it can; the next update re-encrypts under the new key.
+    let rotated = PgStore::new(
+        db.pool.clone(),
+        Cipher::new(new_key, vec![policy_store::testing::test_cipher().current]),
+    );
+    assert_eq!(
+        rotated
+            .app_by_id(app.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .secret_key
+            .expose_secret(),
+        SECRET_KEY
+    );
+    let mut edit = app_input("demo");
+    edit.secret_key = None;
+    rotated.update_app("root", app.id, &edit).await.unwrap();
+    let raw: String = sqlx::query_scalar("SELECT secret_key_enc FROM apps WHERE id = $1")
+        .bind(app.id)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert!(raw.starts_with("v1:next:"), "{raw}");
+    assert_eq!(
+        new_only
+            .app_by_id(app.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .secret_key
+            .expose_secret(),
+        SECRET_KEY
+    );
+}

@@ -1,0 +1,97 @@
+use policy_store::migrate;
+use policy_store::testing::fresh_database;
+
+#[tokio::test]
+async fn migrations_apply_once_and_are_idempotent() {
+    let db = fresh_database().await.unwrap();
+    // fresh_database already migrated: nothing left to apply, twice over.
+    assert!(migrate::run(&db.url).await.unwrap().is_empty());
+    assert!(migrate::run(&db.url).await.unwrap().is_empty());
+    assert_eq!(migrate::embedded_migrations(), ["V1__init"]);
+
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' ORDER BY 1",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    for t in [
+        "admin_audit",
+        "admin_sessions",
+        "admin_users",
+        "app_auth",
+        "apps",
+        "blocked_subjects",
+        "issuance_log_default",
+        "policy_templates",
+        "refinery_schema_history",
+    ] {
+        assert!(tables.contains(&t.to_owned()), "missing {t}: {tables:?}");
+    }
+    // The current month and three ahead exist as partitions.
+    let parts: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+         WHERE i.inhparent = 'issuance_log'::regclass AND c.relname ~ '^issuance_log_y[0-9]{4}m[0-9]{2}$'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(parts, 4);
+    let history: i64 = sqlx::query_scalar("SELECT count(*) FROM refinery_schema_history")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(history, 1);
+}
+
+#[tokio::test]
+async fn concurrent_runs_are_serialised_by_the_advisory_lock() {
+    let db = fresh_database().await.unwrap();
+    // A second, empty database migrated from two tasks at once.
+    let mut admin = db.pool.acquire().await.unwrap();
+    let name = format!("{}_c", db.name);
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+        .execute(&mut *admin)
+        .await
+        .unwrap();
+    let url = db.url.replace(&db.name, &name);
+    let (a, b) = tokio::join!(
+        tokio::spawn({
+            let url = url.clone();
+            async move { migrate::run(&url).await }
+        }),
+        tokio::spawn({
+            let url = url.clone();
+            async move { migrate::run(&url).await }
+        }),
+    );
+    let (a, b) = (a.unwrap().unwrap(), b.unwrap().unwrap());
+    // Exactly one of them applied V1; the other waited and found nothing to do.
+    let mut applied = [a, b].concat();
+    applied.sort();
+    assert_eq!(applied, ["V1__init"]);
+
+    let pool = migrate::connect_pool(&url, 1).await.unwrap();
+    let history: i64 = sqlx::query_scalar("SELECT count(*) FROM refinery_schema_history")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(history, 1);
+    pool.close().await;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE \"{name}\" WITH (FORCE)"
+    )))
+    .execute(&mut *admin)
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn partitions_are_ensured_idempotently() {
+    let (db, store) = super::store().await;
+    assert_eq!(store.ensure_partitions(3).await.unwrap(), 0);
+    assert_eq!(store.ensure_partitions(5).await.unwrap(), 2);
+    assert_eq!(store.ensure_partitions(5).await.unwrap(), 0);
+    assert!(store.ensure_partitions(-1).await.is_err());
+    drop(db);
+}
