@@ -1,6 +1,7 @@
 """Fixtures for the official-SDK interop suite.
 
-The session fixture `emulator` starts the stsgate STS emulator as a subprocess:
+The session fixture `emulator` starts the stsgate STS/COS emulator as a subprocess
+(`emulator_launcher` gives tests `launch_emulator(extra_args)` for emulators of their own):
 
     $STSGATE_BIN emulator --listen 127.0.0.1:0 --account AKIDINTEROP:interopsecretkey:1250000000
 
@@ -11,6 +12,7 @@ the process when the session ends.
 Run:  $(scripts/interop-venv) -m pytest tests/interop -v
 """
 
+import contextlib
 import dataclasses
 import os
 import queue
@@ -58,6 +60,19 @@ def _no_proxies():
 
 @pytest.fixture(scope="session")
 def emulator(_no_proxies):
+    with launch_emulator() as emu:
+        yield emu
+
+
+@pytest.fixture
+def emulator_launcher(_no_proxies):
+    """`launch_emulator` for tests that need their own emulator (e.g. with --data-dir)."""
+    return launch_emulator
+
+
+@contextlib.contextmanager
+def launch_emulator(extra_args=()):
+    """Starts `stsgate emulator` (plus extra_args), yields an Emulator, stops it on exit."""
     binary = os.environ.get("STSGATE_BIN") or str(DEFAULT_BIN)
     if not (os.path.isfile(binary) and os.access(binary, os.X_OK)):
         pytest.fail(
@@ -68,7 +83,7 @@ def emulator(_no_proxies):
 
     stderr_file = tempfile.NamedTemporaryFile(prefix="stsgate-emulator-", suffix=".stderr", delete=False)
     cmd = [binary, "emulator", "--listen", "127.0.0.1:0",
-           "--account", "%s:%s:%s" % (SECRET_ID, SECRET_KEY, APPID)]
+           "--account", "%s:%s:%s" % (SECRET_ID, SECRET_KEY, APPID)] + list(extra_args)
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=stderr_file, text=True, bufsize=1)
 

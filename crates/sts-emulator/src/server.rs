@@ -1,19 +1,23 @@
 use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use actix_web::dev::ServerHandle;
+use actix_service::{IntoServiceFactory, ServiceFactoryExt, fn_service, map_config};
+use actix_web::dev::{AppConfig, ServerHandle, Service, ServiceRequest, ServiceResponse};
 use actix_web::http::header::ContentType;
-use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use actix_web::{App, HttpRequest, HttpResponse, guard, web};
 use bytes::Bytes;
 use rand::Rng;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::account::Account;
+use crate::cos::{self, ObjectStore};
 use crate::faults::Faults;
 use crate::store::{IssuedCredential, Stats, Store};
 use crate::sts::{self, StsFault};
+use crate::wire::{CaseIo, NO_BODY_MARKER};
 
 /// How the emulator is set up at start.
 #[derive(Debug, Clone)]
@@ -27,6 +31,12 @@ pub struct EmulatorConfig {
     pub faults: Faults,
     /// actix worker threads.
     pub workers: usize,
+    /// Where the COS data plane keeps objects and in-progress multipart uploads across
+    /// restarts; in memory when `None`. (Issued credentials always live in memory.)
+    pub data_dir: Option<PathBuf>,
+    /// The bucket for COS requests that name none in their Host or path (clients that only
+    /// take a fixed endpoint).
+    pub cos_default_bucket: Option<String>,
 }
 
 impl Default for EmulatorConfig {
@@ -41,6 +51,8 @@ impl Default for EmulatorConfig {
             ],
             faults: Faults::default(),
             workers: 2,
+            data_dir: None,
+            cos_default_bucket: None,
         }
     }
 }
@@ -48,11 +60,14 @@ impl Default for EmulatorConfig {
 pub(crate) struct State {
     pub(crate) config: EmulatorConfig,
     pub(crate) store: Store,
+    /// The COS data plane's objects and uploads.
+    pub(crate) cos: ObjectStore,
     faults: Mutex<Faults>,
 }
 
 impl State {
-    fn now(&self) -> i64 {
+    /// The emulator's clock in Unix seconds (honours the `clock_offset_secs` fault).
+    pub(crate) fn now(&self) -> i64 {
         let offset = self.faults.lock().unwrap().clock_offset_secs;
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -148,27 +163,64 @@ pub fn start(config: EmulatorConfig, listener: TcpListener) -> std::io::Result<E
     config.faults.validate().map_err(std::io::Error::other)?;
     let addr = listener.local_addr()?;
     let workers = config.workers.max(1);
+    let cos = ObjectStore::open(config.data_dir.as_deref())?;
     let state = Arc::new(State {
         faults: Mutex::new(config.faults.clone()),
         config,
         store: Store::default(),
+        cos,
     });
     let data = web::Data::from(state.clone());
-    let server = HttpServer::new(move || {
-        App::new()
-            .app_data(data.clone())
-            .app_data(web::PayloadConfig::new(11 * 1024 * 1024))
-            .route("/_emulator/credentials", web::get().to(list_credentials))
-            .route("/_emulator/stats", web::get().to(get_stats))
-            .route("/_emulator/faults", web::get().to(get_faults))
-            .route("/_emulator/faults", web::put().to(put_faults))
-            .default_service(web::to(sts_endpoint))
-    })
-    .workers(workers)
-    .disable_signals()
-    .shutdown_timeout(5)
-    .listen(listener)?
-    .run();
+    // What actix-web's HttpServer::listen builds (HTTP/1 only, as the workspace has no http2
+    // feature), with each connection wrapped so that response header names get the case
+    // Tencent's services write (see `wire`).
+    let builder = actix_web::dev::Server::build();
+    // Lets idle keep-alive connections close at once on stop, as actix-web's HttpServer does.
+    let shutdown_signal = builder.graceful_shutdown_signal();
+    let server = builder
+        .workers(workers)
+        .disable_signals()
+        .shutdown_timeout(5)
+        .listen("stsgate-emulator", listener, move || {
+            let app = App::new()
+                .app_data(data.clone())
+                .app_data(web::PayloadConfig::new(11 * 1024 * 1024))
+                .wrap_fn(mark_bodiless_answers)
+                .route("/_emulator/credentials", web::get().to(list_credentials))
+                .route("/_emulator/stats", web::get().to(get_stats))
+                .route("/_emulator/faults", web::get().to(get_faults))
+                .route("/_emulator/faults", web::put().to(put_faults))
+                .service(
+                    web::resource("/{tail:.*}")
+                        .guard(guard::fn_guard(|ctx| {
+                            ctx.app_data::<web::Data<State>>()
+                                .is_some_and(|s| cos::is_cos_request(ctx.head(), s))
+                        }))
+                        .to(cos::handle),
+                )
+                .default_service(web::to(sts_endpoint));
+            let signal = shutdown_signal.clone();
+            let http = actix_http::HttpService::build()
+                .graceful_shutdown_signal(move || {
+                    let signal = signal.clone();
+                    async move { signal.notified().await }
+                })
+                .local_addr(addr)
+                .h1(map_config(
+                    app.into_factory().map_err(|e| e.error_response()),
+                    move |_| AppConfig::default(),
+                ));
+            fn_service(|io: actix_web::rt::net::TcpStream| {
+                let peer = io.peer_addr().ok();
+                let _ = io.set_nodelay(true);
+                std::future::ready(Ok::<_, actix_http::error::DispatchError>((
+                    CaseIo::new(io),
+                    peer,
+                )))
+            })
+            .and_then(http)
+        })?
+        .run();
     let handle = server.handle();
     let task = tokio::spawn(server);
     Ok(EmulatorHandle {
@@ -177,6 +229,29 @@ pub fn start(config: EmulatorConfig, listener: TcpListener) -> std::io::Result<E
         server: handle,
         task,
     })
+}
+
+/// Marks answers to HEAD requests, whose bodies actix leaves out, for the wire layer.
+fn mark_bodiless_answers<S>(
+    req: ServiceRequest,
+    srv: &S,
+) -> impl Future<Output = Result<ServiceResponse, actix_web::Error>> + use<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse, Error = actix_web::Error>,
+    S::Future: 'static,
+{
+    let head = req.method() == actix_web::http::Method::HEAD;
+    let answer = srv.call(req);
+    async move {
+        let mut res = answer.await?;
+        if head {
+            res.headers_mut().insert(
+                actix_web::http::header::HeaderName::from_static(NO_BODY_MARKER),
+                actix_web::http::header::HeaderValue::from_static("1"),
+            );
+        }
+        Ok(res)
+    }
 }
 
 fn json_response(value: &Value) -> HttpResponse {
