@@ -1,1 +1,18 @@
-//! JWT verification, the issuance service and the public HTTP API (arrives with the vending issue).
+//! The public side of stsgate: JWT verification (static keys and JWKS), the issuance service
+//! (app cache, rate limits, credential cache with single-flight, group-committed audit) and
+//! the HTTP handlers and metrics.
+
+pub mod apps;
+pub mod audit;
+mod clock;
+pub mod credcache;
+pub mod error;
+pub mod http;
+pub mod jwt;
+pub mod metrics;
+pub mod ratelimit;
+pub mod service;
+pub mod startup;
+
+pub use error::ApiError;
+pub use startup::{Gateway, GatewayConfig, follow_changes};

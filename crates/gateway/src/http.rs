@@ -1,0 +1,333 @@
+//! The public HTTP API (DESIGN §3).
+
+use std::sync::Arc;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
+use policy_store::Store;
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::service::{CredentialRequest, Issued, Service};
+
+/// Shared state of the public listener.
+pub struct PublicState {
+    pub service: Arc<Service>,
+    pub store: Arc<dyn Store>,
+    pub trust_forwarded_for: bool,
+}
+
+/// The request id of the current request (set by [`request_id`]).
+#[derive(Clone)]
+pub struct RequestId(pub String);
+
+/// Largest accepted JSON body for the credential endpoint.
+const MAX_BODY: usize = 16 * 1024;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(web::PayloadConfig::new(MAX_BODY))
+        .route("/v1/apps/{app}/credentials", web::get().to(credentials))
+        .route("/v1/apps/{app}/credentials", web::post().to(credentials))
+        .route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz))
+        .route("/metrics", web::get().to(metrics));
+}
+
+/// Gives every request an id (a sane inbound `x-request-id`, or a new UUID), and echoes it on
+/// every response, errors and 404s included.
+pub async fn request_id(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let inbound = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+        .map(str::to_owned);
+    let id = inbound.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let started = std::time::Instant::now();
+    let method = req.method().clone();
+    let path = req.path().to_owned();
+    let mut res = next.call(req).await?;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        res.headers_mut()
+            .insert(header::HeaderName::from_static("x-request-id"), value);
+    }
+    tracing::info!(
+        request_id = %id,
+        method = %method,
+        path = %path,
+        status = res.status().as_u16(),
+        latency_us = started.elapsed().as_micros() as u64,
+        "request"
+    );
+    Ok(res)
+}
+
+fn request_id_of(req: &HttpRequest) -> String {
+    req.extensions()
+        .get::<RequestId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Sdk,
+    Legacy,
+    CosJs,
+}
+
+/// Options from the query string or a JSON body. `actions` is a list, or a comma-separated
+/// string in a query.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Options {
+    actions: Option<Value>,
+    prefix: Option<String>,
+    duration_seconds: Option<Value>,
+    format: Option<String>,
+    /// Cache busters that browser libraries add (`_=1700000000`); ignored.
+    #[serde(rename = "_")]
+    _cache_buster: Option<Value>,
+}
+
+struct Parsed {
+    actions: Option<Vec<String>>,
+    prefix: Option<String>,
+    duration_seconds: Option<u64>,
+    format: Format,
+}
+
+fn parse_options(opts: Options) -> Result<Parsed, String> {
+    let actions = match opts.actions {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(
+            s.split(',')
+                .map(str::trim)
+                .filter(|a| !a.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        ),
+        Some(Value::Array(items)) => Some(
+            items
+                .into_iter()
+                .map(|v| match v {
+                    Value::String(s) => Ok(s),
+                    _ => Err("actions must be a list of strings".to_owned()),
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+        Some(_) => return Err("actions must be a list of strings".into()),
+    };
+    if actions.as_ref().is_some_and(|a: &Vec<String>| a.is_empty()) {
+        return Err("actions, when given, must name at least one action".into());
+    }
+    let duration_seconds = match opts.duration_seconds {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => Some(
+            n.as_u64()
+                .ok_or("duration_seconds must be a positive integer")?,
+        ),
+        Some(Value::String(s)) => Some(
+            s.parse::<u64>()
+                .map_err(|_| "duration_seconds must be a positive integer".to_owned())?,
+        ),
+        Some(_) => return Err("duration_seconds must be a positive integer".into()),
+    };
+    let format = match opts.format.as_deref() {
+        None | Some("") | Some("sdk") => Format::Sdk,
+        Some("legacy") => Format::Legacy,
+        Some("cos-js") => Format::CosJs,
+        Some(_) => return Err("format must be one of: sdk, legacy, cos-js".into()),
+    };
+    Ok(Parsed {
+        actions,
+        prefix: opts.prefix.filter(|p| !p.is_empty()),
+        duration_seconds,
+        format,
+    })
+}
+
+fn source_ip(req: &HttpRequest, trust_forwarded_for: bool) -> Option<String> {
+    if trust_forwarded_for
+        && let Some(first) = req
+            .headers()
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+        && let Ok(ip) = first.trim().parse::<std::net::IpAddr>()
+    {
+        return Some(ip.to_string());
+    }
+    req.peer_addr().map(|a| a.ip().to_string())
+}
+
+fn bearer(req: &HttpRequest) -> Option<String> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
+    // A header that is not a bearer token is an invalid token, not a missing one.
+    Some(if scheme.eq_ignore_ascii_case("bearer") {
+        token.trim().to_owned()
+    } else {
+        String::new()
+    })
+}
+
+async fn credentials(
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+    state: web::Data<PublicState>,
+) -> HttpResponse {
+    let request_id = request_id_of(&req);
+    let from_query = serde_urlencoded::from_str::<Options>(req.query_string())
+        .map_err(|e| format!("invalid query options: {e}"));
+    let options = from_query.and_then(|q| {
+        if body.is_empty() {
+            return Ok(q);
+        }
+        let b: Options = serde_json::from_slice(&body)
+            .map_err(|e| format!("the body must be a JSON object of options: {e}"))?;
+        Ok(Options {
+            actions: b.actions.or(q.actions),
+            prefix: b.prefix.or(q.prefix),
+            duration_seconds: b.duration_seconds.or(q.duration_seconds),
+            format: b.format.or(q.format),
+            _cache_buster: None,
+        })
+    });
+    let parsed = options.and_then(parse_options);
+    let (format, option_error, parsed) = match parsed {
+        Ok(p) => (p.format, None, Some(p)),
+        Err(e) => (Format::Sdk, Some(e), None),
+    };
+    let request = CredentialRequest {
+        app: path.into_inner(),
+        token: bearer(&req),
+        actions: parsed.as_ref().and_then(|p| p.actions.clone()),
+        prefix: parsed.as_ref().and_then(|p| p.prefix.clone()),
+        duration_seconds: parsed.as_ref().and_then(|p| p.duration_seconds),
+        source_ip: source_ip(&req, state.trust_forwarded_for),
+        user_agent: req
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        request_id: request_id.clone(),
+        option_error,
+    };
+    match state.service.handle(&request).await {
+        Ok(issued) => HttpResponse::Ok()
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .insert_header((header::PRAGMA, "no-cache"))
+            .json(render_credentials(&issued, format)),
+        Err(e) => e.to_response(&request_id),
+    }
+}
+
+/// The three response shapes (DESIGN §3; reference §2.11, §4.4, §4.7).
+fn render_credentials(issued: &Issued, format: Format) -> Value {
+    let c = &issued.credential.creds;
+    let (id, key, token) = (
+        c.tmp_secret_id.as_str(),
+        c.tmp_secret_key.expose_secret(),
+        c.session_token.expose_secret(),
+    );
+    let start = issued.credential.start_time;
+    let sdk = || {
+        json!({
+            "credentials": {"tmpSecretId": id, "tmpSecretKey": key, "sessionToken": token},
+            "expiredTime": c.expired_time,
+            "expiration": c.expiration,
+            "startTime": start,
+            "requestId": c.request_id,
+            "bucket": issued.bucket,
+            "region": issued.region,
+            "prefix": issued.prefix,
+        })
+    };
+    match format {
+        Format::Sdk => sdk(),
+        Format::Legacy => json!({"code": 0, "message": "", "codeDesc": "Success", "data": sdk()}),
+        Format::CosJs => json!({
+            "TmpSecretId": id,
+            "TmpSecretKey": key,
+            "SecurityToken": token,
+            "StartTime": start,
+            "ExpiredTime": c.expired_time,
+            "Expiration": c.expiration,
+            "Bucket": issued.bucket,
+            "Region": issued.region,
+            "Prefix": issued.prefix,
+        }),
+    }
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain").body("ok\n")
+}
+
+async fn readyz(state: web::Data<PublicState>) -> HttpResponse {
+    match state.store.ping().await {
+        Ok(()) => HttpResponse::Ok()
+            .content_type("text/plain")
+            .body("ready\n"),
+        Err(e) => {
+            tracing::warn!(error = %e, "not ready: database unreachable");
+            HttpResponse::ServiceUnavailable()
+                .content_type("text/plain")
+                .body("database unreachable\n")
+        }
+    }
+}
+
+async fn metrics(state: web::Data<PublicState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(
+            state
+                .service
+                .metrics
+                .render(state.service.cached_credentials()),
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(q: &str) -> Result<Parsed, String> {
+        parse_options(serde_urlencoded::from_str(q).map_err(|e| e.to_string())?)
+    }
+
+    #[test]
+    fn parses_query_options() {
+        let p = opts("actions=name/cos:PutObject,GetObject&prefix=photos/&duration_seconds=900&format=cos-js").unwrap();
+        assert_eq!(p.actions.unwrap(), ["name/cos:PutObject", "GetObject"]);
+        assert_eq!(p.prefix.as_deref(), Some("photos/"));
+        assert_eq!(p.duration_seconds, Some(900));
+        assert_eq!(p.format, Format::CosJs);
+        assert_eq!(opts("").unwrap().format, Format::Sdk);
+    }
+
+    #[test]
+    fn refuses_bad_options() {
+        assert!(opts("duration_seconds=abc").is_err());
+        assert!(opts("duration_seconds=-1").is_err());
+        assert!(opts("format=xml").is_err());
+        assert!(opts("actions=").is_err());
+        assert!(opts("unknown=1").is_err());
+    }
+}

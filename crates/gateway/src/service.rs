@@ -1,0 +1,433 @@
+//! The issuance path (DESIGN §5): app → JWT → block list and limits → policy → cache → STS.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use policy_store::{IssuanceRecord, NarrowError, Outcome, RenderContext, RenderError, StsMode};
+use sha2::{Digest, Sha256};
+use sts_core::client::{AssumeRole, GetFederationToken};
+use sts_core::{ErrorClass, StsError, TemporaryCredentials};
+use time::OffsetDateTime;
+
+use crate::apps::{AppResolver, ResolveError, ResolvedApp};
+use crate::audit::AuditWriter;
+use crate::clock::unix_now;
+use crate::credcache::{CacheKey, CachedCredential, CredentialCache, new_cache};
+use crate::error::ApiError;
+use crate::jwt::{JwtError, JwtVerifier};
+use crate::metrics::Metrics;
+use crate::ratelimit::RateLimiter;
+
+/// A credential request, as the HTTP layer parsed it.
+#[derive(Debug, Clone, Default)]
+pub struct CredentialRequest {
+    pub app: String,
+    pub token: Option<String>,
+    pub actions: Option<Vec<String>>,
+    pub prefix: Option<String>,
+    pub duration_seconds: Option<u64>,
+    pub source_ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub request_id: String,
+    /// Set when the request's options could not be parsed (answered with 422).
+    pub option_error: Option<String>,
+}
+
+/// A credential ready to return.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub credential: Arc<CachedCredential>,
+    pub bucket: String,
+    pub region: String,
+    pub prefix: String,
+    pub cached: bool,
+}
+
+pub struct Service {
+    pub apps: Arc<AppResolver>,
+    pub jwt: JwtVerifier,
+    pub audit: AuditWriter,
+    pub metrics: Arc<Metrics>,
+    cache: CredentialCache,
+    subject_limits: RateLimiter<(i64, String)>,
+    app_limits: RateLimiter<i64>,
+}
+
+/// Free text that goes into the issuance log: bounded, and without characters Postgres
+/// refuses (NUL) or that would forge log lines.
+pub fn log_text(s: &str, max_chars: usize) -> String {
+    s.chars()
+        .take(max_chars)
+        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+        .collect()
+}
+
+fn sub_hash(subject: &str) -> String {
+    hex::encode(Sha256::digest(subject.as_bytes()))[..32].to_owned()
+}
+
+/// A name STS accepts (`[\w+=,.@-]`, bounded) that still tells CloudAudit who it was.
+fn sts_session_name(subject: &str, max: usize) -> String {
+    let ok = subject.len() >= 2
+        && subject.len() <= max
+        && subject
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_+=,.@-".contains(&b));
+    if ok {
+        subject.to_owned()
+    } else {
+        format!("h-{}", &sub_hash(subject)[..max.min(34) - 2])
+    }
+}
+
+fn jwt_error(e: &JwtError) -> ApiError {
+    match e {
+        JwtError::JwksUnavailable(_) => ApiError::Unavailable,
+        other => ApiError::InvalidToken(other.code()),
+    }
+}
+
+fn sts_error(e: &StsError) -> ApiError {
+    // Unreachable, or a throttle or internal error (retried or not): STS is there but unwell,
+    // so the client should come back later. Anything else is a refusal to look into.
+    if e.is_unavailable() || e.class() == ErrorClass::Retryable {
+        return ApiError::StsUnavailable {
+            sts_code: e.code().map(str::to_owned),
+        };
+    }
+    ApiError::StsRefused {
+        sts_code: e.code().unwrap_or("InvalidResponse").to_owned(),
+        sts_request_id: e.request_id().map(str::to_owned),
+    }
+}
+
+impl Service {
+    pub fn new(
+        apps: Arc<AppResolver>,
+        jwt: JwtVerifier,
+        audit: AuditWriter,
+        metrics: Arc<Metrics>,
+        cache_entries: u64,
+    ) -> Self {
+        Self {
+            apps,
+            jwt,
+            audit,
+            metrics,
+            cache: new_cache(cache_entries),
+            subject_limits: RateLimiter::new(1_000_000, Duration::from_secs(600)),
+            app_limits: RateLimiter::new(100_000, Duration::from_secs(600)),
+        }
+    }
+
+    pub fn cached_credentials(&self) -> u64 {
+        self.cache.entry_count()
+    }
+
+    /// Runs the whole path, writes the issuance-log row, and only then answers. A credential
+    /// is never returned unless its row has committed.
+    pub async fn handle(&self, req: &CredentialRequest) -> Result<Issued, ApiError> {
+        let started = Instant::now();
+        let mut record = IssuanceRecord {
+            id: 0,
+            at: OffsetDateTime::now_utc(),
+            app: log_text(&req.app, 128),
+            subject: None,
+            outcome: Outcome::Denied,
+            http_status: 200,
+            error_code: None,
+            request_id: req.request_id.clone(),
+            sts_request_id: None,
+            tmp_secret_id: None,
+            policy_hash: None,
+            template_version: None,
+            actions: Vec::new(),
+            prefix: None,
+            duration_seconds: None,
+            expired_time: None,
+            source_ip: req.source_ip.clone(),
+            user_agent: req.user_agent.as_deref().map(|ua| log_text(ua, 512)),
+            latency_us: 0,
+        };
+        let mut known_app = false;
+        let result = self.issue(req, &mut record, &mut known_app).await;
+        match &result {
+            Ok(issued) => {
+                record.outcome = if issued.cached {
+                    Outcome::Cached
+                } else {
+                    Outcome::Issued
+                };
+                record.http_status = 200;
+                record.tmp_secret_id = Some(issued.credential.creds.tmp_secret_id.clone());
+                record.sts_request_id = Some(issued.credential.creds.request_id.clone());
+                record.expired_time =
+                    OffsetDateTime::from_unix_timestamp(issued.credential.creds.expired_time).ok();
+                record.prefix = Some(issued.prefix.clone());
+            }
+            Err(e) => {
+                record.outcome = e.outcome();
+                record.http_status = e.status().as_u16() as i16;
+                record.error_code = Some(log_text(&e.log_code(), 128));
+                if let ApiError::StsRefused {
+                    sts_request_id: Some(id),
+                    ..
+                } = e
+                {
+                    record.sts_request_id = Some(id.clone());
+                }
+            }
+        }
+        record.latency_us = started.elapsed().as_micros() as i64;
+        let outcome = record.outcome;
+        let label = if known_app {
+            req.app.as_str()
+        } else {
+            "_unknown"
+        };
+        let written = self.audit.record(record).await;
+        self.metrics.request(label, outcome, started.elapsed());
+        match written {
+            Ok(()) => result,
+            Err(e) => {
+                tracing::error!(request_id = %req.request_id, error = %e, "no durable issuance record; refusing");
+                Err(ApiError::Unavailable)
+            }
+        }
+    }
+
+    async fn issue(
+        &self,
+        req: &CredentialRequest,
+        record: &mut IssuanceRecord,
+        known_app: &mut bool,
+    ) -> Result<Issued, ApiError> {
+        let app = match self.apps.resolve(&req.app).await {
+            Ok(Some(app)) => app,
+            Ok(None) => return Err(ApiError::UnknownApp),
+            Err(e) => {
+                if let ResolveError::Store(s) = &*e {
+                    tracing::error!(app = %record.app, error = %s, "cannot load app");
+                }
+                return Err(ApiError::Unavailable);
+            }
+        };
+        *known_app = true;
+        if let Some(problem) = &req.option_error {
+            return Err(ApiError::InvalidRequest(problem.clone()));
+        }
+        if !app.app.enabled {
+            return Err(ApiError::AppDisabled);
+        }
+        let token = req.token.as_deref().ok_or(ApiError::MissingToken)?;
+        let jwt = app
+            .jwt
+            .as_ref()
+            .ok_or(ApiError::InvalidToken("app_has_no_jwt_settings"))?;
+        let verified = self
+            .jwt
+            .verify(jwt, token)
+            .await
+            .map_err(|e| jwt_error(&e))?;
+        let subject = verified.subject;
+        record.subject = Some(log_text(&subject, 256));
+
+        if app.blocked.contains(&subject) {
+            return Err(ApiError::SubjectBlocked);
+        }
+        let per_minute = u32::try_from(app.app.rate_subject_per_minute).unwrap_or(0);
+        self.subject_limits
+            .check(
+                &(app.app.id, subject.clone()),
+                per_minute,
+                Duration::from_secs(60),
+            )
+            .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
+
+        let template = app.template.as_ref().ok_or(ApiError::NoPolicy)?;
+        record.template_version = Some(template.version);
+        let duration = match req.duration_seconds {
+            None => u64::try_from(app.app.duration_default).unwrap_or(1800),
+            Some(d) if d >= 1 && d <= u64::try_from(app.app.duration_max).unwrap_or(0) => d,
+            Some(d) => {
+                return Err(ApiError::InvalidRequest(format!(
+                    "duration_seconds must be between 1 and {}, got {d}",
+                    app.app.duration_max
+                )));
+            }
+        };
+        record.duration_seconds = i32::try_from(duration).ok();
+
+        let rendered = template
+            .document
+            .render(
+                &RenderContext {
+                    app: &app.app.slug,
+                    subject: &subject,
+                    claims: &verified.claims,
+                },
+                &app.bucket,
+            )
+            .map_err(|e| match e {
+                RenderError::ForbiddenValue { .. }
+                | RenderError::MissingClaim(_)
+                | RenderError::TooLong(_) => ApiError::SubjectNotAllowed(e.to_string()),
+                RenderError::Invalid(_) => ApiError::NoPolicy,
+            })?;
+        let policy = if req.actions.is_some() || req.prefix.is_some() {
+            rendered
+                .narrow(req.actions.as_deref(), req.prefix.as_deref(), &app.bucket)
+                .map_err(|e| match e {
+                    NarrowError::ActionNotGranted(_)
+                    | NarrowError::BadPrefix(_)
+                    | NarrowError::NothingLeft => ApiError::InvalidRequest(e.to_string()),
+                })?
+        } else {
+            rendered
+        };
+        record.policy_hash = Some(policy.policy_hash.clone());
+        record.actions = policy.actions.clone();
+        record.prefix = Some(policy.prefix.clone());
+
+        let min_remaining = match app.app.min_remaining {
+            Some(m) if m >= 0 => u64::try_from(m)
+                .unwrap_or(0)
+                .min(duration.saturating_sub(1)),
+            _ => duration / 2,
+        };
+        let key = CacheKey {
+            app_id: app.app.id,
+            app_generation: app.app.updated_at.unix_timestamp_nanos(),
+            template_version: template.version,
+            subject: subject.clone(),
+            policy_hash: policy.policy_hash.clone(),
+            duration,
+        };
+
+        // Two tries: an entry found past its reuse window (expiry is approximate) is dropped
+        // and minted again.
+        for _ in 0..2 {
+            let entry = self
+                .cache
+                .entry_by_ref(&key)
+                .or_try_insert_with(self.mint(
+                    &app,
+                    &policy.policy,
+                    &subject,
+                    duration,
+                    min_remaining,
+                ))
+                .await
+                .map_err(|e| (*e).clone())?;
+            let credential = entry.value().clone();
+            if !entry.is_fresh() && credential.reuse_until <= unix_now() {
+                self.cache.invalidate(&key).await;
+                continue;
+            }
+            return Ok(Issued {
+                credential,
+                bucket: app.app.bucket.clone(),
+                region: app.app.region.clone(),
+                prefix: policy.prefix.clone(),
+                cached: !entry.is_fresh(),
+            });
+        }
+        Err(ApiError::Unavailable)
+    }
+
+    async fn mint(
+        &self,
+        app: &ResolvedApp,
+        policy: &sts_core::Policy,
+        subject: &str,
+        duration: u64,
+        min_remaining: u64,
+    ) -> Result<Arc<CachedCredential>, ApiError> {
+        let per_second = u32::try_from(app.app.rate_app_per_second).unwrap_or(0);
+        self.app_limits
+            .check(&app.app.id, per_second, Duration::from_secs(1))
+            .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
+        let start_time = unix_now();
+        let started = Instant::now();
+        let result: Result<TemporaryCredentials, StsError> = match app.mode {
+            StsMode::FederationToken => {
+                app.sts
+                    .get_federation_token(
+                        &app.key,
+                        &GetFederationToken {
+                            name: &sts_session_name(subject, 32),
+                            policy,
+                            duration_seconds: duration,
+                        },
+                    )
+                    .await
+            }
+            StsMode::AssumeRole => {
+                app.sts
+                    .assume_role(
+                        &app.key,
+                        &AssumeRole {
+                            role_arn: app.app.role_arn.as_deref().unwrap_or_default(),
+                            role_session_name: &sts_session_name(subject, 64),
+                            external_id: app.app.external_id.as_deref(),
+                            policy,
+                            duration_seconds: duration,
+                        },
+                    )
+                    .await
+            }
+        };
+        let label = match &result {
+            Ok(_) => "ok",
+            Err(e) if e.is_unavailable() => "unavailable",
+            Err(_) => "error",
+        };
+        self.metrics
+            .sts_call(&app.app.slug, label, started.elapsed());
+        let creds = result.map_err(|e| {
+            tracing::warn!(
+                app = %app.app.slug,
+                sts_code = e.code(),
+                sts_request_id = e.request_id(),
+                error = %e,
+                "STS call failed"
+            );
+            sts_error(&e)
+        })?;
+        tracing::info!(
+            app = %app.app.slug,
+            tmp_secret_id = %creds.tmp_secret_id,
+            sts_request_id = %creds.request_id,
+            "credential minted"
+        );
+        let reuse_until = creds.expired_time - i64::try_from(min_remaining).unwrap_or(0);
+        Ok(Arc::new(CachedCredential {
+            creds,
+            start_time,
+            reuse_until,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_text_strips_controls_and_bounds_length() {
+        assert_eq!(log_text("a\0b\nc", 10), "a\u{fffd}b\u{fffd}c");
+        assert_eq!(log_text(&"x".repeat(300), 256).len(), 256);
+    }
+
+    #[test]
+    fn session_names_are_safe_for_sts() {
+        assert_eq!(sts_session_name("alice", 32), "alice");
+        let hostile = sts_session_name("../bob", 32);
+        assert!(
+            hostile.starts_with("h-") && hostile.len() == 32,
+            "{hostile}"
+        );
+        assert!(sts_session_name(&"a".repeat(40), 32).starts_with("h-"));
+        assert_eq!(sts_session_name(&"a".repeat(40), 64), "a".repeat(40));
+    }
+}

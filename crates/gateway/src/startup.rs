@@ -1,0 +1,162 @@
+//! Building and running the public listener and its background tasks.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpServer, web};
+use policy_store::Store;
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use sts_core::StsClient;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::apps::AppResolver;
+use crate::audit::{AuditConfig, AuditWriter};
+use crate::http::{PublicState, configure, request_id};
+use crate::jwt::{JwksConfig, JwtVerifier};
+use crate::metrics::Metrics;
+use crate::service::Service;
+
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub workers: usize,
+    /// Take the client IP from the first `X-Forwarded-For` entry (only behind a trusted proxy).
+    pub trust_forwarded_for: bool,
+    /// Upper bound on how stale an app's settings can be if a change notification is lost.
+    pub app_cache_ttl: Duration,
+    pub credential_cache_entries: u64,
+    pub jwks: JwksConfig,
+    pub audit: AuditConfig,
+    /// Seconds in-flight requests get to finish at shutdown.
+    pub shutdown_timeout: u64,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            workers: 2,
+            trust_forwarded_for: false,
+            app_cache_ttl: Duration::from_secs(30),
+            credential_cache_entries: 100_000,
+            jwks: JwksConfig::default(),
+            audit: AuditConfig::default(),
+            shutdown_timeout: 30,
+        }
+    }
+}
+
+/// The gateway's shared parts. Build once, serve on one listener, then [`Gateway::shutdown`].
+pub struct Gateway {
+    pub service: Arc<Service>,
+    pub apps: Arc<AppResolver>,
+    pub metrics: Arc<Metrics>,
+    store: Arc<dyn Store>,
+    config: GatewayConfig,
+    writers: Vec<JoinHandle<()>>,
+}
+
+impl Gateway {
+    /// Spawns the audit writers; must run inside a Tokio runtime.
+    pub fn build(store: Arc<dyn Store>, sts: StsClient, config: GatewayConfig) -> Self {
+        let metrics = Arc::new(Metrics::default());
+        let apps = Arc::new(AppResolver::new(store.clone(), sts, config.app_cache_ttl));
+        let (audit, writers) =
+            AuditWriter::spawn(store.clone(), metrics.clone(), config.audit.clone());
+        let service = Arc::new(Service::new(
+            apps.clone(),
+            JwtVerifier::new(config.jwks.clone()),
+            audit,
+            metrics.clone(),
+            config.credential_cache_entries,
+        ));
+        Self {
+            service,
+            apps,
+            metrics,
+            store,
+            config,
+            writers,
+        }
+    }
+
+    /// The public HTTP server on `listener` (port 0 in tests). Its signals are off: the
+    /// caller stops it through the returned server's handle.
+    pub fn serve(&self, listener: TcpListener) -> std::io::Result<Server> {
+        let state = web::Data::new(PublicState {
+            service: self.service.clone(),
+            store: self.store.clone(),
+            trust_forwarded_for: self.config.trust_forwarded_for,
+        });
+        Ok(HttpServer::new(move || {
+            App::new()
+                .wrap(from_fn(request_id))
+                .app_data(state.clone())
+                .configure(configure)
+        })
+        .workers(self.config.workers.max(1))
+        .disable_signals()
+        .shutdown_timeout(self.config.shutdown_timeout)
+        .listen(listener)?
+        .run())
+    }
+
+    /// Drops the gateway's handles and waits for the audit writers to flush what is queued.
+    /// Call after every server built by [`Gateway::serve`] has stopped.
+    pub async fn shutdown(self) {
+        let Gateway {
+            service, writers, ..
+        } = self;
+        drop(service);
+        for w in writers {
+            let _ = w.await;
+        }
+    }
+}
+
+/// Follows `NOTIFY stsgate_changes` and drops cached apps on every change, and also when the
+/// connection was lost (notifications may have been missed). Ends when `stop` is cancelled.
+pub async fn follow_changes(pool: PgPool, apps: Arc<AppResolver>, stop: CancellationToken) {
+    loop {
+        let mut listener = match PgListener::connect_with(&pool).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for changes; retrying");
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        if let Err(e) = listener.listen(policy_store::CHANGES_CHANNEL).await {
+            tracing::warn!(error = %e, "LISTEN failed; retrying");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        // Anything may have changed while we were not listening.
+        apps.invalidate_all();
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                n = listener.try_recv() => match n {
+                    Ok(Some(n)) => {
+                        tracing::debug!(payload = n.payload(), "change notification");
+                        apps.invalidate_all();
+                    }
+                    Ok(None) => {
+                        tracing::warn!("change listener reconnected; dropping cached apps");
+                        apps.invalidate_all();
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "change listener failed; reconnecting");
+                        apps.invalidate_all();
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
