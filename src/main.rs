@@ -1,6 +1,12 @@
 //! The `stsgate` command line: wiring only.
 
+mod config;
+mod dev;
+mod postgres;
+mod serve;
+
 use std::net::TcpListener;
+use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -13,14 +19,44 @@ use sts_emulator::{Account, EmulatorConfig, Faults};
     about = "Tencent Cloud COS temporary-credential gateway"
 )]
 struct Cli {
+    /// TOML settings file (default: ./stsgate.toml when present).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Serve the credential API and the admin pages (production).
+    Serve,
+    /// Run everything locally: private PostgreSQL, the STS emulator, a demo app and admin.
+    Dev(dev::DevArgs),
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Manage admin users.
+    #[command(subcommand)]
+    Admin(AdminCommand),
     /// Run the local STS emulator (a stand-in for sts.tencentcloudapi.com).
     Emulator(EmulatorArgs),
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create an admin or auditor; the password is read from stdin.
+    CreateUser {
+        #[arg(long)]
+        username: String,
+        #[arg(long, value_parser = ["admin", "auditor"])]
+        role: String,
+    },
+}
+
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
 }
 
 /// The demo account used when no --account is given.
@@ -52,22 +88,76 @@ struct EmulatorArgs {
     /// Worker threads.
     #[arg(long, default_value_t = 2)]
     workers: usize,
+    /// Keep COS objects and in-progress multipart uploads in DIR across restarts (default:
+    /// in memory). Issued credentials are never persisted.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// The bucket for COS requests whose Host and path name none (SDKs that take only a fixed
+    /// endpoint), e.g. examplebucket-1250000000.
+    #[arg(long, value_name = "BUCKET")]
+    cos_default_bucket: Option<String>,
 }
 
-fn main() -> anyhow::Result<()> {
+fn init_logging(json: bool) {
+    init_logging_with(json, "info,sqlx=warn");
+}
+
+fn init_logging_with(json: bool, default_filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| default_filter.into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() {
+    if let Err(e) = run() {
+        // One clear line (with its causes), no backtrace.
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    sts_core::install_crypto_provider();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     match cli.command {
-        Command::Emulator(args) => runtime.block_on(run_emulator(args)),
+        Command::Emulator(args) => {
+            init_logging(false);
+            runtime.block_on(run_emulator(args))
+        }
+        Command::Dev(args) => {
+            if std::env::var_os("RUST_LOG").is_none() {
+                // Keep the banner readable: the sandbox's own start-up chatter is noise here.
+                init_logging_with(false, "info,actix_server=warn,refinery_core=warn,sqlx=warn");
+            } else {
+                init_logging(false);
+            }
+            runtime.block_on(dev::run(args))
+        }
+        command => {
+            let settings = config::Settings::load(cli.config.as_deref())?;
+            init_logging(settings.log_format == config::LogFormat::Json);
+            runtime.block_on(async {
+                match command {
+                    Command::Serve => serve::serve(settings).await,
+                    Command::Migrate => serve::migrate(&settings).await,
+                    Command::Admin(AdminCommand::CreateUser { username, role }) => {
+                        serve::create_user(&settings, &username, &role).await
+                    }
+                    Command::Emulator(_) | Command::Dev(_) => unreachable!("handled above"),
+                }
+            })
+        }
     }
 }
 
@@ -88,6 +178,8 @@ async fn run_emulator(args: EmulatorArgs) -> anyhow::Result<()> {
             ..Faults::default()
         },
         workers: args.workers,
+        data_dir: args.data_dir,
+        cos_default_bucket: args.cos_default_bucket,
         ..EmulatorConfig::default()
     };
     config

@@ -1,0 +1,337 @@
+//! Settings: defaults < TOML file < `STSGATE_*` environment variables (DESIGN §2).
+//!
+//! Nested keys use `__` in the environment (`STSGATE_STS__TIMEOUT_MS=3000`). Secrets can also
+//! come from files: `STSGATE_MASTER_KEY_FILE`, `STSGATE_DATABASE_URL_FILE` (or `master_key_file`
+//! / `database_url_file` in the TOML file). `DATABASE_URL` is accepted as well.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StsSettings {
+    /// The default STS endpoint; an app can override it.
+    pub endpoint: String,
+    /// The `X-TC-Region` sent when an app does not say otherwise.
+    pub region: String,
+    pub connect_timeout_ms: u64,
+    pub timeout_ms: u64,
+    pub max_attempts: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSettings {
+    pub max_batch: usize,
+    pub writers: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheSettings {
+    pub app_ttl_secs: u64,
+    pub credential_entries: u64,
+    pub jwks_ttl_secs: u64,
+    pub jwks_refresh_cooldown_secs: u64,
+}
+
+/// Everything `serve` needs. Secrets are `SecretString` and never printed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    #[serde(skip_serializing)]
+    pub database_url: Option<SecretString>,
+    pub database_url_file: Option<PathBuf>,
+    pub database_max_connections: u32,
+    /// base64 of 32 bytes, optionally `KEYID:` first.
+    #[serde(skip_serializing)]
+    pub master_key: Option<SecretString>,
+    pub master_key_file: Option<PathBuf>,
+    /// Older master keys still accepted for decryption while secrets are re-encrypted.
+    #[serde(skip_serializing, default)]
+    pub previous_master_keys: Vec<SecretString>,
+    pub public_listen: String,
+    pub admin_listen: String,
+    pub workers: usize,
+    pub log_format: LogFormat,
+    pub trust_forwarded_for: bool,
+    pub shutdown_timeout_secs: u64,
+    pub sts: StsSettings,
+    pub audit: AuditSettings,
+    pub cache: CacheSettings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            database_url: None,
+            database_url_file: None,
+            database_max_connections: 16,
+            master_key: None,
+            master_key_file: None,
+            previous_master_keys: Vec::new(),
+            public_listen: "0.0.0.0:8080".into(),
+            admin_listen: "127.0.0.1:8081".into(),
+            workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            log_format: LogFormat::Json,
+            trust_forwarded_for: false,
+            shutdown_timeout_secs: 30,
+            sts: StsSettings {
+                endpoint: sts_core::client::DEFAULT_ENDPOINT.into(),
+                region: "ap-guangzhou".into(),
+                connect_timeout_ms: 2000,
+                timeout_ms: 5000,
+                max_attempts: 3,
+            },
+            audit: AuditSettings {
+                max_batch: 512,
+                writers: 2,
+            },
+            cache: CacheSettings {
+                app_ttl_secs: 30,
+                credential_entries: 100_000,
+                jwks_ttl_secs: 600,
+                jwks_refresh_cooldown_secs: 30,
+            },
+        }
+    }
+}
+
+/// Top-level keys, for spotting misspelt `STSGATE_*` variables.
+const KNOWN_KEYS: [&str; 15] = [
+    "DATABASE_URL",
+    "DATABASE_URL_FILE",
+    "DATABASE_MAX_CONNECTIONS",
+    "MASTER_KEY",
+    "MASTER_KEY_FILE",
+    "PREVIOUS_MASTER_KEYS",
+    "PUBLIC_LISTEN",
+    "ADMIN_LISTEN",
+    "WORKERS",
+    "LOG_FORMAT",
+    "TRUST_FORWARDED_FOR",
+    "SHUTDOWN_TIMEOUT_SECS",
+    "STS",
+    "AUDIT",
+    "CACHE",
+];
+
+impl Settings {
+    /// Loads the layers. `file` is `--config`; without it `./stsgate.toml` is read if present.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        match file {
+            Some(path) => {
+                if !path.exists() {
+                    bail!(
+                        "config file {} does not exist: fix --config",
+                        path.display()
+                    );
+                }
+                figment = figment.merge(Toml::file(path));
+            }
+            None => figment = figment.merge(Toml::file("stsgate.toml")),
+        }
+        for (key, _) in std::env::vars() {
+            if let Some(rest) = key.strip_prefix("STSGATE_") {
+                let top = rest.split("__").next().unwrap_or_default();
+                if !KNOWN_KEYS.contains(&top) {
+                    eprintln!("warning: ignoring unknown setting {key}");
+                }
+            }
+        }
+        figment = figment.merge(Env::raw().only(&["DATABASE_URL"])).merge(
+            Env::prefixed("STSGATE_").split("__").filter(|k| {
+                KNOWN_KEYS.iter().any(|known| {
+                    k.as_str()
+                        .split('.')
+                        .next()
+                        .is_some_and(|t| t.eq_ignore_ascii_case(known))
+                })
+            }),
+        );
+        let mut settings: Settings = figment
+            .extract()
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        if let Some(path) = settings.database_url_file.clone() {
+            settings.database_url = Some(read_secret_file(&path, "database_url_file")?);
+        }
+        if let Some(path) = settings.master_key_file.clone() {
+            settings.master_key = Some(read_secret_file(&path, "master_key_file")?);
+        }
+        Ok(settings)
+    }
+
+    /// The checks `serve` needs, each failing with one line that says what to fix.
+    pub fn database_url(&self) -> anyhow::Result<&str> {
+        self.database_url
+            .as_ref()
+            .map(|s| s.expose_secret())
+            .filter(|s| !s.is_empty())
+            .context("no database: set DATABASE_URL (or STSGATE_DATABASE_URL / STSGATE_DATABASE_URL_FILE)")
+    }
+
+    pub fn cipher(&self) -> anyhow::Result<policy_store::Cipher> {
+        let raw = self.master_key.as_ref().context(
+            "no master key: set STSGATE_MASTER_KEY or STSGATE_MASTER_KEY_FILE to base64 of 32 random bytes \
+             (e.g. `openssl rand -base64 32`)",
+        )?;
+        let current: policy_store::MasterKey = raw
+            .expose_secret()
+            .trim()
+            .parse()
+            .map_err(|e| anyhow::anyhow!("STSGATE_MASTER_KEY is not usable: {e}"))?;
+        let previous = self
+            .previous_master_keys
+            .iter()
+            .map(|k| k.expose_secret().trim().parse())
+            .collect::<Result<Vec<policy_store::MasterKey>, _>>()
+            .map_err(|e| anyhow::anyhow!("a previous_master_keys entry is not usable: {e}"))?;
+        Ok(policy_store::Cipher::new(current, previous))
+    }
+
+    pub fn sts_client_config(&self) -> sts_core::StsClientConfig {
+        sts_core::StsClientConfig {
+            endpoint: self.sts.endpoint.clone(),
+            region: self.sts.region.clone(),
+            connect_timeout: Duration::from_millis(self.sts.connect_timeout_ms),
+            timeout: Duration::from_millis(self.sts.timeout_ms),
+            retry: sts_core::RetryPolicy {
+                max_attempts: self.sts.max_attempts.max(1),
+                ..sts_core::RetryPolicy::default()
+            },
+        }
+    }
+
+    pub fn gateway_config(&self) -> gateway::GatewayConfig {
+        gateway::GatewayConfig {
+            workers: self.workers.max(1),
+            trust_forwarded_for: self.trust_forwarded_for,
+            app_cache_ttl: Duration::from_secs(self.cache.app_ttl_secs.max(1)),
+            credential_cache_entries: self.cache.credential_entries,
+            jwks: gateway::jwt::JwksConfig {
+                ttl: Duration::from_secs(self.cache.jwks_ttl_secs),
+                refresh_cooldown: Duration::from_secs(self.cache.jwks_refresh_cooldown_secs),
+                ..gateway::jwt::JwksConfig::default()
+            },
+            audit: gateway::audit::AuditConfig {
+                max_batch: self.audit.max_batch.max(1),
+                writers: self.audit.writers.max(1),
+                ..gateway::audit::AuditConfig::default()
+            },
+            shutdown_timeout: self.shutdown_timeout_secs,
+        }
+    }
+}
+
+fn read_secret_file(path: &Path, setting: &str) -> anyhow::Result<SecretString> {
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "cannot read {setting} {}: fix the path or its permissions",
+            path.display()
+        )
+    })?;
+    Ok(SecretString::from(text.trim().to_owned()))
+}
+
+#[cfg(test)]
+// figment's Jail closures return figment's own (large) error type.
+#[allow(clippy::result_large_err)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    #[test]
+    fn layers_defaults_file_then_env() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.create_file(
+                "stsgate.toml",
+                r#"
+                public_listen = "127.0.0.1:9000"
+                workers = 3
+                [sts]
+                timeout_ms = 1234
+                "#,
+            )?;
+            jail.set_env("STSGATE_WORKERS", "5");
+            jail.set_env("STSGATE_STS__MAX_ATTEMPTS", "7");
+            jail.set_env("DATABASE_URL", "postgres://u:p@db/x");
+            let s = Settings::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(s.public_listen, "127.0.0.1:9000"); // file
+            assert_eq!(s.workers, 5); // env beats file
+            assert_eq!(s.sts.timeout_ms, 1234); // file, nested
+            assert_eq!(s.sts.max_attempts, 7); // env, nested
+            assert_eq!(s.sts.connect_timeout_ms, 2000); // default
+            assert_eq!(s.database_url().unwrap(), "postgres://u:p@db/x");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn secrets_come_from_files_and_never_print() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.create_file("mk", "k1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n")?;
+            jail.set_env("STSGATE_MASTER_KEY_FILE", "mk");
+            let s = Settings::load(None).map_err(|e| e.to_string())?;
+            assert!(s.cipher().is_ok());
+            let debug = format!("{s:?}");
+            assert!(!debug.contains("AAAAAAAA"), "{debug}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_settings_fail_with_one_clear_line() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env("STSGATE_WORKERS", "many");
+            let err = Settings::load(None).unwrap_err().to_string();
+            assert!(err.to_lowercase().contains("workers"), "{err}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            let s = Settings::load(None).map_err(|e| e.to_string())?;
+            assert!(
+                s.database_url()
+                    .unwrap_err()
+                    .to_string()
+                    .contains("DATABASE_URL")
+            );
+            assert!(
+                s.cipher()
+                    .unwrap_err()
+                    .to_string()
+                    .contains("STSGATE_MASTER_KEY")
+            );
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env("STSGATE_MASTER_KEY", "too-short");
+            let s = Settings::load(None).map_err(|e| e.to_string())?;
+            assert!(
+                s.cipher()
+                    .unwrap_err()
+                    .to_string()
+                    .contains("STSGATE_MASTER_KEY")
+            );
+            Ok(())
+        });
+    }
+}

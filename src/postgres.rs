@@ -1,0 +1,220 @@
+//! A private PostgreSQL for `stsgate dev`, run from the system's server binaries.
+//!
+//! initdb refuses to run as root, so as root the server runs as the `postgres` system user.
+//! The server gets its own process group: Ctrl-C reaches stsgate only, which stops the
+//! gateway first (flushing the issuance log) and the database last.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use sha2::Digest;
+use sqlx::Connection;
+
+pub struct PrivatePostgres {
+    child: Child,
+    bin: PathBuf,
+    data: PathBuf,
+    owner: Option<(u32, u32)>,
+    pub url: String,
+}
+
+/// The newest `/usr/lib/postgresql/<v>/bin`, or the directory of `initdb` on PATH.
+fn server_bin_dir() -> anyhow::Result<PathBuf> {
+    if let Ok(dir) = std::env::var("STSGATE_PG_BIN") {
+        return Ok(PathBuf::from(dir));
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let v = e.file_name().to_str()?.parse::<u32>().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").exists().then_some((v, bin))
+        })
+        .collect();
+    versions.sort();
+    if let Some((_, bin)) = versions.pop() {
+        return Ok(bin);
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            if dir.join("initdb").exists() && dir.join("postgres").exists() {
+                return Ok(dir);
+            }
+        }
+    }
+    bail!(
+        "PostgreSQL server binaries (initdb, postgres) not found: install PostgreSQL \
+         (Debian: apt-get install postgresql), set STSGATE_PG_BIN, or set DATABASE_URL"
+    )
+}
+
+fn running_as_root() -> bool {
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
+}
+
+/// uid and gid of the `postgres` system user.
+fn postgres_user() -> anyhow::Result<(u32, u32)> {
+    let passwd = std::fs::read_to_string("/etc/passwd").context("reading /etc/passwd")?;
+    for line in passwd.lines() {
+        let fields: Vec<&str> = line.split(':').collect();
+        if fields.len() > 3 && fields[0] == "postgres" {
+            return Ok((fields[2].parse()?, fields[3].parse()?));
+        }
+    }
+    bail!("running as root needs the `postgres` system user (it comes with the postgresql package)")
+}
+
+/// Can `uid` reach `dir`? Every ancestor must be searchable by it.
+fn reachable_by(dir: &Path, uid: u32) -> bool {
+    dir.ancestors().skip(1).all(|a| match std::fs::metadata(a) {
+        Ok(m) => m.uid() == uid || m.permissions().mode() & 0o001 != 0,
+        Err(_) => false,
+    })
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+impl PrivatePostgres {
+    /// Starts (initialising on first use) a server whose data lives in `base/pg`.
+    pub async fn start(base: &Path) -> anyhow::Result<Self> {
+        let bin = server_bin_dir()?;
+        let owner = running_as_root().then(postgres_user).transpose()?;
+        let base = std::path::absolute(base)?;
+        let mut data = base.join("pg");
+        if let Some((uid, _)) = owner
+            && !reachable_by(&data, uid)
+        {
+            // The checkout sits where the postgres user cannot go (e.g. under /root).
+            let tag = &hex::encode(sha2::Sha256::digest(base.as_os_str().as_encoded_bytes()))[..12];
+            data = PathBuf::from(format!("/var/tmp/stsgate-dev-{tag}/pg"));
+            println!(
+                "note: PostgreSQL data lives in {} (the postgres user cannot reach {})",
+                data.display(),
+                base.display()
+            );
+        }
+        std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700))?;
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::chown(&data, Some(uid), Some(gid))?;
+        }
+        let log = base.join("postgres.log");
+        if !data.join("PG_VERSION").exists() {
+            let mut cmd = Command::new(bin.join("initdb"));
+            cmd.args(["-D"])
+                .arg(&data)
+                .args([
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "--encoding=UTF8",
+                    "--no-instructions",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped());
+            if let Some((uid, gid)) = owner {
+                cmd.uid(uid).gid(gid);
+            }
+            let out = cmd.output().context("running initdb")?;
+            if !out.status.success() {
+                bail!(
+                    "initdb failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+        }
+        let port = free_port()?;
+        let log_file =
+            std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let mut cmd = Command::new(bin.join("postgres"));
+        cmd.arg("-D")
+            .arg(&data)
+            .args(["-p", &port.to_string()])
+            .args([
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "unix_socket_directories=",
+            ])
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file)
+            .process_group(0);
+        if let Some((uid, gid)) = owner {
+            cmd.uid(uid).gid(gid);
+        }
+        let mut child = cmd.spawn().context("starting postgres")?;
+        let admin_url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut conn = loop {
+            if let Some(status) = child.try_wait()? {
+                let tail = std::fs::read_to_string(&log).unwrap_or_default();
+                let tail: Vec<&str> = tail.lines().rev().take(5).collect();
+                bail!(
+                    "PostgreSQL exited ({status}); is another `stsgate dev` using {}? Last log lines:\n{}",
+                    data.display(),
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
+            match sqlx::PgConnection::connect(&admin_url).await {
+                Ok(c) => break c,
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                Err(e) => {
+                    let _ = child.kill();
+                    bail!("PostgreSQL did not accept connections within 30 s: {e}");
+                }
+            }
+        };
+        let exists: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = 'stsgate'")
+                .fetch_optional(&mut conn)
+                .await?;
+        if exists.is_none() {
+            sqlx::query("CREATE DATABASE stsgate")
+                .execute(&mut conn)
+                .await?;
+        }
+        conn.close().await?;
+        Ok(Self {
+            child,
+            bin,
+            data,
+            owner,
+            url: format!("postgres://postgres@127.0.0.1:{port}/stsgate"),
+        })
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data
+    }
+
+    /// Fast shutdown (`pg_ctl stop -m fast`), then waits for the server to exit.
+    pub fn stop(mut self) {
+        let mut cmd = Command::new(self.bin.join("pg_ctl"));
+        cmd.args(["stop", "-m", "fast", "-D"])
+            .arg(&self.data)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some((uid, gid)) = self.owner {
+            cmd.uid(uid).gid(gid);
+        }
+        if !cmd.status().is_ok_and(|s| s.success()) {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,205 @@
+//! `stsgate serve`, `stsgate migrate` and `stsgate admin create-user`: wiring only.
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use anyhow::Context;
+use policy_store::{PgStore, Role, Store};
+use secrecy::SecretString;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
+
+/// Binds a listener, with an error that names the setting to fix.
+pub fn bind(addr: &str, setting: &str) -> anyhow::Result<TcpListener> {
+    let listener = TcpListener::bind(addr)
+        .with_context(|| format!("cannot listen on {addr}: change {setting} or free the port"))?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+pub async fn connect(settings: &Settings) -> anyhow::Result<PgStore> {
+    let url = settings.database_url()?;
+    let cipher = settings.cipher()?;
+    policy_store::migrate::run(url)
+        .await
+        .context("running database migrations (check DATABASE_URL and that PostgreSQL is up)")?;
+    let pool = policy_store::migrate::connect_pool(url, settings.database_max_connections)
+        .await
+        .context("connecting to PostgreSQL (check DATABASE_URL)")?;
+    Ok(PgStore::new(pool, cipher))
+}
+
+pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
+    let applied = policy_store::migrate::run(settings.database_url()?)
+        .await
+        .context("running database migrations (check DATABASE_URL and that PostgreSQL is up)")?;
+    if applied.is_empty() {
+        println!("database is up to date");
+    } else {
+        for name in applied {
+            println!("applied {name}");
+        }
+    }
+    Ok(())
+}
+
+pub async fn create_user(settings: &Settings, username: &str, role: &str) -> anyhow::Result<()> {
+    let role = Role::parse(role).context("--role must be admin or auditor")?;
+    let mut password = String::new();
+    std::io::stdin()
+        .read_to_string(&mut password)
+        .context("reading the password from stdin")?;
+    let password = password.trim_end_matches(['\n', '\r']).to_owned();
+    let hash = admin::password::hash_password(SecretString::from(password))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let store = connect(settings).await?;
+    let user = store
+        .create_admin_user("cli", username, &hash, role)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot create {username}: {e}"))?;
+    println!("created {} user {}", user.role.as_str(), user.username);
+    Ok(())
+}
+
+/// What a running server set consists of, so `dev` can reuse `serve`'s wiring.
+pub struct Running {
+    pub public_addr: std::net::SocketAddr,
+    pub admin_addr: std::net::SocketAddr,
+    stop: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    servers: Vec<(
+        actix_web::dev::ServerHandle,
+        tokio::task::JoinHandle<std::io::Result<()>>,
+    )>,
+    gateway: gateway::Gateway,
+}
+
+/// Starts the public and admin listeners and the background tasks.
+pub async fn start(settings: &Settings, store: PgStore) -> anyhow::Result<Running> {
+    let public = bind(
+        &settings.public_listen,
+        "public_listen (STSGATE_PUBLIC_LISTEN)",
+    )?;
+    let admin_listener = bind(
+        &settings.admin_listen,
+        "admin_listen (STSGATE_ADMIN_LISTEN)",
+    )?;
+    let (public_addr, admin_addr) = (public.local_addr()?, admin_listener.local_addr()?);
+    let sts = sts_core::StsClient::new(settings.sts_client_config())
+        .map_err(|e| anyhow::anyhow!("sts.endpoint: {e}"))?;
+    store
+        .ensure_partitions(3)
+        .await
+        .context("creating issuance-log partitions")?;
+    let pool = store.pool().clone();
+    let store: Arc<dyn Store> = Arc::new(store);
+    let gateway = gateway::Gateway::build(store.clone(), sts, settings.gateway_config());
+    let stop = CancellationToken::new();
+    let mut tasks = vec![tokio::spawn(gateway::follow_changes(
+        pool.clone(),
+        gateway.apps.clone(),
+        stop.clone(),
+    ))];
+    tasks.push(tokio::spawn(maintain_partitions(pool, stop.clone())));
+
+    let public_server = gateway.serve(public)?;
+    let admin_server = admin_placeholder(admin_listener, store.clone())?;
+    let servers = [public_server, admin_server]
+        .into_iter()
+        .map(|s| (s.handle(), tokio::spawn(s)))
+        .collect();
+    Ok(Running {
+        public_addr,
+        admin_addr,
+        stop,
+        tasks,
+        servers,
+        gateway,
+    })
+}
+
+impl Running {
+    /// Graceful: stop accepting, let in-flight requests finish, flush the audit log.
+    pub async fn shutdown(self) {
+        for (handle, _) in &self.servers {
+            handle.stop(true).await;
+        }
+        for (_, task) in self.servers {
+            let _ = task.await;
+        }
+        self.gateway.shutdown().await;
+        self.stop.cancel();
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Creates next months' issuance-log partitions once a day.
+async fn maintain_partitions(pool: sqlx::PgPool, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(24 * 3600)) => {}
+        }
+        if let Err(e) = sqlx::query("SELECT stsgate_ensure_issuance_partitions(3)")
+            .execute(&pool)
+            .await
+        {
+            tracing::warn!(error = %e, "could not create issuance-log partitions");
+        }
+    }
+}
+
+/// The admin listener until the admin pages land: health and a pointer.
+fn admin_placeholder(
+    listener: TcpListener,
+    store: Arc<dyn Store>,
+) -> anyhow::Result<actix_web::dev::Server> {
+    use actix_web::{App, HttpResponse, HttpServer, web};
+    let store = web::Data::from(store);
+    Ok(HttpServer::new(move || {
+        App::new()
+            .app_data(store.clone())
+            .route(
+                "/healthz",
+                web::get().to(|| async { HttpResponse::Ok().body("ok\n") }),
+            )
+            .default_service(web::to(|| async {
+                HttpResponse::NotFound()
+                    .content_type("text/plain")
+                    .body("stsgate admin listener: the admin pages are not built yet\n")
+            }))
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener)?
+    .run())
+}
+
+pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let store = connect(&settings).await?;
+    let running = start(&settings, store).await?;
+    tracing::info!(public = %running.public_addr, admin = %running.admin_addr, "stsgate serving");
+    wait_for_signal().await?;
+    tracing::info!("shutting down: finishing in-flight requests and flushing the issuance log");
+    running.shutdown().await;
+    Ok(())
+}
+
+pub async fn wait_for_signal() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r?,
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c().await?;
+    Ok(())
+}

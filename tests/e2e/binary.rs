@@ -1,0 +1,204 @@
+//! The real `stsgate serve` binary: logs and log rows never hold a secret, shutdown is
+//! graceful, and bad configuration fails with one clear line.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Command, Stdio};
+
+use policy_store::PgStore;
+use policy_store::testing::{fresh_database, test_cipher};
+use serde_json::Value;
+use sts_emulator::Faults;
+
+use crate::support::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_stsgate");
+
+fn master_key_b64() -> String {
+    // The same key as `test_cipher()`, so rows seeded here decrypt in the binary.
+    use base64::Engine;
+    format!(
+        "test:{}",
+        base64::engine::general_purpose::STANDARD.encode([0x42u8; 32])
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_reaches_the_logs_or_the_log_rows() {
+    let db = fresh_database().await.unwrap();
+    let store = PgStore::new(db.pool.clone(), test_cipher());
+    let opts = Options::default();
+    seed(&store, &opts).await;
+    let emu = emulator();
+
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", &db.url)
+        .env("STSGATE_MASTER_KEY", master_key_b64())
+        .env("STSGATE_PUBLIC_LISTEN", "127.0.0.1:0")
+        .env("STSGATE_ADMIN_LISTEN", "127.0.0.1:0")
+        .env("STSGATE_STS__ENDPOINT", format!("{}/", emu.url()))
+        .env("STSGATE_STS__TIMEOUT_MS", "500")
+        .env("STSGATE_STS__MAX_ATTEMPTS", "1")
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Find the public address in the JSON logs, keeping every line for the grep below.
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut captured = String::new();
+    let public = loop {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "stsgate exited early:\n{captured}"
+        );
+        captured.push_str(&line);
+        if let Ok(v) = serde_json::from_str::<Value>(&line)
+            && v["message"] == "stsgate serving"
+        {
+            break v["public"].as_str().unwrap().to_owned();
+        }
+    };
+    let reader = std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = stderr.read_to_string(&mut rest);
+        rest
+    });
+
+    let http = reqwest::Client::new();
+    let url = format!("http://{public}/v1/apps/{APP}/credentials");
+    let app = TestAppTokens;
+    let mut secrets: Vec<String> = vec![ACCOUNT_KEY.into(), HS_SECRET.into(), master_key_b64()];
+    let mut requests = 0;
+    for (sub, query) in [
+        ("alice", ""),
+        ("alice", ""),
+        ("bob", "format=cos-js"),
+        ("../x", ""),
+        ("carol", "format=legacy"),
+    ] {
+        let token = app.token(sub);
+        secrets.push(token.clone());
+        let res = http
+            .get(format!("{url}?{query}"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        requests += 1;
+        let body: Value = res.json().await.unwrap();
+        let creds = body
+            .get("credentials")
+            .or_else(|| body.get("data").and_then(|d| d.get("credentials")));
+        if let Some(c) = creds {
+            secrets.push(c["tmpSecretKey"].as_str().unwrap().into());
+            secrets.push(c["sessionToken"].as_str().unwrap().into());
+        }
+        if let Some(k) = body.get("TmpSecretKey") {
+            secrets.push(k.as_str().unwrap().into());
+            secrets.push(body["SecurityToken"].as_str().unwrap().into());
+        }
+    }
+    // A refused token and an STS failure also get logged.
+    let bad = format!("{}x", app.token("alice"));
+    secrets.push(bad.clone());
+    http.get(&url).bearer_auth(&bad).send().await.unwrap();
+    emu.set_faults(Faults {
+        error_rate: 1.0,
+        error_code: Some("InternalError".into()),
+        ..Faults::default()
+    })
+    .unwrap();
+    let res = http
+        .get(&url)
+        .bearer_auth(app.token("dave"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 503);
+    requests += 2;
+
+    // Graceful shutdown: SIGTERM, in-flight work done, audit flushed, exit 0.
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exit.success(), "stsgate exited with {exit}");
+    captured.push_str(&reader.join().unwrap());
+    assert!(
+        captured.contains("credential minted"),
+        "debug logs were captured"
+    );
+
+    let rows: Vec<String> = sqlx::query_scalar("SELECT row_to_json(l)::text FROM issuance_log l")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), requests, "one row per request");
+    let audit: Vec<String> = sqlx::query_scalar("SELECT row_to_json(a)::text FROM admin_audit a")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+    for secret in &secrets {
+        assert!(secret.len() >= 16, "a real secret: {secret}");
+        assert!(
+            !captured.contains(secret.as_str()),
+            "a secret reached the logs"
+        );
+        for row in rows.iter().chain(&audit) {
+            assert!(
+                !row.contains(secret.as_str()),
+                "a secret reached a table row: {row}"
+            );
+        }
+    }
+}
+
+/// Tokens for the seeded app without a running `TestApp`.
+struct TestAppTokens;
+
+impl TestAppTokens {
+    fn token(&self, sub: &str) -> String {
+        let claims = serde_json::json!({"sub": sub, "iss": ISSUER, "aud": AUDIENCE, "iat": now(), "exp": now() + 600});
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(HS_SECRET.as_bytes()).unwrap(),
+        )
+        .unwrap()
+    }
+}
+
+#[test]
+fn bad_configuration_fails_with_one_clear_line() {
+    let run = |envs: &[(&str, &str)]| {
+        let out = Command::new(BIN)
+            .arg("serve")
+            .env_clear()
+            .envs(envs.iter().copied())
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8(out.stderr).unwrap()
+    };
+    let err = run(&[]);
+    assert!(err.contains("DATABASE_URL"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    let err = run(&[("DATABASE_URL", "postgres://127.0.0.1:1/x")]);
+    assert!(err.contains("STSGATE_MASTER_KEY"), "{err}");
+    let err = run(&[
+        ("DATABASE_URL", "postgres://127.0.0.1:1/x"),
+        ("STSGATE_MASTER_KEY", "short"),
+    ]);
+    assert!(err.contains("STSGATE_MASTER_KEY"), "{err}");
+    let err = run(&[("STSGATE_WORKERS", "lots")]);
+    assert!(err.to_lowercase().contains("workers"), "{err}");
+}

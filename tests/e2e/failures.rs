@@ -1,0 +1,121 @@
+//! STS errors and outages, and a database that goes away and comes back.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use sts_emulator::Faults;
+
+use crate::support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sts_errors_map_to_502_or_503_with_the_sts_code() {
+    let app = TestApp::spawn().await;
+    let cases = [
+        ("InvalidParameter.GrantOtherResource", 502, "sts_error"),
+        ("UnauthorizedOperation", 502, "sts_error"),
+        ("AuthFailure.SignatureExpire", 502, "sts_error"),
+        ("InternalError.SystemError", 503, "sts_unavailable"),
+        ("RequestLimitExceeded", 503, "sts_unavailable"),
+    ];
+    for (i, (code, status, api_code)) in cases.into_iter().enumerate() {
+        app.emulator
+            .set_faults(Faults {
+                error_rate: 1.0,
+                error_code: Some(code.into()),
+                ..Faults::default()
+            })
+            .unwrap();
+        let res = app.credentials(&format!("user{i}"), "").await;
+        assert_eq!(res.status(), status, "{code}");
+        if status == 503 {
+            assert_eq!(res.headers()["retry-after"], "1");
+        }
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["error"]["code"], api_code, "{code}");
+        assert_eq!(body["error"]["stsCode"], code);
+        assert!(body.get("credentials").is_none());
+        let row = &app.log_rows().await[0];
+        assert_eq!(row.outcome.as_str(), "upstream_error");
+        assert_eq!(row.error_code.as_deref(), Some(code));
+    }
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_sts_gives_503_and_the_gateway_recovers() {
+    let app = TestApp::spawn_with(Options {
+        sts_timeout: Duration::from_millis(300),
+        sts_attempts: 2,
+        ..Options::default()
+    })
+    .await;
+    app.emulator
+        .set_faults(Faults {
+            latency_ms: 2000,
+            ..Faults::default()
+        })
+        .unwrap();
+    let res = app.credentials("alice", "").await;
+    assert_eq!(res.status(), 503);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "sts_unavailable");
+
+    app.emulator.set_faults(Faults::default()).unwrap();
+    let res = app.credentials("alice", "").await;
+    assert_eq!(
+        res.status(),
+        200,
+        "the same request succeeds once STS is fast again"
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_database_down_no_credential_is_given_and_service_resumes() {
+    let app = TestApp::spawn_with(Options {
+        db_proxy: true,
+        ..Options::default()
+    })
+    .await;
+    assert_eq!(app.credentials("alice", "").await.status(), 200);
+    let proxy = app.proxy.as_ref().unwrap();
+    proxy.cut();
+
+    for sub in ["alice", "bob"] {
+        // alice's credential is cached and bob's would be minted: neither may leave without
+        // its issuance-log row.
+        let res = app.credentials(sub, "").await;
+        assert_eq!(res.status(), 503, "{sub}");
+        let text = res.text().await.unwrap();
+        assert!(
+            !text.contains("tmpSecretId") && !text.contains("sessionToken"),
+            "{text}"
+        );
+        let body: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(body["error"]["code"], "unavailable");
+    }
+    assert_eq!(app.get("/readyz", None).await.status(), 503);
+    assert_eq!(
+        app.get("/healthz", None).await.status(),
+        200,
+        "liveness needs no I/O"
+    );
+
+    proxy.restore();
+    let mut ok = false;
+    for _ in 0..40 {
+        if app.credentials("bob", "").await.status() == 200 {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(ok, "service resumes after the database comes back");
+    assert_eq!(app.get("/readyz", None).await.status(), 200);
+    // Every credential that was handed out has its row.
+    let rows = app.log_rows().await;
+    let issued: Vec<_> = rows.iter().filter(|r| r.http_status == 200).collect();
+    assert!(issued.iter().any(|r| r.subject.as_deref() == Some("bob")));
+    assert!(issued.iter().any(|r| r.subject.as_deref() == Some("alice")));
+    app.shutdown().await;
+}

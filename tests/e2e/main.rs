@@ -1,0 +1,8 @@
+//! End-to-end tests: the real gateway (in-process, or the real binary) against real PostgreSQL
+//! (a fresh database per test) and the STS emulator. One runner, modules inside (STYLE §6).
+
+mod binary;
+mod failures;
+mod security;
+mod support;
+mod vending;

@@ -1,0 +1,416 @@
+//! `TestApp`: a gateway on port 0 with its own database, emulator and a seeded app.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use gateway::{Gateway, GatewayConfig};
+use jsonwebtoken::{EncodingKey, Header};
+use policy_store::testing::{TestDatabase, fresh_database, test_cipher};
+use policy_store::{
+    AppAuthInput, AppInput, IssuanceFilter, IssuanceRecord, PgStore, Store, StsMode,
+    TemplateDocument,
+};
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use sts_core::{RetryPolicy, StsClient, StsClientConfig};
+use sts_emulator::{EmulatorConfig, EmulatorHandle};
+use tokio::io::copy_bidirectional;
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+pub const ACCOUNT_ID: &str = "AKIDE2ETESTACCOUNT";
+pub const ACCOUNT_KEY: &str = "e2e-permanent-secret-key-0123456789";
+pub const APPID: &str = "1250000000";
+pub const BUCKET: &str = "examplebucket-1250000000";
+pub const REGION: &str = "ap-guangzhou";
+pub const APP: &str = "photos";
+pub const RSA_APP: &str = "rsa-app";
+pub const HS_SECRET: &str = "e2e-hs256-secret-that-is-long-enough-0123";
+pub const ISSUER: &str = "https://idp.example.test";
+pub const AUDIENCE: &str = "photos-mobile";
+
+pub fn fixture(name: &str) -> String {
+    let path = format!(
+        "{}/crates/gateway/tests/fixtures/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+#[derive(Clone)]
+pub struct Options {
+    pub sts_timeout: Duration,
+    pub sts_attempts: u32,
+    pub rate_subject_per_minute: i32,
+    pub rate_app_per_second: i32,
+    /// Route the gateway's database connections through a proxy the test can cut.
+    pub db_proxy: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            sts_timeout: Duration::from_secs(5),
+            sts_attempts: 2,
+            rate_subject_per_minute: 0,
+            rate_app_per_second: 0,
+            db_proxy: false,
+        }
+    }
+}
+
+pub struct TestApp {
+    pub url: String,
+    pub emulator: EmulatorHandle,
+    pub store: Arc<PgStore>,
+    pub app_id: i64,
+    pub http: reqwest::Client,
+    pub gateway: Option<Gateway>,
+    pub proxy: Option<DbProxy>,
+    server: actix_web::dev::ServerHandle,
+    server_task: tokio::task::JoinHandle<std::io::Result<()>>,
+    follow: tokio::task::JoinHandle<()>,
+    stop: CancellationToken,
+    // Last: dropping it drops the database.
+    _db: TestDatabase,
+}
+
+pub fn emulator() -> EmulatorHandle {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    sts_emulator::start(
+        EmulatorConfig {
+            accounts: vec![
+                format!("{ACCOUNT_ID}:{ACCOUNT_KEY}:{APPID}")
+                    .parse()
+                    .unwrap(),
+            ],
+            workers: 1,
+            ..EmulatorConfig::default()
+        },
+        listener,
+    )
+    .unwrap()
+}
+
+pub fn app_input(slug: &str, opts: &Options) -> AppInput {
+    AppInput {
+        slug: slug.into(),
+        name: format!("{slug} <script>app</script>"),
+        enabled: true,
+        region: REGION.into(),
+        bucket: BUCKET.into(),
+        mode: StsMode::FederationToken,
+        role_arn: None,
+        external_id: None,
+        secret_id: ACCOUNT_ID.into(),
+        secret_key: Some(SecretString::from(ACCOUNT_KEY)),
+        sts_endpoint: None,
+        duration_default: 1800,
+        duration_max: 7200,
+        min_remaining: None,
+        rate_subject_per_minute: opts.rate_subject_per_minute,
+        rate_app_per_second: opts.rate_app_per_second,
+    }
+}
+
+/// Creates the HS256 app `photos` and the RS256 app `rsa-app` (key id `k1`).
+pub async fn seed(store: &PgStore, opts: &Options) -> (i64, i64) {
+    let app = store
+        .create_app("test", &app_input(APP, opts))
+        .await
+        .unwrap();
+    store
+        .set_app_auth(
+            "test",
+            app.id,
+            &AppAuthInput {
+                issuer: Some(ISSUER.into()),
+                audiences: vec![AUDIENCE.into()],
+                algorithms: vec!["HS256".into()],
+                hs_secret: Some(SecretString::from(HS_SECRET)),
+                public_keys: vec![],
+                jwks_url: None,
+                user_claim: "sub".into(),
+                leeway_seconds: 30,
+            },
+        )
+        .await
+        .unwrap();
+    store
+        .save_template("test", app.id, &TemplateDocument::default_for_users(), None)
+        .await
+        .unwrap();
+    let rsa = store
+        .create_app("test", &app_input(RSA_APP, opts))
+        .await
+        .unwrap();
+    store
+        .set_app_auth(
+            "test",
+            rsa.id,
+            &AppAuthInput {
+                issuer: Some(ISSUER.into()),
+                audiences: vec![AUDIENCE.into()],
+                algorithms: vec!["RS256".into()],
+                hs_secret: None,
+                public_keys: vec![format!("kid: k1\n{}", fixture("rsa_public.pem"))],
+                jwks_url: None,
+                user_claim: "sub".into(),
+                leeway_seconds: 30,
+            },
+        )
+        .await
+        .unwrap();
+    store
+        .save_template("test", rsa.id, &TemplateDocument::default_for_users(), None)
+        .await
+        .unwrap();
+    (app.id, rsa.id)
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(Options::default()).await
+    }
+
+    pub async fn spawn_with(opts: Options) -> Self {
+        sts_core::install_crypto_provider();
+        let db = fresh_database().await.expect("a fresh test database");
+        let seed_store = PgStore::new(db.pool.clone(), test_cipher());
+        let (app_id, _) = seed(&seed_store, &opts).await;
+
+        let proxy = if opts.db_proxy {
+            Some(DbProxy::start(&db.url).await)
+        } else {
+            None
+        };
+        let url = match &proxy {
+            Some(p) => p.rewrite(&db.url),
+            None => db.url.clone(),
+        };
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(2))
+            .connect(&url)
+            .await
+            .unwrap();
+        let store = Arc::new(PgStore::new(pool.clone(), test_cipher()));
+
+        let emulator = emulator();
+        let sts = StsClient::new(StsClientConfig {
+            endpoint: format!("{}/", emulator.url()),
+            region: REGION.into(),
+            connect_timeout: Duration::from_secs(1),
+            timeout: opts.sts_timeout,
+            retry: RetryPolicy {
+                max_attempts: opts.sts_attempts,
+                base_delay: Duration::from_millis(20),
+                max_delay: Duration::from_millis(100),
+                budget: Duration::from_secs(10),
+            },
+        })
+        .unwrap();
+        let gateway = Gateway::build(
+            store.clone(),
+            sts,
+            GatewayConfig {
+                workers: 2,
+                audit: gateway::audit::AuditConfig {
+                    commit_timeout: Duration::from_secs(3),
+                    ..Default::default()
+                },
+                ..GatewayConfig::default()
+            },
+        );
+        let stop = CancellationToken::new();
+        let follow = tokio::spawn(gateway::follow_changes(
+            pool,
+            gateway.apps.clone(),
+            stop.clone(),
+        ));
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = gateway.serve(listener).unwrap();
+        let handle = server.handle();
+        let server_task = tokio::spawn(server);
+        let app = Self {
+            url: format!("http://{addr}"),
+            emulator,
+            store,
+            app_id,
+            http: reqwest::Client::new(),
+            gateway: Some(gateway),
+            proxy,
+            server: handle,
+            server_task,
+            follow,
+            stop,
+            _db: db,
+        };
+        // The change listener is up once it has dropped the (empty) cache the first time.
+        app.wait_for_invalidations(1).await;
+        app
+    }
+
+    /// An HS256 token for the `photos` app.
+    pub fn token(&self, sub: &str) -> String {
+        self.token_with(json!({"sub": sub}))
+    }
+
+    /// An HS256 token with `iss`, `aud`, `iat`, `exp` filled in unless given.
+    pub fn token_with(&self, extra: Value) -> String {
+        let mut claims = json!({"iss": ISSUER, "aud": AUDIENCE, "iat": now(), "exp": now() + 600});
+        for (k, v) in extra.as_object().unwrap() {
+            claims[k] = v.clone();
+        }
+        jsonwebtoken::encode(
+            &Header::default(),
+            &claims,
+            &EncodingKey::from_secret(HS_SECRET.as_bytes()).unwrap(),
+        )
+        .unwrap()
+    }
+
+    /// `GET {url}{path}`, with a bearer token when given.
+    pub async fn get(&self, path: &str, token: Option<&str>) -> reqwest::Response {
+        let mut req = self.http.get(format!("{}{path}", self.url));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send().await.unwrap()
+    }
+
+    /// `GET /v1/apps/photos/credentials?{query}` as `sub`.
+    pub async fn credentials(&self, sub: &str, query: &str) -> reqwest::Response {
+        self.get(
+            &format!("/v1/apps/{APP}/credentials?{query}"),
+            Some(&self.token(sub)),
+        )
+        .await
+    }
+
+    pub async fn log_rows(&self) -> Vec<IssuanceRecord> {
+        self.store
+            .search_issuance(&IssuanceFilter::default(), None, 100_000)
+            .await
+            .unwrap()
+    }
+
+    /// Waits (bounded) until the app cache has been dropped at least `n` times in all.
+    pub async fn wait_for_invalidations(&self, n: u64) {
+        let apps = &self.gateway.as_ref().unwrap().apps;
+        for _ in 0..200 {
+            if apps.invalidations() >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the gateway did not see the change notification within 2 s");
+    }
+
+    pub fn invalidations(&self) -> u64 {
+        self.gateway.as_ref().unwrap().apps.invalidations()
+    }
+
+    pub async fn shutdown(mut self) {
+        self.server.stop(true).await;
+        let _ = (&mut self.server_task).await;
+        if let Some(g) = self.gateway.take() {
+            g.shutdown().await;
+        }
+        self.stop.cancel();
+        let _ = (&mut self.follow).await;
+    }
+}
+
+/// A TCP proxy in front of PostgreSQL. `cut()` drops every connection and refuses new ones,
+/// which the gateway cannot tell from a database crash; `restore()` lets connections through.
+pub struct DbProxy {
+    pub addr: SocketAddr,
+    up: Arc<AtomicBool>,
+    cut: Arc<Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl DbProxy {
+    pub async fn start(database_url: &str) -> Self {
+        let target = {
+            let after = database_url.split("://").nth(1).unwrap();
+            let host_port = after
+                .split('@')
+                .next_back()
+                .unwrap()
+                .split('/')
+                .next()
+                .unwrap();
+            host_port.to_owned()
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let up = Arc::new(AtomicBool::new(true));
+        let cut = Arc::new(Notify::new());
+        let (up2, cut2) = (up.clone(), cut.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                if !up2.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let target = target.clone();
+                let cut = cut2.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut.notified() => {}
+                    }
+                });
+            }
+        });
+        Self {
+            addr,
+            up,
+            cut,
+            task,
+        }
+    }
+
+    pub fn rewrite(&self, url: &str) -> String {
+        let (scheme, rest) = url.split_once("://").unwrap();
+        let (userinfo, after) = rest.split_once('@').unwrap();
+        let path = after.split_once('/').map_or("", |(_, p)| p);
+        format!("{scheme}://{userinfo}@{}/{path}", self.addr)
+    }
+
+    pub fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        self.cut.notify_waiters();
+    }
+
+    pub fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for DbProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -1,0 +1,485 @@
+//! The core path: who gets what, caching, single-flight, narrowing, formats, kill switches.
+
+use std::collections::HashSet;
+
+use policy_store::{Outcome, Store, TemplateDocument};
+use serde_json::Value;
+
+use crate::support::*;
+
+fn resources(policy: &Value) -> Vec<String> {
+    policy["statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["resource"].as_array().unwrap().iter())
+        .map(|r| r.as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn actions(policy: &Value) -> HashSet<String> {
+    policy["statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["action"].as_array().unwrap().iter())
+        .map(|a| a.as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alice_gets_credentials_for_her_prefix_only() {
+    let app = TestApp::spawn().await;
+    let res = app.credentials("alice", "").await;
+    assert_eq!(res.status(), 200);
+    assert!(res.headers().contains_key("x-request-id"));
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    let body: Value = res.json().await.unwrap();
+    let creds = &body["credentials"];
+    let tmp_id = creds["tmpSecretId"].as_str().unwrap();
+    assert!(tmp_id.starts_with("AKID"));
+    assert!(!creds["tmpSecretKey"].as_str().unwrap().is_empty());
+    assert!(!creds["sessionToken"].as_str().unwrap().is_empty());
+    assert_eq!(body["bucket"], BUCKET);
+    assert_eq!(body["region"], REGION);
+    assert_eq!(body["prefix"], "users/alice/");
+    let start = body["startTime"].as_i64().unwrap();
+    assert!(
+        (start - now()).abs() <= 5,
+        "startTime is the gateway's clock"
+    );
+    assert_eq!(body["expiredTime"].as_i64().unwrap() - start, 1800);
+
+    // What STS was asked for, as the emulator recorded it: only alice's prefix.
+    let issued = app
+        .emulator
+        .credential(tmp_id)
+        .expect("the emulator issued it");
+    assert_eq!(issued.request_id, body["requestId"]);
+    let policy = issued.policy.unwrap();
+    let res = resources(&policy);
+    assert!(!res.is_empty());
+    for r in &res {
+        assert_eq!(
+            r,
+            &format!("qcs::cos:{REGION}:uid/{APPID}:{BUCKET}/users/alice/*"),
+            "{policy}"
+        );
+    }
+    assert!(policy.to_string().find("principal").is_none());
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bobs_token_never_yields_alices_prefix() {
+    let app = TestApp::spawn().await;
+    for query in [
+        "",
+        "prefix=../alice/",
+        "prefix=users/alice/",
+        "prefix=/users/alice/x/",
+    ] {
+        let res = app.credentials("bob", query).await;
+        if res.status() != 200 {
+            assert_eq!(res.status(), 422, "{query}");
+            continue;
+        }
+        let body: Value = res.json().await.unwrap();
+        let issued = app
+            .emulator
+            .credential(body["credentials"]["tmpSecretId"].as_str().unwrap())
+            .unwrap();
+        let home = format!("qcs::cos:{REGION}:uid/{APPID}:{BUCKET}/users/bob/");
+        for r in resources(&issued.policy.unwrap()) {
+            assert!(r.starts_with(&home), "{query}: {r}");
+        }
+    }
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_credential_is_reused() {
+    let app = TestApp::spawn().await;
+    let first: Value = app.credentials("alice", "").await.json().await.unwrap();
+    let second: Value = app.credentials("alice", "").await.json().await.unwrap();
+    assert_eq!(first["credentials"], second["credentials"]);
+    assert_eq!(first["startTime"], second["startTime"]);
+    assert_eq!(app.emulator.stats().issued, 1);
+    // Another duration is another credential.
+    let third: Value = app
+        .credentials("alice", "duration_seconds=900")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_ne!(
+        first["credentials"]["tmpSecretId"],
+        third["credentials"]["tmpSecretId"]
+    );
+    let outcomes: Vec<Outcome> = app
+        .log_rows()
+        .await
+        .iter()
+        .rev()
+        .map(|r| r.outcome)
+        .collect();
+    assert_eq!(
+        outcomes,
+        [Outcome::Issued, Outcome::Cached, Outcome::Issued]
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_concurrent_identical_requests_make_one_sts_call() {
+    let app = TestApp::spawn().await;
+    let token = app.token("carol");
+    let url = format!("{}/v1/apps/{APP}/credentials", app.url);
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let (http, url, token) = (app.http.clone(), url.clone(), token.clone());
+            tokio::spawn(async move {
+                let res = http.get(url).bearer_auth(token).send().await.unwrap();
+                assert_eq!(res.status(), 200);
+                let body: Value = res.json().await.unwrap();
+                body["credentials"]["tmpSecretId"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+        })
+        .collect();
+    let mut ids = HashSet::new();
+    for t in tasks {
+        ids.insert(t.await.unwrap());
+    }
+    assert_eq!(ids.len(), 1, "everyone got the same credential");
+    assert_eq!(app.emulator.stats().requests, 1, "one STS call");
+    let rows = app.log_rows().await;
+    assert_eq!(rows.len(), 50);
+    assert_eq!(
+        rows.iter().filter(|r| r.outcome == Outcome::Issued).count(),
+        1
+    );
+    assert_eq!(
+        rows.iter().filter(|r| r.outcome == Outcome::Cached).count(),
+        49
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_template_change_takes_effect_on_the_next_request() {
+    let app = TestApp::spawn().await;
+    let before: Value = app.credentials("alice", "").await.json().await.unwrap();
+    let mut doc = TemplateDocument::default_for_users();
+    doc.prefix = "users/${sub}/docs/".into();
+    doc.statements[0].resources = vec!["users/${sub}/docs/*".into()];
+    let seen = app.invalidations();
+    app.store
+        .save_template("admin", app.app_id, &doc, Some("docs only"))
+        .await
+        .unwrap();
+    app.wait_for_invalidations(seen + 1).await;
+
+    let after: Value = app.credentials("alice", "").await.json().await.unwrap();
+    assert_ne!(
+        before["credentials"]["tmpSecretId"],
+        after["credentials"]["tmpSecretId"]
+    );
+    assert_eq!(after["prefix"], "users/alice/docs/");
+    let issued = app
+        .emulator
+        .credential(after["credentials"]["tmpSecretId"].as_str().unwrap())
+        .unwrap();
+    assert!(
+        resources(&issued.policy.unwrap())
+            .iter()
+            .all(|r| r.ends_with("/users/alice/docs/*"))
+    );
+    let rows = app.log_rows().await;
+    assert_eq!(rows[0].template_version, Some(2));
+    assert_eq!(rows[1].template_version, Some(1));
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_and_a_disable_take_effect_on_the_next_request() {
+    let app = TestApp::spawn().await;
+    assert_eq!(app.credentials("mallory", "").await.status(), 200);
+    let seen = app.invalidations();
+    app.store
+        .block_subject("admin", app.app_id, "mallory", Some("abuse"))
+        .await
+        .unwrap();
+    app.wait_for_invalidations(seen + 1).await;
+    let res = app.credentials("mallory", "").await;
+    assert_eq!(res.status(), 403);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "subject_blocked");
+    assert!(body["credentials"].is_null());
+    // Others are unaffected.
+    assert_eq!(app.credentials("alice", "").await.status(), 200);
+
+    let seen = app.invalidations();
+    app.store
+        .set_app_enabled("admin", app.app_id, false)
+        .await
+        .unwrap();
+    app.wait_for_invalidations(seen + 1).await;
+    let res = app.credentials("alice", "").await;
+    assert_eq!(res.status(), 403);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["error"]["code"],
+        "app_disabled"
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_narrow_actions_and_prefix_but_never_widen() {
+    let app = TestApp::spawn().await;
+    let body: Value = app
+        .credentials("alice", "actions=PutObject&prefix=photos/2024/")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["prefix"], "users/alice/photos/2024/");
+    let policy = app
+        .emulator
+        .credential(body["credentials"]["tmpSecretId"].as_str().unwrap())
+        .unwrap()
+        .policy
+        .unwrap();
+    assert_eq!(
+        actions(&policy),
+        HashSet::from(["name/cos:PutObject".to_owned()])
+    );
+    assert!(
+        resources(&policy)
+            .iter()
+            .all(|r| r.ends_with("/users/alice/photos/2024/*"))
+    );
+
+    // JSON body options work the same way.
+    let res = app
+        .http
+        .post(format!("{}/v1/apps/{APP}/credentials", app.url))
+        .bearer_auth(app.token("alice"))
+        .json(&serde_json::json!({"actions": ["name/cos:GetObject"], "duration_seconds": 600}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(
+        body["expiredTime"].as_i64().unwrap() - body["startTime"].as_i64().unwrap(),
+        600
+    );
+
+    let before = app.emulator.stats().requests;
+    for query in [
+        "actions=DeleteBucket",
+        "actions=name/cos:*",
+        "prefix=../bob/",
+        "prefix=a*",
+        "prefix=x/../../bob/",
+        "duration_seconds=7201",
+        "duration_seconds=0",
+        "duration_seconds=soon",
+        "format=xml",
+        "surprise=1",
+    ] {
+        let res = app.credentials("alice", query).await;
+        assert_eq!(res.status(), 422, "{query}");
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "invalid_request", "{query}");
+    }
+    assert_eq!(
+        app.emulator.stats().requests,
+        before,
+        "nothing refused reached STS"
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_three_response_formats() {
+    let app = TestApp::spawn().await;
+    let sdk: Value = app.credentials("alice", "").await.json().await.unwrap();
+    let legacy: Value = app
+        .credentials("alice", "format=legacy")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(legacy["code"], 0);
+    assert_eq!(legacy["codeDesc"], "Success");
+    assert_eq!(legacy["data"]["credentials"], sdk["credentials"]);
+    assert_eq!(legacy["data"]["expiredTime"], sdk["expiredTime"]);
+    let js: Value = app
+        .credentials("alice", "format=cos-js")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(js["TmpSecretId"], sdk["credentials"]["tmpSecretId"]);
+    assert_eq!(js["TmpSecretKey"], sdk["credentials"]["tmpSecretKey"]);
+    assert_eq!(js["SecurityToken"], sdk["credentials"]["sessionToken"]);
+    assert_eq!(js["StartTime"], sdk["startTime"]);
+    assert_eq!(js["ExpiredTime"], sdk["expiredTime"]);
+    // cos-js-sdk-v5 insists on 10-digit seconds.
+    assert_eq!(js["ExpiredTime"].as_i64().unwrap().to_string().len(), 10);
+    assert_eq!(js["StartTime"].as_i64().unwrap().to_string().len(), 10);
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_apps_missing_tokens_and_health() {
+    let app = TestApp::spawn().await;
+    let res = app
+        .get("/v1/apps/nope/credentials", Some(&app.token("alice")))
+        .await;
+    assert_eq!(res.status(), 404);
+    assert!(res.headers().contains_key("x-request-id"));
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unknown_app");
+    assert!(!body["requestId"].as_str().unwrap().is_empty());
+
+    let res = app.get(&format!("/v1/apps/{APP}/credentials"), None).await;
+    assert_eq!(res.status(), 401);
+    assert_eq!(res.headers()["www-authenticate"], "Bearer");
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["error"]["code"],
+        "missing_token"
+    );
+
+    let res = app.get("/no/such/route", None).await;
+    assert_eq!(res.status(), 404);
+    assert!(res.headers().contains_key("x-request-id"));
+
+    assert_eq!(app.get("/healthz", None).await.status(), 200);
+    assert_eq!(app.get("/readyz", None).await.status(), 200);
+    let metrics = app.get("/metrics", None).await.text().await.unwrap();
+    assert!(
+        metrics.contains("stsgate_requests_total{app=\"_unknown\",outcome=\"bad_request\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("stsgate_requests_total{app=\"photos\",outcome=\"invalid_token\"} 1"),
+        "{metrics}"
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_answer_429_with_retry_after() {
+    let app = TestApp::spawn_with(Options {
+        rate_subject_per_minute: 3,
+        ..Options::default()
+    })
+    .await;
+    for _ in 0..3 {
+        assert_eq!(app.credentials("dave", "").await.status(), 200);
+    }
+    let res = app.credentials("dave", "").await;
+    assert_eq!(res.status(), 429);
+    let retry: u64 = res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=20).contains(&retry), "{retry}");
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["error"]["code"],
+        "rate_limited"
+    );
+    // Per subject: erin is not limited by dave's requests.
+    assert_eq!(app.credentials("erin", "").await.status(), 200);
+    let rows = app.log_rows().await;
+    assert_eq!(
+        rows.iter()
+            .filter(|r| r.outcome == Outcome::RateLimited)
+            .count(),
+        1
+    );
+    app.shutdown().await;
+
+    // Per app: STS calls per second.
+    let app = TestApp::spawn_with(Options {
+        rate_app_per_second: 2,
+        ..Options::default()
+    })
+    .await;
+    let statuses: Vec<u16> = {
+        let mut v = Vec::new();
+        for i in 0..4 {
+            v.push(
+                app.credentials(&format!("user{i}"), "")
+                    .await
+                    .status()
+                    .as_u16(),
+            );
+        }
+        v
+    };
+    assert!(statuses.contains(&429), "{statuses:?}");
+    assert!(
+        app.emulator.stats().requests <= 3,
+        "the app limit holds STS calls back"
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_outcome_has_exactly_one_log_row() {
+    let app = TestApp::spawn().await;
+    let mut ids = Vec::new();
+    let mut send = |res: reqwest::Response| {
+        ids.push(res.headers()["x-request-id"].to_str().unwrap().to_owned());
+    };
+    send(app.credentials("alice", "").await); // issued
+    send(app.credentials("alice", "").await); // cached
+    send(app.credentials("../bob", "").await); // denied
+    send(
+        app.get(&format!("/v1/apps/{APP}/credentials"), Some("garbage"))
+            .await,
+    ); // invalid token
+    send(app.get("/v1/apps/ghost/credentials", Some("x")).await); // unknown app
+    send(app.credentials("alice", "format=xml").await); // bad request
+    let rows = app.log_rows().await;
+    assert_eq!(rows.len(), ids.len());
+    for id in &ids {
+        assert_eq!(
+            rows.iter().filter(|r| &r.request_id == id).count(),
+            1,
+            "{id}"
+        );
+    }
+    let outcomes: Vec<&str> = rows.iter().rev().map(|r| r.outcome.as_str()).collect();
+    assert_eq!(
+        outcomes,
+        [
+            "issued",
+            "cached",
+            "denied",
+            "invalid_token",
+            "bad_request",
+            "bad_request"
+        ]
+    );
+    let issued = &rows[rows.len() - 1];
+    assert_eq!(issued.subject.as_deref(), Some("alice"));
+    assert!(
+        issued
+            .tmp_secret_id
+            .as_deref()
+            .is_some_and(|t| t.starts_with("AKID"))
+    );
+    assert!(issued.policy_hash.as_deref().is_some_and(|h| h.len() == 64));
+    assert!(issued.sts_request_id.is_some());
+    assert_eq!(issued.source_ip.as_deref(), Some("127.0.0.1"));
+    assert_eq!(issued.http_status, 200);
+    app.shutdown().await;
+}
