@@ -155,6 +155,11 @@ fn peak_rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+fn with_sslmode_disable(url: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}sslmode=disable")
+}
+
 fn token(sub: &str) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -254,7 +259,9 @@ async fn main() {
     let (mut gateway, public) = spawn_and_wait(
         Command::new(BIN)
             .arg("serve")
-            .env("DATABASE_URL", &db.url)
+            // Loopback: no TLS to PostgreSQL (sqlx would otherwise negotiate it with a server
+            // that has ssl=on, as Debian's does).
+            .env("DATABASE_URL", with_sslmode_disable(&db.url))
             .env("STSGATE_MASTER_KEY", &master_key)
             .env("STSGATE_PUBLIC_LISTEN", "127.0.0.1:0")
             .env("STSGATE_ADMIN_LISTEN", "127.0.0.1:0")

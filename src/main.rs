@@ -50,6 +50,17 @@ enum AdminCommand {
         #[arg(long, value_parser = ["admin", "auditor"])]
         role: String,
     },
+    /// Save a new version of an app's policy template from a JSON file (policy as code) and
+    /// make it active. Validation errors name the offending field.
+    SetTemplate {
+        #[arg(long)]
+        app: String,
+        /// The template document, `{"prefix": …, "statements": [...]}`; `-` reads stdin.
+        #[arg(long)]
+        file: PathBuf,
+        #[arg(long)]
+        note: Option<String>,
+    },
 }
 
 pub fn unix_now() -> i64 {
@@ -153,6 +164,9 @@ fn run() -> anyhow::Result<()> {
                     Command::Migrate => serve::migrate(&settings).await,
                     Command::Admin(AdminCommand::CreateUser { username, role }) => {
                         serve::create_user(&settings, &username, &role).await
+                    }
+                    Command::Admin(AdminCommand::SetTemplate { app, file, note }) => {
+                        serve::set_template(&settings, &app, &file, note.as_deref()).await
                     }
                     Command::Emulator(_) | Command::Dev(_) => unreachable!("handled above"),
                 }

@@ -64,6 +64,39 @@ pub async fn create_user(settings: &Settings, username: &str, role: &str) -> any
     Ok(())
 }
 
+pub async fn set_template(
+    settings: &Settings,
+    app: &str,
+    file: &std::path::Path,
+    note: Option<&str>,
+) -> anyhow::Result<()> {
+    let text = if file == std::path::Path::new("-") {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("reading the template from stdin")?;
+        s
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?
+    };
+    let document: policy_store::TemplateDocument = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a template document", file.display()))?;
+    let store = connect(settings).await?;
+    let found = store
+        .app_by_slug(app)
+        .await?
+        .with_context(|| format!("no app named {app:?}"))?;
+    let saved = store
+        .save_template("cli", found.id, &document, note)
+        .await
+        .map_err(|e| anyhow::anyhow!("template refused: {e}"))?;
+    println!(
+        "saved {app} template version {} (now active)",
+        saved.version
+    );
+    Ok(())
+}
+
 /// What a running server set consists of, so `dev` can reuse `serve`'s wiring.
 pub struct Running {
     pub public_addr: std::net::SocketAddr,

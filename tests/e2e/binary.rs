@@ -4,8 +4,8 @@
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
 
-use policy_store::PgStore;
 use policy_store::testing::{fresh_database, test_cipher};
+use policy_store::{PgStore, Store};
 use serde_json::Value;
 use sts_emulator::Faults;
 
@@ -24,6 +24,7 @@ fn master_key_b64() -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_reaches_the_logs_or_the_log_rows() {
+    sts_core::install_crypto_provider();
     let db = fresh_database().await.unwrap();
     let store = PgStore::new(db.pool.clone(), test_cipher());
     let opts = Options::default();
@@ -201,4 +202,111 @@ fn bad_configuration_fails_with_one_clear_line() {
     assert!(err.contains("STSGATE_MASTER_KEY"), "{err}");
     let err = run(&[("STSGATE_WORKERS", "lots")]);
     assert!(err.to_lowercase().contains("workers"), "{err}");
+}
+
+/// Runs the binary with the test database and key, feeding `stdin`.
+fn cli(db_url: &str, args: &[&str], stdin: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env_clear()
+        .env("DATABASE_URL", db_url)
+        .env("STSGATE_MASTER_KEY", master_key_b64())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_commands_create_users_and_set_templates() {
+    let db = fresh_database().await.unwrap();
+    let store = PgStore::new(db.pool.clone(), test_cipher());
+    seed(&store, &Options::default()).await;
+
+    let out = cli(
+        &db.url,
+        &[
+            "admin",
+            "create-user",
+            "--username",
+            "ops",
+            "--role",
+            "auditor",
+        ],
+        "a-long-enough-password\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let user = store.admin_user_by_name("ops").await.unwrap().unwrap();
+    assert_eq!(user.role.as_str(), "auditor");
+    assert!(user.password_hash.starts_with("$argon2id$"));
+    let out = cli(
+        &db.url,
+        &[
+            "admin",
+            "create-user",
+            "--username",
+            "weak",
+            "--role",
+            "admin",
+        ],
+        "short\n",
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least 12"));
+
+    let good = r#"{"prefix":"users/${sub}/","statements":[{"effect":"allow","actions":["name/cos:PutObject"],"resources":["users/${sub}/*"],"conditions":{"numeric_less_than_equal":{"cos:content-length":1024}}}]}"#;
+    let out = cli(
+        &db.url,
+        &[
+            "admin",
+            "set-template",
+            "--app",
+            APP,
+            "--file",
+            "-",
+            "--note",
+            "cap uploads",
+        ],
+        good,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("version 2"));
+    let app = store.app_by_slug(APP).await.unwrap().unwrap();
+    assert_eq!(app.active_template_version, Some(2));
+
+    let bad = r#"{"statements":[{"effect":"allow","actions":["name/cos:PutObject"],"resources":["users/${sub}*"]}]}"#;
+    let out = cli(
+        &db.url,
+        &["admin", "set-template", "--app", APP, "--file", "-"],
+        bad,
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("statements[0].resources[0]"), "{err}");
+    assert_eq!(
+        store
+            .app_by_slug(APP)
+            .await
+            .unwrap()
+            .unwrap()
+            .active_template_version,
+        Some(2)
+    );
 }

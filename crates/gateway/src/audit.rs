@@ -120,7 +120,8 @@ async fn writer_loop(
                 return; // every sender dropped and the queue is empty
             }
         }
-        let records: Vec<IssuanceRecord> = batch.iter().map(|p| p.record.clone()).collect();
+        let (records, waiters): (Vec<IssuanceRecord>, Vec<_>) =
+            batch.drain(..).map(|p| (p.record, p.done)).unzip();
         let result = store.insert_issuance_batch(&records).await;
         metrics.audit_batch(records.len(), result.is_ok());
         let outcome = match &result {
@@ -130,8 +131,8 @@ async fn writer_loop(
                 Err(AuditError::WriteFailed)
             }
         };
-        for p in batch.drain(..) {
-            let _ = p.done.send(outcome);
+        for done in waiters {
+            let _ = done.send(outcome);
         }
     }
 }

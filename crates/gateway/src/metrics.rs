@@ -49,10 +49,17 @@ impl Histogram {
     }
 }
 
+/// One app's request counters, by outcome, and its latency histogram.
+#[derive(Default)]
+struct AppRequests {
+    by_outcome: [u64; Outcome::ALL.len()],
+    latency: Histogram,
+}
+
 #[derive(Default)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(String, Outcome), u64>>,
-    latency: Mutex<BTreeMap<String, Histogram>>,
+    /// Looked up by `&str`, so the hot path allocates only for an app's first request.
+    requests: Mutex<BTreeMap<String, AppRequests>>,
     sts_calls: Mutex<BTreeMap<(String, &'static str), u64>>,
     sts_latency: Mutex<BTreeMap<String, Histogram>>,
     audit_batches: AtomicU64,
@@ -69,18 +76,13 @@ fn escape(v: &str) -> String {
 
 impl Metrics {
     pub fn request(&self, app: &str, outcome: Outcome, latency: Duration) {
-        *self
-            .requests
-            .lock()
-            .unwrap()
-            .entry((app.to_owned(), outcome))
-            .or_default() += 1;
-        self.latency
-            .lock()
-            .unwrap()
-            .entry(app.to_owned())
-            .or_default()
-            .observe(latency);
+        let mut requests = self.requests.lock().unwrap();
+        let entry = match requests.get_mut(app) {
+            Some(e) => e,
+            None => requests.entry(app.to_owned()).or_default(),
+        };
+        entry.by_outcome[outcome as usize] += 1;
+        entry.latency.observe(latency);
     }
 
     /// `result` is `ok`, `error` (STS refused) or `unavailable`.
@@ -111,23 +113,30 @@ impl Metrics {
         let mut out = String::new();
         out.push_str("# HELP stsgate_requests_total Credential requests by app and outcome.\n");
         out.push_str("# TYPE stsgate_requests_total counter\n");
-        for ((app, outcome), n) in self.requests.lock().unwrap().iter() {
-            let _ = writeln!(
-                out,
-                "stsgate_requests_total{{app=\"{}\",outcome=\"{}\"}} {n}",
-                escape(app),
-                outcome.as_str()
-            );
+        let requests = self.requests.lock().unwrap();
+        for (app, r) in requests.iter() {
+            for outcome in Outcome::ALL {
+                let n = r.by_outcome[outcome as usize];
+                if n > 0 {
+                    let _ = writeln!(
+                        out,
+                        "stsgate_requests_total{{app=\"{}\",outcome=\"{}\"}} {n}",
+                        escape(app),
+                        outcome.as_str()
+                    );
+                }
+            }
         }
         out.push_str("# HELP stsgate_request_duration_seconds Credential request latency.\n");
         out.push_str("# TYPE stsgate_request_duration_seconds histogram\n");
-        for (app, h) in self.latency.lock().unwrap().iter() {
-            h.render(
+        for (app, r) in requests.iter() {
+            r.latency.render(
                 &mut out,
                 "stsgate_request_duration_seconds",
                 &format!("app=\"{}\"", escape(app)),
             );
         }
+        drop(requests);
         out.push_str("# HELP stsgate_sts_calls_total STS calls by app and result.\n");
         out.push_str("# TYPE stsgate_sts_calls_total counter\n");
         for ((app, result), n) in self.sts_calls.lock().unwrap().iter() {
