@@ -310,3 +310,139 @@ async fn admin_commands_create_users_and_set_templates() {
         Some(2)
     );
 }
+
+/// `stsgate dev` with no DATABASE_URL: its own PostgreSQL (as the postgres user when root),
+/// the emulator, the seeded demo app, dev.json; Ctrl-C stops everything; a second run reuses
+/// the data dir.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_runs_everything_locally_and_stops_it_all() {
+    sts_core::install_crypto_provider();
+    let dir = std::env::temp_dir().join(format!("stsgate-dev-test-{}", uuid_like()));
+    let run = || {
+        Command::new(BIN)
+            .args(["dev", "--data-dir"])
+            .arg(&dir)
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--emulator-listen",
+                "127.0.0.1:0",
+            ])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut passwords = Vec::new();
+    for round in 0..2 {
+        let _ = std::fs::remove_file(dir.join("dev.json"));
+        let mut child = run();
+        let facts_path = dir.join("dev.json");
+        let mut waited = 0;
+        while !facts_path.exists() {
+            if let Some(status) = child.try_wait().unwrap() {
+                let out = child.wait_with_output().unwrap();
+                panic!(
+                    "dev exited ({status}): {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            assert!(waited < 600, "dev did not come up within 60 s");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            waited += 1;
+        }
+        let facts: Value =
+            serde_json::from_str(&std::fs::read_to_string(&facts_path).unwrap()).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&facts_path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        for field in [
+            "api_url",
+            "admin_url",
+            "admin_user",
+            "admin_password",
+            "app",
+            "jwt_hs256_secret",
+            "jwt_issuer",
+            "jwt_audience",
+            "sample_jwt",
+            "emulator_url",
+            "emulator_secret_id",
+            "emulator_secret_key",
+            "bucket",
+            "region",
+        ] {
+            assert!(
+                facts[field].as_str().is_some_and(|v| !v.is_empty()),
+                "{field}"
+            );
+        }
+        passwords.push(facts["admin_password"].as_str().unwrap().to_owned());
+        let res = reqwest::Client::new()
+            .get(format!(
+                "{}/v1/apps/{}/credentials",
+                facts["api_url"].as_str().unwrap(),
+                facts["app"].as_str().unwrap()
+            ))
+            .bearer_auth(facts["sample_jwt"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "round {round}");
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["prefix"], "users/alice/");
+
+        // Ctrl-C: everything stops, PostgreSQL included.
+        Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap();
+        let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "dev exit: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.contains("curl -s -H 'Authorization: Bearer "),
+            "{stdout}"
+        );
+        let data = if dir.join("pg/PG_VERSION").exists() {
+            dir.join("pg")
+        } else {
+            // As root the data may live where the postgres user can reach it; the banner says.
+            let line = stdout.lines().find(|l| l.contains("Database")).unwrap();
+            std::path::PathBuf::from(line.split("data in ").nth(1).unwrap().trim())
+        };
+        assert!(
+            !data.join("postmaster.pid").exists(),
+            "PostgreSQL was stopped"
+        );
+    }
+    assert_eq!(
+        passwords[0], passwords[1],
+        "the second run reuses the data dir"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn uuid_like() -> String {
+    format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
+}
