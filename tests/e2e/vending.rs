@@ -48,7 +48,9 @@ async fn alice_gets_credentials_for_her_prefix_only() {
         (start - now()).abs() <= 5,
         "startTime is the gateway's clock"
     );
-    assert_eq!(body["expiredTime"].as_i64().unwrap() - start, 1800);
+    // STS's clock sets expiredTime; a second may tick between minting and STS's answer.
+    let lifetime = body["expiredTime"].as_i64().unwrap() - start;
+    assert!((1800..=1801).contains(&lifetime), "{lifetime}");
 
     // What STS was asked for, as the emulator recorded it: only alice's prefix.
     let issued = app
@@ -273,10 +275,8 @@ async fn requests_narrow_actions_and_prefix_but_never_widen() {
         .unwrap();
     assert_eq!(res.status(), 200);
     let body: Value = res.json().await.unwrap();
-    assert_eq!(
-        body["expiredTime"].as_i64().unwrap() - body["startTime"].as_i64().unwrap(),
-        600
-    );
+    let lifetime = body["expiredTime"].as_i64().unwrap() - body["startTime"].as_i64().unwrap();
+    assert!((600..=601).contains(&lifetime), "{lifetime}");
 
     let before = app.emulator.stats().requests;
     for query in [
@@ -481,5 +481,24 @@ async fn every_outcome_has_exactly_one_log_row() {
     assert!(issued.sts_request_id.is_some());
     assert_eq!(issued.source_ip.as_deref(), Some("127.0.0.1"));
     assert_eq!(issued.http_status, 200);
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_cannot_choose_its_request_id() {
+    let app = TestApp::spawn().await;
+    let first = app.credentials("alice", "").await;
+    let taken = first.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let res = app
+        .http
+        .get(format!("{}/v1/apps/{APP}/credentials", app.url))
+        .bearer_auth(app.token("alice"))
+        .header("x-request-id", &taken)
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(res.headers()["x-request-id"].to_str().unwrap(), taken);
+    let rows = app.log_rows().await;
+    assert_eq!(rows.iter().filter(|r| r.request_id == taken).count(), 1);
     app.shutdown().await;
 }

@@ -37,24 +37,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/metrics", web::get().to(metrics));
 }
 
-/// Gives every request an id (a sane inbound `x-request-id`, or a new UUID), and echoes it on
-/// every response, errors and 404s included.
+/// Gives every request a new id and echoes it on every response, errors and 404s included.
+/// An inbound `x-request-id` is not reused: the id keys the issuance log, and a client must not
+/// be able to make its request look like another one there.
 pub async fn request_id(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let inbound = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| {
-            !v.is_empty()
-                && v.len() <= 64
-                && v.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
-        .map(str::to_owned);
-    let id = inbound.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let id = uuid::Uuid::new_v4().to_string();
     req.extensions_mut().insert(RequestId(id.clone()));
     let started = std::time::Instant::now();
     let method = req.method().clone();
