@@ -280,3 +280,43 @@ pub struct AdminChange {
     pub before: Option<serde_json::Value>,
     pub after: Option<serde_json::Value>,
 }
+
+/// A signed-in admin-page session, with its user as stored now (role and disabled flag are
+/// read on every request, so a change takes effect at once).
+#[derive(Debug, Clone)]
+pub struct AdminSession {
+    pub user: AdminUser,
+    /// The per-session CSRF token every state-changing request must carry.
+    pub csrf_token: String,
+    pub created_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+}
+
+/// Issuance-log totals of one app over a time window (the dashboard).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct AppTraffic {
+    /// The app slug as logged (it may name an app that does not exist).
+    pub app: String,
+    pub total: i64,
+    pub issued: i64,
+    pub cached: i64,
+    pub denied: i64,
+    pub invalid_token: i64,
+    pub bad_request: i64,
+    pub rate_limited: i64,
+    pub upstream_error: i64,
+    /// 95th percentile of the request latency, in microseconds.
+    pub p95_latency_us: Option<i64>,
+}
+
+/// Filters for the admin change log; every field narrows.
+#[derive(Debug, Clone, Default)]
+pub struct AdminChangeFilter {
+    pub actor: Option<String>,
+    /// Exact action, e.g. `app.update`.
+    pub action: Option<String>,
+    /// Exact target: an app slug or a username.
+    pub target: Option<String>,
+    pub from: Option<OffsetDateTime>,
+    pub to: Option<OffsetDateTime>,
+}

@@ -428,6 +428,41 @@ fn map_db_error(e: sqlx::Error, what: impl FnOnce() -> String) -> StoreError {
     StoreError::Database(e)
 }
 
+/// Locks every admin user row (serialising role and disable changes, so two admins cannot
+/// demote each other at once) and returns the one with `id`.
+async fn lock_admin_users(conn: &mut PgConnection, id: i64) -> Result<AdminUser> {
+    sqlx::query("SELECT 1 FROM admin_users ORDER BY id FOR UPDATE")
+        .execute(&mut *conn)
+        .await?;
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        admin_user_columns!(),
+        " FROM admin_users WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or(StoreError::NotFound)?;
+    Ok(admin_user_from_row(&row)?)
+}
+
+/// Refuses a change that would leave no enabled admin besides `id`.
+async fn ensure_another_admin(conn: &mut PgConnection, id: i64) -> Result<()> {
+    let others: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM admin_users WHERE role = 'admin' AND NOT disabled AND id <> $1",
+    )
+    .bind(id)
+    .fetch_one(&mut *conn)
+    .await?;
+    if others == 0 {
+        return Err(StoreError::Invalid(vec![FieldError::new(
+            "role",
+            "this is the last enabled admin; make another user admin first",
+        )]));
+    }
+    Ok(())
+}
+
 fn clamp_limit(limit: i64) -> i64 {
     limit.clamp(1, MAX_PAGE)
 }
@@ -1449,8 +1484,12 @@ impl Store for PgStore {
             qb.push(" AND at < ").push_bind(to);
         }
         if let Some(ip) = &filter.source_ip {
-            qb.push(" AND source_ip <<= ")
-                .push_bind(ip.trim().to_owned())
+            let ip = ip.trim();
+            // An exact address walks (source_ip, at, id) in order; a block is a range scan.
+            let op = if ip.contains('/') { " <<= " } else { " = " };
+            qb.push(" AND source_ip")
+                .push(op)
+                .push_bind(ip.to_owned())
                 .push("::inet");
         }
         if let Some(t) = &filter.tmp_secret_id {
@@ -1481,6 +1520,339 @@ impl Store for PgStore {
         .bind(clamp_limit(limit))
         .fetch_all(&self.pool)
         .await?;
+        Ok(rows
+            .iter()
+            .map(admin_change_from_row)
+            .collect::<Result<_, _>>()?)
+    }
+
+    async fn admin_user_by_id(&self, id: i64) -> Result<Option<AdminUser>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            admin_user_columns!(),
+            " FROM admin_users WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| admin_user_from_row(&r)).transpose()?)
+    }
+
+    async fn set_admin_user_role(&self, actor: &str, id: i64, role: Role) -> Result<AdminUser> {
+        let mut tx = self.pool.begin().await?;
+        let before = lock_admin_users(&mut tx, id).await?;
+        if before.role == Role::Admin && role != Role::Admin && !before.disabled {
+            ensure_another_admin(&mut tx, id).await?;
+        }
+        let row = sqlx::query(concat!(
+            "UPDATE admin_users SET role = $2, updated_at = now() WHERE id = $1 RETURNING ",
+            admin_user_columns!()
+        ))
+        .bind(id)
+        .bind(role.as_str())
+        .fetch_one(&mut *tx)
+        .await?;
+        let after = admin_user_from_row(&row)?;
+        if before.role != after.role {
+            audit(
+                &mut tx,
+                actor,
+                "admin_user.role",
+                &after.username,
+                Some(json!({ "role": before.role.as_str() })),
+                Some(json!({ "role": after.role.as_str() })),
+            )
+            .await?;
+            notify(&mut tx, ADMIN_NOTIFY_PAYLOAD).await?;
+        }
+        tx.commit().await?;
+        Ok(after)
+    }
+
+    async fn set_admin_user_disabled(
+        &self,
+        actor: &str,
+        id: i64,
+        disabled: bool,
+    ) -> Result<AdminUser> {
+        let mut tx = self.pool.begin().await?;
+        let before = lock_admin_users(&mut tx, id).await?;
+        if disabled && before.role == Role::Admin && !before.disabled {
+            ensure_another_admin(&mut tx, id).await?;
+        }
+        let row = sqlx::query(concat!(
+            "UPDATE admin_users SET disabled = $2, updated_at = now(), \
+             failed_logins = CASE WHEN $2 THEN failed_logins ELSE 0 END, \
+             locked_until = CASE WHEN $2 THEN locked_until ELSE NULL END \
+             WHERE id = $1 RETURNING ",
+            admin_user_columns!()
+        ))
+        .bind(id)
+        .bind(disabled)
+        .fetch_one(&mut *tx)
+        .await?;
+        let after = admin_user_from_row(&row)?;
+        if disabled {
+            sqlx::query("DELETE FROM admin_sessions WHERE user_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if before.disabled != disabled {
+            let action = if disabled {
+                "admin_user.disable"
+            } else {
+                "admin_user.enable"
+            };
+            audit(
+                &mut tx,
+                actor,
+                action,
+                &after.username,
+                Some(json!({ "disabled": before.disabled })),
+                Some(json!({ "disabled": disabled })),
+            )
+            .await?;
+            notify(&mut tx, ADMIN_NOTIFY_PAYLOAD).await?;
+        }
+        tx.commit().await?;
+        Ok(after)
+    }
+
+    async fn set_admin_user_password(
+        &self,
+        actor: &str,
+        id: i64,
+        password_hash: &str,
+    ) -> Result<AdminUser> {
+        if !password_hash.starts_with("$argon2id$") {
+            return Err(StoreError::Invalid(vec![FieldError::new(
+                "password_hash",
+                "an argon2id PHC string (never a plaintext password)",
+            )]));
+        }
+        let mut tx = self.pool.begin().await?;
+        lock_admin_users(&mut tx, id).await?;
+        let row = sqlx::query(concat!(
+            "UPDATE admin_users SET password_hash = $2, failed_logins = 0, locked_until = NULL, \
+             updated_at = now() WHERE id = $1 RETURNING ",
+            admin_user_columns!()
+        ))
+        .bind(id)
+        .bind(password_hash)
+        .fetch_one(&mut *tx)
+        .await?;
+        let after = admin_user_from_row(&row)?;
+        sqlx::query("DELETE FROM admin_sessions WHERE user_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        // Neither the password nor its hash is recorded.
+        audit(
+            &mut tx,
+            actor,
+            "admin_user.password",
+            &after.username,
+            Some(json!({ "password": REDACTED })),
+            Some(json!({ "password": REDACTED, "sessions_ended": true })),
+        )
+        .await?;
+        notify(&mut tx, ADMIN_NOTIFY_PAYLOAD).await?;
+        tx.commit().await?;
+        Ok(after)
+    }
+
+    async fn record_login_failure(
+        &self,
+        user_id: i64,
+        max_failures: i32,
+        lock_secs: i64,
+    ) -> Result<AdminUser> {
+        // A lock that has run out starts a fresh count; a live lock is never extended here.
+        let row = sqlx::query(concat!(
+            "UPDATE admin_users SET \
+               failed_logins = CASE WHEN locked_until IS NOT NULL AND locked_until <= now() \
+                                    THEN 1 ELSE failed_logins + 1 END, \
+               locked_until = CASE \
+                 WHEN locked_until IS NOT NULL AND locked_until > now() THEN locked_until \
+                 WHEN (CASE WHEN locked_until IS NOT NULL AND locked_until <= now() \
+                            THEN 1 ELSE failed_logins + 1 END) >= $2 \
+                   THEN now() + make_interval(secs => $3::double precision) \
+                 ELSE NULL END \
+             WHERE id = $1 RETURNING ",
+            admin_user_columns!()
+        ))
+        .bind(user_id)
+        .bind(max_failures.max(1))
+        .bind(lock_secs.max(1) as f64)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        Ok(admin_user_from_row(&row)?)
+    }
+
+    async fn record_login_success(&self, user_id: i64) -> Result<()> {
+        sqlx::query(
+            "UPDATE admin_users SET failed_logins = 0, locked_until = NULL \
+             WHERE id = $1 AND (failed_logins <> 0 OR locked_until IS NOT NULL)",
+        )
+        .bind(user_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn create_admin_session(
+        &self,
+        user_id: i64,
+        token_hash: &str,
+        csrf_token: &str,
+        ttl_secs: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO admin_sessions (id, user_id, csrf_token, expires_at) \
+             VALUES ($1, $2, $3, now() + make_interval(secs => $4::double precision))",
+        )
+        .bind(token_hash)
+        .bind(user_id)
+        .bind(csrf_token)
+        .bind(ttl_secs.max(1) as f64)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| map_db_error(e, || "that session already exists".into()))?;
+        Ok(())
+    }
+
+    async fn admin_session(&self, token_hash: &str) -> Result<Option<AdminSession>> {
+        // `last_seen_at` is refreshed at most once a minute, so page views stay read-only
+        // for the database most of the time.
+        let row = sqlx::query(
+            "WITH s AS ( \
+               SELECT s.id, s.user_id, s.csrf_token, s.created_at, s.expires_at, s.last_seen_at \
+               FROM admin_sessions s JOIN admin_users u ON u.id = s.user_id \
+               WHERE s.id = $1 AND s.expires_at > now() AND NOT u.disabled), \
+             touched AS ( \
+               UPDATE admin_sessions t SET last_seen_at = now() FROM s \
+               WHERE t.id = s.id AND s.last_seen_at < now() - interval '1 minute') \
+             SELECT s.csrf_token, s.created_at AS session_created_at, s.expires_at, \
+               u.id, u.username, u.password_hash, u.role, u.disabled, u.failed_logins, \
+               u.locked_until, u.created_at \
+             FROM s JOIN admin_users u ON u.id = s.user_id",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        Ok(Some(AdminSession {
+            user: admin_user_from_row(&row)?,
+            csrf_token: row.try_get("csrf_token")?,
+            created_at: row.try_get("session_created_at")?,
+            expires_at: row.try_get("expires_at")?,
+        }))
+    }
+
+    async fn delete_admin_session(&self, token_hash: &str) -> Result<()> {
+        sqlx::query("DELETE FROM admin_sessions WHERE id = $1")
+            .bind(token_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_expired_admin_sessions(&self) -> Result<u64> {
+        Ok(
+            sqlx::query("DELETE FROM admin_sessions WHERE expires_at <= now()")
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
+        )
+    }
+
+    async fn traffic_since(&self, since: OffsetDateTime) -> Result<Vec<AppTraffic>> {
+        let rows = sqlx::query(
+            "SELECT app, count(*) AS total, \
+               count(*) FILTER (WHERE outcome = 'issued') AS issued, \
+               count(*) FILTER (WHERE outcome = 'cached') AS cached, \
+               count(*) FILTER (WHERE outcome = 'denied') AS denied, \
+               count(*) FILTER (WHERE outcome = 'invalid_token') AS invalid_token, \
+               count(*) FILTER (WHERE outcome = 'bad_request') AS bad_request, \
+               count(*) FILTER (WHERE outcome = 'rate_limited') AS rate_limited, \
+               count(*) FILTER (WHERE outcome = 'upstream_error') AS upstream_error, \
+               percentile_disc(0.95) WITHIN GROUP (ORDER BY latency_us) AS p95 \
+             FROM issuance_log WHERE at >= $1 GROUP BY app ORDER BY app",
+        )
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AppTraffic {
+                    app: r.try_get("app")?,
+                    total: r.try_get("total")?,
+                    issued: r.try_get("issued")?,
+                    cached: r.try_get("cached")?,
+                    denied: r.try_get("denied")?,
+                    invalid_token: r.try_get("invalid_token")?,
+                    bad_request: r.try_get("bad_request")?,
+                    rate_limited: r.try_get("rate_limited")?,
+                    upstream_error: r.try_get("upstream_error")?,
+                    p95_latency_us: r.try_get("p95")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn latest_credential_expiry(
+        &self,
+        app_slug: &str,
+        subject: &str,
+    ) -> Result<Option<OffsetDateTime>> {
+        // No credential lives longer than MAX_DURATION_SECONDS, which bounds the scan.
+        Ok(sqlx::query_scalar(
+            "SELECT max(expired_time) FROM issuance_log \
+             WHERE subject = $2 AND app = $1 AND outcome IN ('issued', 'cached') \
+               AND at > now() - make_interval(secs => $3::double precision) \
+               AND expired_time > now()",
+        )
+        .bind(app_slug)
+        .bind(subject)
+        .bind(f64::from(MAX_DURATION_SECONDS))
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    async fn search_admin_changes(
+        &self,
+        filter: &AdminChangeFilter,
+        before_id: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<AdminChange>> {
+        let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(
+            "SELECT id, at, actor, action, target, before, after FROM admin_audit WHERE TRUE",
+        );
+        if let Some(actor) = &filter.actor {
+            qb.push(" AND actor = ").push_bind(actor.clone());
+        }
+        if let Some(action) = &filter.action {
+            qb.push(" AND action = ").push_bind(action.clone());
+        }
+        if let Some(target) = &filter.target {
+            qb.push(" AND target = ").push_bind(target.clone());
+        }
+        if let Some(from) = filter.from {
+            qb.push(" AND at >= ").push_bind(from);
+        }
+        if let Some(to) = filter.to {
+            qb.push(" AND at < ").push_bind(to);
+        }
+        if let Some(before) = before_id {
+            qb.push(" AND id < ").push_bind(before);
+        }
+        qb.push(" ORDER BY id DESC LIMIT ")
+            .push_bind(clamp_limit(limit));
+        let rows = qb.build().fetch_all(&self.pool).await?;
         Ok(rows
             .iter()
             .map(admin_change_from_row)

@@ -119,7 +119,50 @@ pub trait Store: Send + Sync + 'static {
         role: Role,
     ) -> Result<AdminUser>;
     async fn admin_user_by_name(&self, username: &str) -> Result<Option<AdminUser>>;
+    async fn admin_user_by_id(&self, id: i64) -> Result<Option<AdminUser>>;
     async fn list_admin_users(&self) -> Result<Vec<AdminUser>>;
+    /// Changes a user's role. Refuses to leave no enabled admin.
+    async fn set_admin_user_role(&self, actor: &str, id: i64, role: Role) -> Result<AdminUser>;
+    /// Disables (and signs out) or re-enables a user; enabling also lifts a lockout.
+    /// Refuses to leave no enabled admin.
+    async fn set_admin_user_disabled(
+        &self,
+        actor: &str,
+        id: i64,
+        disabled: bool,
+    ) -> Result<AdminUser>;
+    /// Replaces the password hash (argon2id PHC), lifts a lockout and signs the user out.
+    async fn set_admin_user_password(
+        &self,
+        actor: &str,
+        id: i64,
+        password_hash: &str,
+    ) -> Result<AdminUser>;
+
+    // Admin sign-in: lockout counters and server-side sessions
+    /// Counts a failed sign-in; the `max_failures`-th failure in a row locks the account for
+    /// `lock_secs` seconds. Returns the user as updated.
+    async fn record_login_failure(
+        &self,
+        user_id: i64,
+        max_failures: i32,
+        lock_secs: i64,
+    ) -> Result<AdminUser>;
+    /// Clears the failure counter and any lockout.
+    async fn record_login_success(&self, user_id: i64) -> Result<()>;
+    /// Stores a session under the hash of its token (the token itself is never stored).
+    async fn create_admin_session(
+        &self,
+        user_id: i64,
+        token_hash: &str,
+        csrf_token: &str,
+        ttl_secs: i64,
+    ) -> Result<()>;
+    /// A live session: not expired, its user not disabled.
+    async fn admin_session(&self, token_hash: &str) -> Result<Option<AdminSession>>;
+    async fn delete_admin_session(&self, token_hash: &str) -> Result<()>;
+    /// Removes expired sessions; returns how many.
+    async fn delete_expired_admin_sessions(&self) -> Result<u64>;
 
     // Issuance log
     /// Inserts the rows in one transaction; returns when it has committed.
@@ -132,7 +175,24 @@ pub trait Store: Send + Sync + 'static {
         limit: i64,
     ) -> Result<Vec<IssuanceRecord>>;
 
+    /// Per-app totals and p95 latency of the rows logged at or after `since`.
+    async fn traffic_since(&self, since: time::OffsetDateTime) -> Result<Vec<AppTraffic>>;
+    /// The latest `expired_time` of credentials handed to `subject` by the app `app_slug`
+    /// that are still valid (the blocked-subjects page says how long they stay usable).
+    async fn latest_credential_expiry(
+        &self,
+        app_slug: &str,
+        subject: &str,
+    ) -> Result<Option<time::OffsetDateTime>>;
+
     // Admin change log
     /// Newest first, strictly older than `before_id` when given.
     async fn admin_changes(&self, before_id: Option<i64>, limit: i64) -> Result<Vec<AdminChange>>;
+    /// Like [`Store::admin_changes`], narrowed by `filter`.
+    async fn search_admin_changes(
+        &self,
+        filter: &AdminChangeFilter,
+        before_id: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<AdminChange>>;
 }

@@ -2,6 +2,7 @@
 //! Needs `DATABASE_URL` pointing at a maintenance database (default
 //! `postgres://postgres@127.0.0.1:5432/postgres`).
 
+mod admin_pages;
 mod admin_users;
 mod apps;
 mod audit;
