@@ -48,6 +48,33 @@ pub struct CacheSettings {
     pub jwks_refresh_cooldown_secs: u64,
 }
 
+/// The admin pages (DESIGN §7).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSettings {
+    /// How long an admin session lasts after sign-in.
+    pub session_ttl_secs: u64,
+    /// Failed sign-ins in a row that lock an account ...
+    pub max_failed_logins: i32,
+    /// ... for this long.
+    pub lockout_secs: u64,
+    /// Mark the session cookie `Secure` (and `__Host-`). Browsers accept these over plain
+    /// http on 127.0.0.1 and localhost; `stsgate dev` turns it off. Turn it off only when the
+    /// admin listener is reached over plain http on a trusted network.
+    pub secure_cookies: bool,
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        Self {
+            session_ttl_secs: 8 * 3600,
+            max_failed_logins: 5,
+            lockout_secs: 15 * 60,
+            secure_cookies: true,
+        }
+    }
+}
+
 /// Everything `serve` needs. Secrets are `SecretString` and never printed.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -72,6 +99,8 @@ pub struct Settings {
     pub sts: StsSettings,
     pub audit: AuditSettings,
     pub cache: CacheSettings,
+    #[serde(default)]
+    pub admin: AdminSettings,
 }
 
 impl Default for Settings {
@@ -106,12 +135,13 @@ impl Default for Settings {
                 jwks_ttl_secs: 600,
                 jwks_refresh_cooldown_secs: 30,
             },
+            admin: AdminSettings::default(),
         }
     }
 }
 
 /// Top-level keys, for spotting misspelt `STSGATE_*` variables.
-const KNOWN_KEYS: [&str; 15] = [
+const KNOWN_KEYS: [&str; 16] = [
     "DATABASE_URL",
     "DATABASE_URL_FILE",
     "DATABASE_MAX_CONNECTIONS",
@@ -127,6 +157,7 @@ const KNOWN_KEYS: [&str; 15] = [
     "STS",
     "AUDIT",
     "CACHE",
+    "ADMIN",
 ];
 
 impl Settings {
@@ -237,6 +268,17 @@ impl Settings {
     }
 }
 
+impl Settings {
+    pub fn admin_config(&self) -> admin::AdminConfig {
+        admin::AdminConfig {
+            secure_cookies: self.admin.secure_cookies,
+            session_ttl: Duration::from_secs(self.admin.session_ttl_secs.max(60)),
+            max_failed_logins: self.admin.max_failed_logins.max(1),
+            lockout: Duration::from_secs(self.admin.lockout_secs.max(1)),
+        }
+    }
+}
+
 fn read_secret_file(path: &Path, setting: &str) -> anyhow::Result<SecretString> {
     let text = std::fs::read_to_string(path).with_context(|| {
         format!(
@@ -276,6 +318,7 @@ mod tests {
             assert_eq!(s.sts.timeout_ms, 1234); // file, nested
             assert_eq!(s.sts.max_attempts, 7); // env, nested
             assert_eq!(s.sts.connect_timeout_ms, 2000); // default
+            assert!(s.admin_config().secure_cookies); // default: Secure cookies
             assert_eq!(s.database_url().unwrap(), "postgres://u:p@db/x");
             Ok(())
         });

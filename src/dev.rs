@@ -294,6 +294,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             .to_owned(),
     ));
     settings.sts.endpoint = format!("{}/", emulator.url());
+    // The sandbox serves the admin pages over plain http.
+    settings.admin.secure_cookies = false;
     // Listeners that fall back to free ports when the defaults are taken.
     settings.public_listen = bind_or_any(&args.listen, "API")?.local_addr()?.to_string();
     settings.admin_listen = bind_or_any(&args.admin_listen, "admin pages")?

@@ -139,7 +139,12 @@ pub async fn start(settings: &Settings, store: PgStore) -> anyhow::Result<Runnin
     tasks.push(tokio::spawn(maintain_partitions(pool, stop.clone())));
 
     let public_server = gateway.serve(public)?;
-    let admin_server = admin_placeholder(admin_listener, store.clone())?;
+    let admin_server = admin::serve(
+        admin_listener,
+        store.clone(),
+        settings.admin_config(),
+        settings.workers.clamp(1, 2),
+    )?;
     let servers = [public_server, admin_server]
         .into_iter()
         .map(|s| (s.handle(), tokio::spawn(s)))
@@ -185,32 +190,6 @@ async fn maintain_partitions(pool: sqlx::PgPool, stop: CancellationToken) {
             tracing::warn!(error = %e, "could not create issuance-log partitions");
         }
     }
-}
-
-/// The admin listener until the admin pages land: health and a pointer.
-fn admin_placeholder(
-    listener: TcpListener,
-    store: Arc<dyn Store>,
-) -> anyhow::Result<actix_web::dev::Server> {
-    use actix_web::{App, HttpResponse, HttpServer, web};
-    let store = web::Data::from(store);
-    Ok(HttpServer::new(move || {
-        App::new()
-            .app_data(store.clone())
-            .route(
-                "/healthz",
-                web::get().to(|| async { HttpResponse::Ok().body("ok\n") }),
-            )
-            .default_service(web::to(|| async {
-                HttpResponse::NotFound()
-                    .content_type("text/plain")
-                    .body("stsgate admin listener: the admin pages are not built yet\n")
-            }))
-    })
-    .workers(1)
-    .disable_signals()
-    .listen(listener)?
-    .run())
 }
 
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {

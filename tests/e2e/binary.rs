@@ -13,6 +13,19 @@ use crate::support::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_stsgate");
 
+/// Kills a child process by pid when a test fails before it could stop it cleanly.
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = Command::new("kill")
+                .args(["-KILL", &self.0.to_string()])
+                .status();
+        }
+    }
+}
+
 fn master_key_b64() -> String {
     // The same key as `test_cipher()`, so rows seeded here decrypt in the binary.
     use base64::Engine;
@@ -47,6 +60,7 @@ async fn no_secret_reaches_the_logs_or_the_log_rows() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let _guard = KillOnDrop(child.id());
     // Find the public address in the JSON logs, keeping every line for the grep below.
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut captured = String::new();
@@ -341,6 +355,7 @@ async fn dev_runs_everything_locally_and_stops_it_all() {
     for round in 0..2 {
         let _ = std::fs::remove_file(dir.join("dev.json"));
         let mut child = run();
+        let _guard = KillOnDrop(child.id());
         let facts_path = dir.join("dev.json");
         let mut waited = 0;
         while !facts_path.exists() {

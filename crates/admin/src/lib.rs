@@ -1,4 +1,180 @@
-//! stsgate's admin and auditor side. The pages arrive with the admin issue; for now this
-//! crate holds password hashing, which `stsgate admin create-user` already needs.
+//! stsgate's admin and auditor pages (DESIGN §7): server-rendered askama pages on the admin
+//! listener, with server-side sessions, CSRF tokens, roles checked on every route, and the
+//! issuance-log search and export.
+//!
+//! Wiring: put a [`web::Data<AdminState>`](AdminState) in the app and call [`configure`], or let
+//! [`serve`] build the whole server.
+//!
+//! Every route is declared once, in [`ROUTES`], with who may use it. The route's middleware
+//! (see `session.rs`) enforces that on the server: anonymous requests are sent to the sign-in
+//! page, auditors get 403 on everything that is not read-only, and every POST must carry the
+//! session's CSRF token and must not come from another site (`Sec-Fetch-Site`).
 
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpServer, guard, web};
+use policy_store::Store;
+
+mod assets;
+mod diff;
+mod error;
+mod forms;
+mod headers;
+mod pages;
 pub mod password;
+mod session;
+mod view;
+
+pub use error::AdminError;
+pub use session::{Access, CurrentUser};
+
+/// How the admin pages behave; [`AdminConfig::default`] is right for production.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// Mark the session cookie `Secure` (and name it `__Host-…`). Off only for `stsgate dev`,
+    /// which serves plain http.
+    pub secure_cookies: bool,
+    /// How long a session lasts after sign-in.
+    pub session_ttl: Duration,
+    /// Failed sign-ins in a row that lock an account.
+    pub max_failed_logins: i32,
+    /// How long a locked account stays locked.
+    pub lockout: Duration,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            secure_cookies: true,
+            session_ttl: Duration::from_secs(8 * 3600),
+            max_failed_logins: 5,
+            lockout: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+/// Shared state of the admin listener.
+pub struct AdminState {
+    pub store: Arc<dyn Store>,
+    pub config: AdminConfig,
+}
+
+impl AdminState {
+    pub fn new(store: Arc<dyn Store>, config: AdminConfig) -> Self {
+        Self { store, config }
+    }
+}
+
+/// An HTTP method a route answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteMethod {
+    Get,
+    Post,
+}
+
+/// One admin route and who may use it.
+#[derive(Debug, Clone, Copy)]
+pub struct Route {
+    pub method: RouteMethod,
+    /// The actix path pattern, e.g. `/apps/{slug}/edit`.
+    pub path: &'static str,
+    pub access: Access,
+}
+
+macro_rules! routes {
+    ($($method:ident $path:literal $access:ident => $handler:path;)*) => {
+        /// Every route of the admin listener with the access it requires. Registration and the
+        /// role tests both walk this table, so a route cannot exist without a rule.
+        pub const ROUTES: &[Route] = &[
+            $(Route { method: RouteMethod::$method, path: $path, access: Access::$access },)*
+        ];
+
+        fn register(mut scope: actix_web::Scope) -> actix_web::Scope {
+            $(
+                scope = scope.service(
+                    web::resource($path)
+                        .guard(guard::$method())
+                        .wrap(from_fn(|req, next| session::guard(Access::$access, req, next)))
+                        .to($handler),
+                );
+            )*
+            scope
+        }
+    };
+}
+
+routes! {
+    Get  "/healthz"                          Public  => pages::healthz;
+    Get  "/static/{name}"                    Public  => assets::serve;
+    Get  "/login"                            Public  => pages::auth::login_form;
+    Post "/login"                            Public  => pages::auth::login;
+    Post "/logout"                           Auditor => pages::auth::logout;
+    Get  "/"                                 Auditor => pages::dashboard::show;
+    Get  "/apps"                             Auditor => pages::apps::list;
+    Get  "/apps/_new"                        Admin   => pages::apps::new_form;
+    Post "/apps/_new"                        Admin   => pages::apps::create;
+    Get  "/apps/{slug}"                      Auditor => pages::apps::show;
+    Get  "/apps/{slug}/edit"                 Admin   => pages::apps::edit_form;
+    Post "/apps/{slug}/edit"                 Admin   => pages::apps::update;
+    Post "/apps/{slug}/enabled"              Admin   => pages::apps::set_enabled;
+    Get  "/apps/{slug}/jwt"                  Admin   => pages::jwt::edit_form;
+    Post "/apps/{slug}/jwt"                  Admin   => pages::jwt::update;
+    Get  "/apps/{slug}/policy"               Admin   => pages::policy::editor;
+    Post "/apps/{slug}/policy"               Admin   => pages::policy::submit;
+    Post "/apps/{slug}/policy/preview"       Admin   => pages::policy::preview_fragment;
+    Get  "/apps/{slug}/policy/versions"      Auditor => pages::policy::versions;
+    Get  "/apps/{slug}/policy/diff"          Auditor => pages::policy::diff;
+    Post "/apps/{slug}/policy/rollback"      Admin   => pages::policy::rollback;
+    Get  "/apps/{slug}/blocks"               Auditor => pages::blocks::list;
+    Post "/apps/{slug}/blocks"               Admin   => pages::blocks::add;
+    Post "/apps/{slug}/blocks/remove"        Admin   => pages::blocks::remove;
+    Get  "/log"                              Auditor => pages::log::search;
+    Get  "/log/export.csv"                   Auditor => pages::log::export_csv;
+    Get  "/log/export.json"                  Auditor => pages::log::export_json;
+    Get  "/changes"                          Auditor => pages::changes::list;
+    Get  "/users"                            Admin   => pages::users::list;
+    Post "/users"                            Admin   => pages::users::create;
+    Post "/users/{id}/role"                  Admin   => pages::users::set_role;
+    Post "/users/{id}/disabled"              Admin   => pages::users::set_disabled;
+    Post "/users/{id}/password"              Admin   => pages::users::reset_password;
+}
+
+/// Registers every admin route, with request ids, security headers and error pages. Needs a
+/// `web::Data<AdminState>` in the app.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(web::PayloadConfig::new(forms::MAX_BODY))
+        .app_data(web::QueryConfig::default().error_handler(|_, _| {
+            AdminError::BadRequest(
+                "The address has a query parameter this page cannot read.".into(),
+            )
+            .into()
+        }))
+        .app_data(web::PathConfig::default().error_handler(|_, _| AdminError::NotFound.into()))
+        .service(
+            register(web::scope(""))
+                .default_service(web::to(pages::not_found))
+                // Outermost last: request id, then headers, then the route's guard.
+                .wrap(from_fn(headers::security_headers))
+                .wrap(from_fn(headers::request_id)),
+        );
+}
+
+/// The admin HTTP server on `listener`. Its signals are off: the caller stops it.
+pub fn serve(
+    listener: TcpListener,
+    store: Arc<dyn Store>,
+    config: AdminConfig,
+    workers: usize,
+) -> std::io::Result<actix_web::dev::Server> {
+    let state = web::Data::new(AdminState::new(store, config));
+    Ok(
+        HttpServer::new(move || App::new().app_data(state.clone()).configure(configure))
+            .workers(workers.max(1))
+            .disable_signals()
+            .listen(listener)?
+            .run(),
+    )
+}

@@ -1,7 +1,16 @@
-//! argon2id password hashing, run off the async workers.
+//! argon2id password hashing, run off the async workers on a bounded number of blocking
+//! threads (each hash takes 19 MiB), with a dummy hash for unknown users so a missing account
+//! takes as long to refuse as a wrong password.
 
 use argon2::{Argon2, PasswordHasher, PasswordVerifier};
 use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::{OnceCell, Semaphore};
+
+/// argon2 computations running at once; the rest wait their turn.
+static HASH_SLOTS: Semaphore = Semaphore::const_new(2);
+
+/// A hash of a random password nobody knows, made with the same parameters.
+static DUMMY_HASH: OnceCell<String> = OnceCell::const_new();
 
 #[derive(Debug, thiserror::Error)]
 pub enum PasswordError {
@@ -18,6 +27,14 @@ pub async fn hash_password(password: SecretString) -> Result<String, PasswordErr
     if password.expose_secret().chars().count() < MIN_PASSWORD_LEN {
         return Err(PasswordError::TooShort);
     }
+    hash_unchecked(password).await
+}
+
+async fn hash_unchecked(password: SecretString) -> Result<String, PasswordError> {
+    let _slot = HASH_SLOTS
+        .acquire()
+        .await
+        .map_err(|_| PasswordError::Hash)?;
     tokio::task::spawn_blocking(move || {
         Argon2::default()
             .hash_password(password.expose_secret().as_bytes())
@@ -30,6 +47,9 @@ pub async fn hash_password(password: SecretString) -> Result<String, PasswordErr
 
 /// Checks a password against a PHC string. A malformed hash verifies nothing.
 pub async fn verify_password(password: SecretString, phc: String) -> bool {
+    let Ok(_slot) = HASH_SLOTS.acquire().await else {
+        return false;
+    };
     tokio::task::spawn_blocking(move || {
         Argon2::default()
             .verify_password(password.expose_secret().as_bytes(), phc.as_str())
@@ -37,6 +57,22 @@ pub async fn verify_password(password: SecretString, phc: String) -> bool {
     })
     .await
     .unwrap_or(false)
+}
+
+/// Spends the time of one verification against a hash that matches nothing: for unknown,
+/// disabled or locked accounts. Always false.
+pub async fn verify_dummy(password: SecretString) -> bool {
+    let dummy = DUMMY_HASH
+        .get_or_init(|| async {
+            let mut random = [0u8; 24];
+            rand::RngCore::fill_bytes(&mut rand::rng(), &mut random);
+            hash_unchecked(SecretString::from(hex::encode(random)))
+                .await
+                .unwrap_or_default()
+        })
+        .await;
+    let _ = verify_password(password, dummy.clone()).await;
+    false
 }
 
 #[cfg(test)]
@@ -56,5 +92,12 @@ mod tests {
             hash_password(SecretString::from("short")).await,
             Err(PasswordError::TooShort)
         ));
+        assert!(!verify_dummy(SecretString::from("correct horse battery")).await);
+        assert!(
+            DUMMY_HASH
+                .get()
+                .unwrap()
+                .starts_with("$argon2id$v=19$m=19456,t=2,p=1$")
+        );
     }
 }

@@ -1,0 +1,102 @@
+//! The dashboard: the last 24 hours of the issuance log, per app.
+
+use actix_web::{HttpRequest, HttpResponse};
+use askama::Template;
+use policy_store::AppTraffic;
+use time::{Duration, OffsetDateTime};
+
+use super::{State, page};
+use crate::error::AdminError;
+use crate::session::CurrentUser;
+use crate::view::{Layout, fmt_latency, fmt_time};
+
+pub struct Row {
+    pub slug: String,
+    pub name: String,
+    /// Known app (links to its page) or a slug only seen in the log.
+    pub known: bool,
+    pub enabled: bool,
+    pub t: AppTraffic,
+    pub p95: String,
+}
+
+#[derive(Template)]
+#[template(path = "admin/dashboard.html")]
+struct DashboardPage {
+    layout: Layout,
+    since: String,
+    rows: Vec<Row>,
+    totals: AppTraffic,
+    refused: i64,
+}
+
+pub async fn show(
+    req: HttpRequest,
+    state: State,
+    user: CurrentUser,
+) -> Result<HttpResponse, AdminError> {
+    let since = OffsetDateTime::now_utc() - Duration::hours(24);
+    let (apps, traffic) = (
+        state.store.list_apps().await?,
+        state.store.traffic_since(since).await?,
+    );
+    let mut rows: Vec<Row> = apps
+        .iter()
+        .map(|a| {
+            let t = traffic
+                .iter()
+                .find(|t| t.app == a.slug)
+                .cloned()
+                .unwrap_or_else(|| AppTraffic {
+                    app: a.slug.clone(),
+                    ..AppTraffic::default()
+                });
+            Row {
+                slug: a.slug.clone(),
+                name: a.name.clone(),
+                known: true,
+                enabled: a.enabled,
+                p95: t
+                    .p95_latency_us
+                    .map(fmt_latency)
+                    .unwrap_or_else(|| "–".into()),
+                t,
+            }
+        })
+        .collect();
+    for t in traffic
+        .iter()
+        .filter(|t| !apps.iter().any(|a| a.slug == t.app))
+    {
+        rows.push(Row {
+            slug: t.app.clone(),
+            name: "(no such app)".into(),
+            known: false,
+            enabled: false,
+            p95: t
+                .p95_latency_us
+                .map(fmt_latency)
+                .unwrap_or_else(|| "–".into()),
+            t: t.clone(),
+        });
+    }
+    let mut totals = AppTraffic::default();
+    for t in &traffic {
+        totals.total += t.total;
+        totals.issued += t.issued;
+        totals.cached += t.cached;
+        totals.denied += t.denied;
+        totals.invalid_token += t.invalid_token;
+        totals.bad_request += t.bad_request;
+        totals.rate_limited += t.rate_limited;
+        totals.upstream_error += t.upstream_error;
+    }
+    let refused = totals.denied + totals.invalid_token + totals.bad_request;
+    page(&DashboardPage {
+        layout: Layout::new(&user, "dashboard", "Dashboard").with_notice(&req),
+        since: fmt_time(since),
+        rows,
+        totals,
+        refused,
+    })
+}

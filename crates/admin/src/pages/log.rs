@@ -1,0 +1,475 @@
+//! The issuance log: filters, keyset pagination, and CSV/JSON export of the current filter,
+//! streamed from the database in keyset batches (never collected in memory).
+
+use std::sync::Arc;
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use askama::Template;
+use bytes::Bytes;
+use futures_util::{StreamExt as _, TryStreamExt as _, stream};
+use policy_store::{IssuanceCursor, IssuanceFilter, IssuanceRecord, Outcome, Store, StoreError};
+use time::OffsetDateTime;
+
+use super::{State, page};
+use crate::error::AdminError;
+use crate::session::CurrentUser;
+use crate::view::{Layout, fmt_latency, fmt_time, input_time, parse_input_time};
+
+/// Rows per page.
+const PAGE: i64 = 50;
+/// Rows per database query while exporting.
+pub const EXPORT_BATCH: i64 = 1000;
+
+/// The filter as it appears in the URL.
+#[derive(Debug, Default, Clone, serde::Deserialize, serde::Serialize)]
+pub struct LogQuery {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub app: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub subject: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub outcome: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub from: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub to: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub ip: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub tmp_secret_id: String,
+    /// Keyset cursor: `<unix microseconds>_<id>` of the last row of the previous page.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub before: String,
+}
+
+fn opt(s: &str) -> Option<String> {
+    Some(s.trim().to_owned()).filter(|s| !s.is_empty())
+}
+
+impl LogQuery {
+    /// The store filter, or the problems with the query (shown above the table).
+    pub fn filter(&self) -> Result<IssuanceFilter, Vec<String>> {
+        let mut errors = Vec::new();
+        let mut time = |field: &str, value: &str| -> Option<OffsetDateTime> {
+            let v = opt(value)?;
+            let t = parse_input_time(&v);
+            if t.is_none() {
+                errors.push(format!(
+                    "{field}: a date and time such as 2024-05-01T13:00 (UTC)"
+                ));
+            }
+            t
+        };
+        let from = time("from", &self.from);
+        let to = time("to", &self.to);
+        let outcome = match opt(&self.outcome) {
+            None => None,
+            Some(o) => match Outcome::parse(&o) {
+                Some(o) => Some(o),
+                None => {
+                    errors.push("outcome: not an outcome".into());
+                    None
+                }
+            },
+        };
+        if errors.is_empty() {
+            Ok(IssuanceFilter {
+                app: opt(&self.app),
+                subject: opt(&self.subject),
+                outcome,
+                from,
+                to,
+                source_ip: opt(&self.ip),
+                tmp_secret_id: opt(&self.tmp_secret_id),
+            })
+        } else {
+            Err(errors)
+        }
+    }
+
+    fn cursor(&self) -> Option<IssuanceCursor> {
+        let (micros, id) = self.before.split_once('_')?;
+        let micros: i128 = micros.parse().ok()?;
+        Some(IssuanceCursor {
+            at: OffsetDateTime::from_unix_timestamp_nanos(micros.checked_mul(1000)?).ok()?,
+            id: id.parse().ok()?,
+        })
+    }
+
+    /// This filter as a query string, with another cursor (or none).
+    fn with_before(&self, before: Option<&IssuanceCursor>) -> String {
+        let mut q = self.clone();
+        q.before = before
+            .map(|c| format!("{}_{}", c.at.unix_timestamp_nanos() / 1000, c.id))
+            .unwrap_or_default();
+        serde_urlencoded::to_string(&q).unwrap_or_default()
+    }
+}
+
+pub struct LogRow {
+    pub at: String,
+    pub app: String,
+    pub subject: String,
+    pub outcome: &'static str,
+    pub status: i16,
+    pub error_code: String,
+    pub tmp_secret_id: String,
+    pub source_ip: String,
+    pub latency: String,
+    pub request_id: String,
+    pub detail: String,
+}
+
+impl LogRow {
+    fn from(r: &IssuanceRecord) -> Self {
+        let mut detail = Vec::new();
+        if let Some(p) = &r.prefix {
+            detail.push(format!("prefix {p}"));
+        }
+        if let Some(d) = r.duration_seconds {
+            detail.push(format!("{d} s"));
+        }
+        if let Some(t) = r.expired_time {
+            detail.push(format!("expires {}", fmt_time(t)));
+        }
+        if let Some(v) = r.template_version {
+            detail.push(format!("policy v{v}"));
+        }
+        if let Some(s) = &r.sts_request_id {
+            detail.push(format!("STS {s}"));
+        }
+        if let Some(ua) = &r.user_agent {
+            detail.push(ua.clone());
+        }
+        Self {
+            at: fmt_time(r.at),
+            app: r.app.clone(),
+            subject: r.subject.clone().unwrap_or_default(),
+            outcome: r.outcome.as_str(),
+            status: r.http_status,
+            error_code: r.error_code.clone().unwrap_or_default(),
+            tmp_secret_id: r.tmp_secret_id.clone().unwrap_or_default(),
+            source_ip: r.source_ip.clone().unwrap_or_default(),
+            latency: fmt_latency(r.latency_us),
+            request_id: r.request_id.clone(),
+            detail: detail.join(" · "),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "admin/log.html")]
+struct LogPage {
+    layout: Layout,
+    q: LogQuery,
+    apps: Vec<String>,
+    outcomes: Vec<&'static str>,
+    errors: Vec<String>,
+    rows: Vec<LogRow>,
+    paged: bool,
+    first_url: String,
+    older_url: Option<String>,
+    csv_url: String,
+    json_url: String,
+    now_input: String,
+}
+
+pub async fn search(
+    req: HttpRequest,
+    state: State,
+    user: CurrentUser,
+    query: web::Query<LogQuery>,
+) -> Result<HttpResponse, AdminError> {
+    let q = query.into_inner();
+    let mut errors = Vec::new();
+    let mut rows = Vec::new();
+    let mut older_url = None;
+    match q.filter() {
+        Ok(filter) => match state
+            .store
+            .search_issuance(&filter, q.cursor(), PAGE + 1)
+            .await
+        {
+            Ok(mut found) => {
+                let more = found.len() as i64 > PAGE;
+                found.truncate(PAGE as usize);
+                if more && let Some(last) = found.last() {
+                    older_url = Some(format!(
+                        "/log?{}",
+                        q.with_before(Some(&IssuanceCursor {
+                            at: last.at,
+                            id: last.id
+                        }))
+                    ));
+                }
+                rows = found.iter().map(LogRow::from).collect();
+            }
+            Err(StoreError::Invalid(errs)) => {
+                errors.extend(errs.into_iter().map(|e| match e.field.as_str() {
+                    "source_ip" => format!("source IP: {}", e.message),
+                    _ => format!("{}: {}", e.field, e.message),
+                }))
+            }
+            Err(e) => return Err(e.into()),
+        },
+        Err(errs) => errors = errs,
+    }
+    let filter_only = q.with_before(None);
+    let apps = state
+        .store
+        .list_apps()
+        .await?
+        .into_iter()
+        .map(|a| a.slug)
+        .collect();
+    page(&LogPage {
+        layout: Layout::new(&user, "log", "Issuance log").with_notice(&req),
+        paged: !q.before.is_empty(),
+        first_url: format!("/log?{filter_only}"),
+        csv_url: format!("/log/export.csv?{filter_only}"),
+        json_url: format!("/log/export.json?{filter_only}"),
+        apps,
+        outcomes: Outcome::ALL.iter().map(|o| o.as_str()).collect(),
+        errors,
+        rows,
+        older_url,
+        now_input: input_time(OffsetDateTime::now_utc()),
+        q,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Export
+
+/// The filtered rows, newest first, `EXPORT_BATCH` per query: each query starts after the
+/// last row of the one before (keyset), so memory stays flat however many rows match.
+pub fn batches(
+    store: Arc<dyn Store>,
+    mut filter: IssuanceFilter,
+) -> impl futures_util::Stream<Item = Result<Vec<IssuanceRecord>, StoreError>> {
+    // Rows logged after the export started are not part of it.
+    let now = OffsetDateTime::now_utc();
+    filter.to = Some(filter.to.map_or(now, |t| t.min(now)));
+    stream::try_unfold(
+        (store, filter, None::<IssuanceCursor>, false),
+        |(store, filter, cursor, done)| async move {
+            if done {
+                return Ok(None);
+            }
+            let rows = store.search_issuance(&filter, cursor, EXPORT_BATCH).await?;
+            if rows.is_empty() {
+                return Ok(None);
+            }
+            let last = rows.last().map(|r| IssuanceCursor { at: r.at, id: r.id });
+            let done = (rows.len() as i64) < EXPORT_BATCH;
+            Ok(Some((rows, (store, filter, last, done))))
+        },
+    )
+}
+
+const CSV_HEADER: &str = "id,at,app,subject,outcome,http_status,error_code,request_id,\
+sts_request_id,tmp_secret_id,policy_hash,template_version,actions,prefix,duration_seconds,\
+expired_time,source_ip,user_agent,latency_us\r\n";
+
+/// One CSV cell (RFC 4180). Text a spreadsheet would run as a formula gets a leading `'`.
+fn csv_cell(out: &mut String, value: &str) {
+    let guarded = value.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    let needs_quotes = guarded || value.contains([',', '"', '\n', '\r']);
+    if needs_quotes {
+        out.push('"');
+        if guarded {
+            out.push('\'');
+        }
+        out.push_str(&value.replace('"', "\"\""));
+        out.push('"');
+    } else {
+        out.push_str(value);
+    }
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+pub fn csv_row(r: &IssuanceRecord) -> String {
+    let opt_num = |v: Option<i32>| v.map(|v| v.to_string()).unwrap_or_default();
+    let cells = [
+        r.id.to_string(),
+        rfc3339(r.at),
+        r.app.clone(),
+        r.subject.clone().unwrap_or_default(),
+        r.outcome.as_str().to_owned(),
+        r.http_status.to_string(),
+        r.error_code.clone().unwrap_or_default(),
+        r.request_id.clone(),
+        r.sts_request_id.clone().unwrap_or_default(),
+        r.tmp_secret_id.clone().unwrap_or_default(),
+        r.policy_hash.clone().unwrap_or_default(),
+        opt_num(r.template_version),
+        r.actions.join(" "),
+        r.prefix.clone().unwrap_or_default(),
+        opt_num(r.duration_seconds),
+        r.expired_time.map(rfc3339).unwrap_or_default(),
+        r.source_ip.clone().unwrap_or_default(),
+        r.user_agent.clone().unwrap_or_default(),
+        r.latency_us.to_string(),
+    ];
+    let mut out = String::with_capacity(256);
+    for (i, c) in cells.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        csv_cell(&mut out, c);
+    }
+    out.push_str("\r\n");
+    out
+}
+
+fn export_error(e: StoreError) -> std::io::Error {
+    tracing::error!(error = %e, "issuance-log export failed mid-stream");
+    std::io::Error::other("export failed")
+}
+
+fn attachment(ext: &str) -> String {
+    let now = OffsetDateTime::now_utc();
+    format!(
+        "attachment; filename=\"issuance-log-{:04}{:02}{:02}-{:02}{:02}{:02}.{ext}\"",
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second()
+    )
+}
+
+/// `1.2.3.4`, `2001:db8::1`, or a CIDR block such as `10.0.0.0/8` (as the store accepts).
+fn valid_ip_or_cidr(s: &str) -> bool {
+    use std::net::IpAddr;
+    match s.split_once('/') {
+        None => s.parse::<IpAddr>().is_ok(),
+        Some((addr, bits)) => match (addr.parse::<IpAddr>(), bits.parse::<u8>()) {
+            (Ok(IpAddr::V4(_)), Ok(b)) => b <= 32,
+            (Ok(IpAddr::V6(_)), Ok(b)) => b <= 128,
+            _ => false,
+        },
+    }
+}
+
+fn export_filter(query: &LogQuery) -> Result<IssuanceFilter, AdminError> {
+    let filter = query
+        .filter()
+        .map_err(|errs| AdminError::BadRequest(errs.join("; ")))?;
+    // Checked before the response starts: a refusal mid-stream would truncate the file.
+    if let Some(ip) = &filter.source_ip
+        && !valid_ip_or_cidr(ip)
+    {
+        return Err(AdminError::BadRequest(
+            "source IP: an IP address or a CIDR block such as 10.0.0.0/8".into(),
+        ));
+    }
+    Ok(filter)
+}
+
+pub async fn export_csv(
+    state: State,
+    user: CurrentUser,
+    query: web::Query<LogQuery>,
+) -> Result<HttpResponse, AdminError> {
+    let filter = export_filter(&query)?;
+    tracing::info!(user = %user.username, filter = ?filter, "issuance-log CSV export");
+    let body =
+        stream::once(async { Ok::<_, std::io::Error>(Bytes::from_static(CSV_HEADER.as_bytes())) })
+            .chain(
+                batches(state.store.clone(), filter)
+                    .map_err(export_error)
+                    .map_ok(|rows| {
+                        let mut out = String::with_capacity(rows.len() * 256);
+                        for r in &rows {
+                            out.push_str(&csv_row(r));
+                        }
+                        Bytes::from(out)
+                    }),
+            );
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, "text/csv; charset=utf-8"))
+        .insert_header((header::CONTENT_DISPOSITION, attachment("csv")))
+        .streaming(body))
+}
+
+pub async fn export_json(
+    state: State,
+    user: CurrentUser,
+    query: web::Query<LogQuery>,
+) -> Result<HttpResponse, AdminError> {
+    let filter = export_filter(&query)?;
+    tracing::info!(user = %user.username, filter = ?filter, "issuance-log JSON export");
+    let rows = batches(state.store.clone(), filter)
+        .map_err(export_error)
+        .enumerate()
+        .map(|(i, batch)| {
+            batch.and_then(|rows| {
+                let mut out = String::with_capacity(rows.len() * 512);
+                for (j, r) in rows.iter().enumerate() {
+                    out.push_str(if i == 0 && j == 0 { "\n" } else { ",\n" });
+                    out.push_str(&serde_json::to_string(r).map_err(std::io::Error::other)?);
+                }
+                Ok(Bytes::from(out))
+            })
+        });
+    let body = stream::once(async { Ok::<_, std::io::Error>(Bytes::from_static(b"[")) })
+        .chain(rows)
+        .chain(stream::once(async { Ok(Bytes::from_static(b"\n]\n")) }));
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, "application/json"))
+        .insert_header((header::CONTENT_DISPOSITION, attachment("json")))
+        .streaming(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_cells_are_quoted_and_defused() {
+        let mut s = String::new();
+        csv_cell(&mut s, "plain");
+        s.push('|');
+        csv_cell(&mut s, "a,\"b\"");
+        s.push('|');
+        csv_cell(&mut s, "=HYPERLINK(\"x\")");
+        assert_eq!(s, "plain|\"a,\"\"b\"\"\"|\"'=HYPERLINK(\"\"x\"\")\"");
+    }
+
+    #[test]
+    fn cursors_roundtrip() {
+        let c = IssuanceCursor {
+            at: OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_123_456_000).unwrap(),
+            id: 42,
+        };
+        let q = LogQuery {
+            app: "demo".into(),
+            ..LogQuery::default()
+        };
+        let s = q.with_before(Some(&c));
+        assert_eq!(s, "app=demo&before=1700000000123456_42");
+        let back: LogQuery = serde_urlencoded::from_str(&s).unwrap();
+        assert_eq!(back.cursor(), Some(c));
+        assert!(
+            LogQuery {
+                before: "x_1".into(),
+                ..LogQuery::default()
+            }
+            .cursor()
+            .is_none()
+        );
+        let bad = LogQuery {
+            from: "yesterday".into(),
+            outcome: "maybe".into(),
+            ..LogQuery::default()
+        };
+        assert_eq!(bad.filter().unwrap_err().len(), 2);
+    }
+}

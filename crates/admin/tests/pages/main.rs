@@ -1,0 +1,7 @@
+//! The admin pages over real HTTP against the real PostgreSQL (a fresh database per test).
+//! One runner, modules inside (STYLE §6).
+
+mod flows;
+mod log;
+mod security;
+mod support;

@@ -1,0 +1,321 @@
+//! `TestAdmin`: the admin server on port 0 with its own database, and a small browser-like
+//! client that keeps cookies and finds CSRF tokens in pages.
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use admin::AdminConfig;
+use policy_store::testing::{TestDatabase, fresh_database, test_cipher};
+use policy_store::{AppAuthInput, AppInput, PgStore, Role, Store, StsMode, TemplateDocument};
+use secrecy::SecretString;
+
+pub const SECRET_ID: &str = "AKIDz8krbsJ5yKBZQpn74WFkmLPx3EXAMPLE";
+pub const SECRET_KEY: &str = "Gu5t9xGARNpq86cd98joQYCN3EXAMPLEkey";
+pub const HS_SECRET: &str = "hs-secret-that-is-long-enough-0123456789abc";
+pub const ADMIN_PASSWORD: &str = "admin-password-0123";
+pub const AUDITOR_PASSWORD: &str = "auditor-password-0123";
+pub const APP: &str = "photos";
+
+pub struct TestAdmin {
+    pub url: String,
+    pub store: Arc<PgStore>,
+    pub db: TestDatabase,
+    pub app_id: i64,
+    pub admin_id: i64,
+    pub auditor_id: i64,
+    server: actix_web::dev::ServerHandle,
+}
+
+impl Drop for TestAdmin {
+    fn drop(&mut self) {
+        let handle = self.server.clone();
+        tokio::spawn(async move { handle.stop(false).await });
+    }
+}
+
+pub fn app_input(slug: &str, name: &str) -> AppInput {
+    AppInput {
+        slug: slug.into(),
+        name: name.into(),
+        enabled: true,
+        region: "ap-guangzhou".into(),
+        bucket: "examplebucket-1250000000".into(),
+        mode: StsMode::FederationToken,
+        role_arn: None,
+        external_id: None,
+        secret_id: SECRET_ID.into(),
+        secret_key: Some(SecretString::from(SECRET_KEY)),
+        sts_endpoint: None,
+        duration_default: 1800,
+        duration_max: 7200,
+        min_remaining: None,
+        rate_subject_per_minute: 60,
+        rate_app_per_second: 100,
+    }
+}
+
+impl TestAdmin {
+    pub async fn start() -> Self {
+        Self::start_with(AdminConfig::default()).await
+    }
+
+    pub async fn start_with(config: AdminConfig) -> Self {
+        sts_core::install_crypto_provider();
+        let db = fresh_database().await.expect("a fresh test database");
+        let store = Arc::new(PgStore::new(db.pool.clone(), test_cipher()));
+        let admin_hash = admin::password::hash_password(SecretString::from(ADMIN_PASSWORD))
+            .await
+            .unwrap();
+        let auditor_hash = admin::password::hash_password(SecretString::from(AUDITOR_PASSWORD))
+            .await
+            .unwrap();
+        let admin_id = store
+            .create_admin_user("test", "root", &admin_hash, Role::Admin)
+            .await
+            .unwrap()
+            .id;
+        let auditor_id = store
+            .create_admin_user("test", "audrey", &auditor_hash, Role::Auditor)
+            .await
+            .unwrap()
+            .id;
+        let app = store
+            .create_app("test", &app_input(APP, "Photo app"))
+            .await
+            .unwrap();
+        store
+            .set_app_auth(
+                "test",
+                app.id,
+                &AppAuthInput {
+                    issuer: Some("https://idp.example.test".into()),
+                    audiences: vec!["photos-mobile".into()],
+                    algorithms: vec!["HS256".into()],
+                    hs_secret: Some(SecretString::from(HS_SECRET)),
+                    public_keys: vec![],
+                    jwks_url: None,
+                    user_claim: "sub".into(),
+                    leeway_seconds: 60,
+                },
+            )
+            .await
+            .unwrap();
+        store
+            .save_template(
+                "test",
+                app.id,
+                &TemplateDocument::default_for_users(),
+                Some("first"),
+            )
+            .await
+            .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = admin::serve(listener, store.clone(), config, 1).unwrap();
+        let handle = server.handle();
+        tokio::spawn(server);
+        Self {
+            url,
+            store,
+            db,
+            app_id: app.id,
+            admin_id,
+            auditor_id,
+            server: handle,
+        }
+    }
+
+    pub fn browser(&self) -> Browser {
+        Browser::new(&self.url)
+    }
+
+    /// A browser signed in as `root` (admin).
+    pub async fn admin(&self) -> Browser {
+        let b = self.browser();
+        let res = b.login("root", ADMIN_PASSWORD).await;
+        assert_eq!(res.status, 303, "admin sign-in: {}", res.body);
+        b
+    }
+
+    /// A browser signed in as `audrey` (auditor).
+    pub async fn auditor(&self) -> Browser {
+        let b = self.browser();
+        let res = b.login("audrey", AUDITOR_PASSWORD).await;
+        assert_eq!(res.status, 303, "auditor sign-in: {}", res.body);
+        b
+    }
+
+    pub async fn audit_rows(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM admin_audit")
+            .fetch_one(&self.db.pool)
+            .await
+            .unwrap()
+    }
+}
+
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: String,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> String {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    pub fn set_cookies(&self) -> Vec<String> {
+        self.headers
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The first `name="csrf" value="…"` in the page.
+    pub fn csrf(&self) -> String {
+        let marker = "name=\"csrf\" value=\"";
+        let start = self.body.find(marker).unwrap_or_else(|| {
+            panic!(
+                "no CSRF token in the page ({}):\n{}",
+                self.status, self.body
+            )
+        }) + marker.len();
+        let end = self.body[start..].find('"').unwrap() + start;
+        self.body[start..end].to_owned()
+    }
+}
+
+/// Keeps cookies like a browser (host-only, no expiry handling beyond Max-Age=0) and sends
+/// `Sec-Fetch-Site: same-origin` on POSTs unless told otherwise.
+pub struct Browser {
+    base: String,
+    http: reqwest::Client,
+    pub cookies: Mutex<BTreeMap<String, String>>,
+}
+
+impl Browser {
+    pub fn new(base: &str) -> Self {
+        Self {
+            base: base.to_owned(),
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+            cookies: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    async fn finish(&self, res: reqwest::Response) -> Resp {
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        {
+            let mut jar = self.cookies.lock().unwrap();
+            for sc in headers.get_all("set-cookie") {
+                let sc = sc.to_str().unwrap();
+                let (pair, attrs) = sc.split_once(';').unwrap_or((sc, ""));
+                let (name, value) = pair.split_once('=').unwrap();
+                if attrs.contains("Max-Age=0") || value.is_empty() {
+                    jar.remove(name.trim());
+                } else {
+                    jar.insert(name.trim().to_owned(), value.trim().to_owned());
+                }
+            }
+        }
+        let body = res.text().await.unwrap_or_default();
+        Resp {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Resp {
+        let res = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header("cookie", self.cookie_header())
+            .send()
+            .await
+            .unwrap();
+        self.finish(res).await
+    }
+
+    pub async fn post(&self, path: &str, form: &[(&str, &str)]) -> Resp {
+        self.post_with(path, form, Some("same-origin")).await
+    }
+
+    pub async fn post_with(
+        &self,
+        path: &str,
+        form: &[(&str, &str)],
+        sec_fetch_site: Option<&str>,
+    ) -> Resp {
+        let mut req = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("cookie", self.cookie_header())
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(serde_urlencoded::to_string(form).unwrap());
+        if let Some(site) = sec_fetch_site {
+            req = req.header("sec-fetch-site", site);
+        }
+        let res = req.send().await.unwrap();
+        self.finish(res).await
+    }
+
+    /// GETs `page` for its CSRF token, then POSTs `form` with it.
+    pub async fn submit(&self, page: &str, action: &str, form: &[(&str, &str)]) -> Resp {
+        let csrf = self.get(page).await.csrf();
+        let mut full: Vec<(&str, &str)> = vec![("csrf", csrf.as_str())];
+        full.extend_from_slice(form);
+        self.post(action, &full).await
+    }
+
+    pub async fn login(&self, username: &str, password: &str) -> Resp {
+        let csrf = self.get("/login").await.csrf();
+        self.post(
+            "/login",
+            &[
+                ("csrf", &csrf),
+                ("username", username),
+                ("password", password),
+                ("next", "/"),
+            ],
+        )
+        .await
+    }
+}
+
+/// A route pattern with its parameters filled in.
+pub fn concrete(path: &str, slug: &str, user_id: i64) -> String {
+    let p = path
+        .replace("{slug}", slug)
+        .replace("{id}", &user_id.to_string())
+        .replace("{name}", "admin.css");
+    if p.ends_with("/policy/diff") {
+        format!("{p}?from=1&to=1")
+    } else {
+        p
+    }
+}

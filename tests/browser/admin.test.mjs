@@ -1,0 +1,286 @@
+// The admin pages in real headless Chromium against the real `stsgate dev` binary.
+//
+// An admin signs in, creates an app with keys and JWT settings, writes a policy (meeting a
+// validation error on the way) and checks the preview; a JWT for that app gets credentials
+// through the public API; an auditor signs in, finds that issuance in the log by subject,
+// downloads the CSV, and is refused an edit page. Screenshots go to target/screenshots/.
+//
+// Needs: STSGATE_BIN (the stsgate binary), DATABASE_URL (a maintenance database; a fresh one is
+// created and dropped), /usr/bin/chromium (scripts/test installs it).
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, execFileSync } from 'node:child_process';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const repo = path.resolve(here, '..', '..');
+const shots = path.join(repo, 'target', 'screenshots');
+const BIN = process.env.STSGATE_BIN || path.join(repo, 'target', 'debug', 'stsgate');
+const MAINTENANCE = process.env.DATABASE_URL || 'postgres://postgres@127.0.0.1:5432/postgres';
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+
+const APP = 'e2e-photos';
+const SUBJECT = 'e2e-user';
+const HS_SECRET = crypto.randomBytes(30).toString('base64url');
+const ISSUER = 'https://idp.e2e.test';
+const AUDIENCE = 'e2e-mobile';
+const AUDITOR = 'e2e-auditor';
+const AUDITOR_PASSWORD = 'auditor-' + crypto.randomBytes(9).toString('base64url');
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+function jwt(claims, secret = HS_SECRET) {
+  const b64 = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  const body = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64(claims)}`;
+  const sig = crypto.createHmac('sha256', secret).update(body).digest('base64url');
+  return `${body}.${sig}`;
+}
+
+function databaseUrl(name) {
+  const u = new URL(MAINTENANCE);
+  u.pathname = '/' + name;
+  return u.toString();
+}
+
+function psql(sql) {
+  execFileSync('psql', [MAINTENANCE, '-qAtc', sql], { stdio: ['ignore', 'ignore', 'inherit'] });
+}
+
+async function waitFor(what, fn, timeoutMs = 120_000) {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v) return v;
+    } catch {
+      // not yet
+    }
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await sleep(250);
+  }
+}
+
+/** Starts `stsgate dev` on free ports with its own database; returns its facts and a stop(). */
+async function startDev() {
+  const db = `stsgate_browser_${Date.now()}_${crypto.randomBytes(3).toString('hex')}`;
+  psql(`CREATE DATABASE "${db}"`);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stsgate-browser-'));
+  const log = fs.openSync(path.join(dir, 'dev.log'), 'w');
+  const child = spawn(
+    BIN,
+    ['dev', '--data-dir', dir, '--listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0',
+      '--emulator-listen', '127.0.0.1:0'],
+    { env: { ...process.env, DATABASE_URL: databaseUrl(db) }, stdio: ['ignore', log, log] },
+  );
+  let exited = null;
+  child.on('exit', (code) => { exited = code; });
+  const facts = await waitFor('dev.json', async () => {
+    if (exited !== null) {
+      throw new Error(`stsgate dev exited (${exited}):\n${fs.readFileSync(path.join(dir, 'dev.log'), 'utf8')}`);
+    }
+    const f = JSON.parse(fs.readFileSync(path.join(dir, 'dev.json'), 'utf8'));
+    const res = await fetch(`${f.admin_url}/healthz`);
+    return res.ok ? f : null;
+  }).catch((e) => {
+    child.kill('SIGINT');
+    throw e;
+  });
+  const stop = async () => {
+    if (exited === null) {
+      child.kill('SIGINT');
+      await waitFor('stsgate dev to stop', () => exited !== null, 30_000).catch(() => child.kill('SIGKILL'));
+    }
+    try {
+      psql(`DROP DATABASE IF EXISTS "${db}" WITH (FORCE)`);
+    } catch {
+      // dropped by a later run of policy-store's test helper at worst
+    }
+    fs.rmSync(dir, { recursive: true, force: true });
+  };
+  return { facts, stop, dir };
+}
+
+async function signIn(page, adminUrl, username, password) {
+  await page.goto(`${adminUrl}/login`);
+  await page.fill('input[name=username]', username);
+  await page.fill('input[name=password]', password);
+  await Promise.all([page.waitForURL(`${adminUrl}/`), page.click('button[type=submit]')]);
+}
+
+test('admin and auditor pages in headless Chromium', { timeout: 300_000 }, async (t) => {
+  assert.ok(fs.existsSync(CHROMIUM), `${CHROMIUM} is missing: apt-get install chromium`);
+  assert.ok(fs.existsSync(BIN), `${BIN} is missing: cargo build first`);
+  fs.mkdirSync(shots, { recursive: true });
+  const dev = await startDev();
+  t.after(dev.stop);
+  const { facts } = dev;
+  const admin = facts.admin_url;
+  const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'stsgate-chromium-'));
+  t.after(() => fs.rmSync(userDataDir, { recursive: true, force: true }));
+  // A fresh profile directory of our own (launchPersistentContext passes it as --user-data-dir).
+  const context = await chromium.launchPersistentContext(userDataDir, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    viewport: { width: 1400, height: 1000 },
+    acceptDownloads: true,
+  });
+  t.after(() => context.close());
+  const errors = [];
+  const newPage = async () => {
+    const page = await context.newPage();
+    // A CSP violation or a script error would show up here.
+    // (Refused loads are expected: the 422 form, the auditor's 403s.)
+    page.on('console', (m) => {
+      if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) errors.push(m.text());
+    });
+    page.on('pageerror', (e) => errors.push(String(e)));
+    return page;
+  };
+
+  // ---- The admin: sign in, create the app with its keys.
+  const page = await newPage();
+  await signIn(page, admin, facts.admin_user, facts.admin_password);
+  assert.match(await page.textContent('h1'), /Dashboard/);
+
+  await page.click('text=Apps');
+  await page.click('text=New app');
+  await page.fill('input[name=slug]', APP);
+  await page.fill('input[name=name]', 'E2E photos');
+  await page.fill('input[name=region]', facts.region);
+  await page.fill('input[name=bucket]', facts.bucket);
+  await page.check('input[name=mode][value=federation_token]');
+  await page.fill('input[name=secret_id]', facts.emulator_secret_id);
+  await page.fill('input[name=secret_key]', facts.emulator_secret_key);
+  await page.fill('input[name=sts_endpoint]', `${facts.emulator_url}/`);
+  await page.fill('input[name=duration_default]', '900');
+  await page.fill('input[name=duration_max]', '3600');
+  await page.fill('input[name=rate_subject_per_minute]', '60');
+  await page.fill('input[name=rate_app_per_second]', '100');
+  await Promise.all([page.waitForURL(`${admin}/apps/${APP}?notice=created`), page.click('button:has-text("Create app")')]);
+  let body = await page.textContent('main');
+  assert.match(body, /Created\./);
+  assert.ok(!body.includes(facts.emulator_secret_key), 'the SecretKey is never shown');
+  assert.ok(!body.includes(facts.emulator_secret_id), 'the SecretId is masked');
+
+  // ---- JWT settings: HS256 with a secret, issuer and audience.
+  await page.click('text=JWT settings');
+  await page.fill('input[name=issuer]', ISSUER);
+  await page.fill('textarea[name=audiences]', AUDIENCE);
+  await page.uncheck('input[name=algorithms][value=RS256]');
+  await page.check('input[name=algorithms][value=HS256]');
+  await page.fill('input[name=hs_secret]', HS_SECRET);
+  await page.fill('input[name=user_claim]', 'sub');
+  await page.fill('input[name=leeway_seconds]', '30');
+  await Promise.all([page.waitForURL(`${admin}/apps/${APP}?notice=saved`), page.click('button:has-text("Save JWT settings")')]);
+  body = await page.textContent('main');
+  assert.match(body, /HS secret stored/);
+  assert.ok(!body.includes(HS_SECRET));
+
+  // ---- The policy: upload and read in the user's prefix, plus listing it.
+  await page.click('text=Policy editor');
+  for (const a of ['PostObject', 'HeadObject', 'InitiateMultipartUpload', 'UploadPart',
+    'CompleteMultipartUpload', 'AbortMultipartUpload', 'ListParts']) {
+    await page.uncheck(`input[name=st0_actions][value="name/cos:${a}"]`);
+  }
+  await page.check('input[name=st0_actions][value="name/cos:PutObject"]');
+  await page.check('input[name=st0_actions][value="name/cos:GetObject"]');
+  // A mistake first: a variable not followed by `/`.
+  await page.fill('textarea[name=st0_resources]', 'users/${sub}*');
+  await page.fill('textarea[name=st0_conditions]', '{"numeric_less_than_equal": {"cos:content-length": 10485760}}');
+  await page.click('button:has-text("Add statement")');
+  await page.waitForSelector('#st-1');
+  await page.check('input[name=st1_actions][value="name/cos:GetBucket"]');
+  await page.fill('textarea[name=st1_resources]', '/');
+  await page.fill('textarea[name=st1_conditions]', '{"string_like": {"cos:prefix": "users/${sub}/*"}}');
+  await page.fill('input[name=note]', 'e2e: put/get own prefix, list it');
+  await page.click('#save-policy');
+  await page.waitForSelector('.alert');
+  const fieldError = await page.textContent('#st-0 .field-error');
+  assert.match(fieldError, /line 1 “users\/\$\{sub\}\*”: \$\{sub\} must be followed by `\/`/);
+  assert.equal(await page.inputValue('textarea[name=st1_resources]'), '/', 'the draft is kept');
+  await page.fill('textarea[name=st0_resources]', 'users/${sub}/*');
+
+  // The preview: a hostile subject is refused with its reason, a real JWT renders.
+  await page.fill('#preview-input', '{"sub": "../alice"}');
+  await page.waitForSelector('#preview-refusal');
+  assert.match(await page.textContent('#preview-refusal'), /refused with 403.*\$\{sub_hash\}/s);
+  const userJwt = jwt({ sub: SUBJECT, iss: ISSUER, aud: AUDIENCE, iat: Math.floor(Date.now() / 1000), exp: Math.floor(Date.now() / 1000) + 600 });
+  await page.fill('#preview-input', userJwt);
+  await page.waitForFunction(() => document.querySelector('#preview-policy')?.textContent.includes('users/e2e-user/*'));
+  const preview = await page.textContent('#preview-result');
+  assert.match(preview, /NOT verified/);
+  assert.match(preview, /qcs::cos:ap-guangzhou:uid\/1250000000:examplebucket-1250000000\/users\/e2e-user\/\*/);
+  assert.match(preview, /cos:content-length/);
+  await Promise.all([page.waitForURL(`${admin}/apps/${APP}/policy?notice=policy_saved`), page.click('#save-policy')]);
+  assert.match(await page.textContent('main'), /Active version: v1/);
+  // The saved policy, previewed once more for the screenshot.
+  await page.fill('#preview-input', userJwt);
+  await page.waitForFunction(() => document.querySelector('#preview-policy')?.textContent.includes('users/e2e-user/*'));
+  await page.screenshot({ path: path.join(shots, 'policy-editor.png') });
+
+  // ---- The public API gives this app's users credentials for their own prefix.
+  const res = await fetch(`${facts.api_url}/v1/apps/${APP}/credentials`, { headers: { Authorization: `Bearer ${userJwt}` } });
+  const creds = await res.json();
+  assert.equal(res.status, 200, JSON.stringify(creds));
+  assert.equal(creds.prefix, `users/${SUBJECT}/`);
+  const tmpSecretId = creds.credentials.tmpSecretId;
+  assert.ok(tmpSecretId);
+
+  // ---- The admin creates an auditor, then signs out.
+  await page.click('nav >> text=Users');
+  await page.fill('form[action="/users"] input[name=username]', AUDITOR);
+  await page.selectOption('form[action="/users"] select[name=role]', 'auditor');
+  await page.fill('form[action="/users"] input[name=password]', AUDITOR_PASSWORD);
+  await Promise.all([page.waitForURL(`${admin}/users?notice=user_created`), page.click('button:has-text("Create user")')]);
+  assert.match(await page.textContent('main'), new RegExp(AUDITOR));
+  await Promise.all([page.waitForURL(/\/login$/), page.click('button:has-text("Sign out")')]);
+
+  // ---- The auditor: dashboard, then the log by subject, then the CSV.
+  const auditor = await newPage();
+  await signIn(auditor, admin, AUDITOR, AUDITOR_PASSWORD);
+  const row = auditor.locator('table.data tbody tr', { hasText: APP });
+  assert.match(await row.textContent(), /E2E photos/);
+  assert.equal((await row.locator('td.num').first().textContent()).trim(), '1', 'one credential issued');
+  assert.equal(await auditor.locator('nav >> text=Users').count(), 0, 'no user admin for auditors');
+  await auditor.screenshot({ path: path.join(shots, 'dashboard.png') });
+
+  await auditor.click('nav >> text=Issuance log');
+  await auditor.fill('input[name=subject]', SUBJECT);
+  await Promise.all([auditor.waitForURL(/\/log\?/), auditor.click('button:has-text("Search")')]);
+  const found = await auditor.textContent('table.log tbody');
+  assert.ok(found.includes(tmpSecretId), 'the issuance is in the log');
+  assert.match(found, /issued/);
+  await auditor.screenshot({ path: path.join(shots, 'log.png') });
+  const [download] = await Promise.all([auditor.waitForEvent('download'), auditor.click('text=Export CSV')]);
+  const csvPath = path.join(dev.dir, 'export.csv');
+  await download.saveAs(csvPath);
+  const csv = fs.readFileSync(csvPath, 'utf8');
+  const lines = csv.trim().split(/\r?\n/);
+  assert.match(lines[0], /^id,at,app,subject,outcome,/);
+  assert.equal(lines.length, 2, csv);
+  assert.ok(lines[1].includes(tmpSecretId) && lines[1].includes(`,${APP},${SUBJECT},issued,`), lines[1]);
+  for (const secret of [creds.credentials.tmpSecretKey, creds.credentials.sessionToken, userJwt, HS_SECRET,
+    facts.emulator_secret_key]) {
+    assert.ok(!csv.includes(secret), 'no secret in the export');
+  }
+
+  // ---- The auditor cannot open an edit page (the server refuses, whatever the UI shows).
+  for (const p of [`/apps/${APP}/edit`, `/apps/${APP}/policy`, `/apps/${APP}/jwt`, '/users']) {
+    const resp = await auditor.goto(`${admin}${p}`);
+    assert.equal(resp.status(), 403, p);
+    assert.match(await auditor.textContent('main'), /can only read/);
+  }
+  const appPage = await auditor.goto(`${admin}/apps/${APP}`);
+  assert.equal(appPage.status(), 200);
+  assert.equal(await auditor.locator('text=Edit settings').count(), 0);
+
+  assert.deepEqual(errors, [], 'no console errors (CSP violations, script errors)');
+});
