@@ -55,6 +55,7 @@ pub struct Options {
     pub rate_app_per_second: i32,
     /// Route the gateway's database connections through a proxy the test can cut.
     pub db_proxy: bool,
+    pub trust_forwarded_for: bool,
 }
 
 impl Default for Options {
@@ -65,6 +66,7 @@ impl Default for Options {
             rate_subject_per_minute: 0,
             rate_app_per_second: 0,
             db_proxy: false,
+            trust_forwarded_for: false,
         }
     }
 }
@@ -226,6 +228,7 @@ impl TestApp {
             sts,
             GatewayConfig {
                 workers: 2,
+                trust_forwarded_for: opts.trust_forwarded_for,
                 audit: gateway::audit::AuditConfig {
                     commit_timeout: Duration::from_secs(3),
                     ..Default::default()

@@ -469,6 +469,10 @@ async fn every_outcome_has_exactly_one_log_row() {
             "bad_request"
         ]
     );
+    // A made-up app name stays out of the app column (and the dashboard's rows).
+    let unknown = rows.iter().find(|r| r.request_id == ids[4]).unwrap();
+    assert_eq!(unknown.app, "_unknown");
+    assert_eq!(unknown.error_code.as_deref(), Some("unknown_app:ghost"));
     let issued = &rows[rows.len() - 1];
     assert_eq!(issued.subject.as_deref(), Some("alice"));
     assert!(
@@ -500,5 +504,56 @@ async fn a_client_cannot_choose_its_request_id() {
     assert_ne!(res.headers()["x-request-id"].to_str().unwrap(), taken);
     let rows = app.log_rows().await;
     assert_eq!(rows.iter().filter(|r| r.request_id == taken).count(), 1);
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_proxy_the_address_it_added_is_logged() {
+    let app = TestApp::spawn_with(Options {
+        trust_forwarded_for: true,
+        ..Options::default()
+    })
+    .await;
+    let res = app
+        .http
+        .get(format!("{}/v1/apps/{APP}/credentials", app.url))
+        .bearer_auth(app.token("alice"))
+        // The client forged the first entry; the proxy appended the real address.
+        .header("x-forwarded-for", "6.6.6.6, 203.0.113.7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        app.log_rows().await[0].source_ip.as_deref(),
+        Some("203.0.113.7")
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_without_usable_jwt_settings_is_a_server_problem_not_a_401() {
+    let app = TestApp::spawn().await;
+    let bare = app
+        .store
+        .create_app("test", &app_input("bare", &Options::default()))
+        .await
+        .unwrap();
+    app.store
+        .save_template(
+            "test",
+            bare.id,
+            &TemplateDocument::default_for_users(),
+            None,
+        )
+        .await
+        .unwrap();
+    let res = app
+        .get("/v1/apps/bare/credentials", Some(&app.token("alice")))
+        .await;
+    assert_eq!(res.status(), 503);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "app_misconfigured");
+    assert_eq!(app.emulator.stats().requests, 0);
     app.shutdown().await;
 }

@@ -25,6 +25,9 @@ pub struct ResolvedApp {
     pub key: PermanentKey,
     pub sts: StsClient,
     pub mode: StsMode,
+    /// The resolver's invalidation count when loading began: a change notification that
+    /// arrives during the load makes this entry stale (see [`AppResolver::resolve`]).
+    generation: u64,
 }
 
 /// Why an app could not be resolved (shared between concurrent waiters).
@@ -40,6 +43,9 @@ pub struct AppResolver {
     store: Arc<dyn Store>,
     sts: StsClient,
     cache: Cache<String, Arc<ResolvedApp>>,
+    /// Slugs with no app, with the invalidation count when that was found (kept apart so
+    /// that requests for made-up apps cannot evict real ones, nor hit the database each time).
+    missing: Cache<String, u64>,
     invalidations: AtomicU64,
 }
 
@@ -62,32 +68,57 @@ impl AppResolver {
                 .max_capacity(10_000)
                 .time_to_live(ttl)
                 .build(),
+            missing: Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(ttl)
+                .build(),
             invalidations: AtomicU64::new(0),
         }
     }
 
     /// The app, or `None` when no such app exists. Concurrent misses share one load.
+    ///
+    /// `invalidate_all` only drops entries that exist when it runs, so a load that read the
+    /// database before an admin change but finished after its notification would otherwise
+    /// stay cached for the whole TTL. Entries carry the invalidation count from when their
+    /// load began, and one that is older than the current count is loaded again.
     pub async fn resolve(&self, slug: &str) -> Result<Option<Arc<ResolvedApp>>, Arc<ResolveError>> {
         if !valid_slug(slug) {
             return Ok(None);
         }
-        let loaded = self
-            .cache
-            .try_get_with_by_ref(slug, async {
-                self.load(slug)
-                    .await?
-                    .map(Arc::new)
-                    .ok_or(ResolveError::NotFound)
-            })
-            .await;
-        match loaded {
-            Ok(app) => Ok(Some(app)),
-            Err(e) if matches!(*e, ResolveError::NotFound) => Ok(None),
-            Err(e) => Err(e),
+        let mut last = None;
+        for _ in 0..3 {
+            let generation = self.invalidations();
+            if self.missing.get(slug).await == Some(generation) {
+                return Ok(None);
+            }
+            let loaded = self
+                .cache
+                .try_get_with_by_ref(slug, async {
+                    self.load(slug, generation)
+                        .await?
+                        .map(Arc::new)
+                        .ok_or(ResolveError::NotFound)
+                })
+                .await;
+            match loaded {
+                Ok(app) if app.generation == self.invalidations() => return Ok(Some(app)),
+                Ok(stale) => {
+                    self.cache.invalidate(slug).await;
+                    last = Some(stale);
+                }
+                Err(e) if matches!(*e, ResolveError::NotFound) => {
+                    self.missing.insert(slug.to_owned(), generation).await;
+                    return Ok(None);
+                }
+                Err(e) => return Err(e),
+            }
         }
+        // Changes keep arriving: serve the newest load; the next notification drops it.
+        Ok(last)
     }
 
-    async fn load(&self, slug: &str) -> Result<Option<ResolvedApp>, StoreError> {
+    async fn load(&self, slug: &str, generation: u64) -> Result<Option<ResolvedApp>, StoreError> {
         let Some(app) = self.store.app_by_slug(slug).await? else {
             return Ok(None);
         };
@@ -140,6 +171,7 @@ impl AppResolver {
             blocked,
             sts,
             app,
+            generation,
         }))
     }
 

@@ -76,6 +76,7 @@ impl AuditWriter {
                     store.clone(),
                     metrics.clone(),
                     config.max_batch.max(1),
+                    config.commit_timeout,
                 ))
             })
             .collect();
@@ -109,6 +110,7 @@ async fn writer_loop(
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
     max_batch: usize,
+    commit_timeout: Duration,
 ) {
     let mut batch: Vec<Pending> = Vec::with_capacity(max_batch);
     loop {
@@ -120,15 +122,30 @@ async fn writer_loop(
                 return; // every sender dropped and the queue is empty
             }
         }
-        let (records, waiters): (Vec<IssuanceRecord>, Vec<_>) =
-            batch.drain(..).map(|p| (p.record, p.done)).unzip();
-        let result = store.insert_issuance_batch(&records).await;
-        metrics.audit_batch(records.len(), result.is_ok());
-        let outcome = match &result {
-            Ok(()) => Ok(()),
-            Err(e) => {
+        // A waiter that gave up (commit timeout) has already answered 503: its row must not
+        // be written afterwards as if its credential had been handed out.
+        let (records, waiters): (Vec<IssuanceRecord>, Vec<_>) = batch
+            .drain(..)
+            .filter(|p| !p.done.is_closed())
+            .map(|p| (p.record, p.done))
+            .unzip();
+        if records.is_empty() {
+            continue;
+        }
+        // Bounded: a database that drops packets must not hold a writer (and shutdown) for
+        // the TCP timeout. A transaction cut short is rolled back with its connection.
+        let written =
+            tokio::time::timeout(commit_timeout, store.insert_issuance_batch(&records)).await;
+        metrics.audit_batch(records.len(), matches!(written, Ok(Ok(()))));
+        let outcome = match written {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
                 tracing::error!(rows = records.len(), error = %e, "issuance log batch failed");
                 Err(AuditError::WriteFailed)
+            }
+            Err(_) => {
+                tracing::error!(rows = records.len(), timeout = ?commit_timeout, "issuance log batch did not commit in time");
+                Err(AuditError::Timeout)
             }
         };
         for done in waiters {

@@ -38,6 +38,9 @@ pub enum ApiError {
     StsUnavailable { sts_code: Option<String> },
     #[error("the service is temporarily unavailable, retry later")]
     Unavailable,
+    /// The app's own settings are unusable (e.g. its JWT keys): an operator must fix them.
+    #[error("this app is misconfigured on the server; its operators have been told")]
+    Misconfigured,
 }
 
 impl ApiError {
@@ -52,7 +55,7 @@ impl ApiError {
             ApiError::InvalidRequest(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::StsRefused { .. } => StatusCode::BAD_GATEWAY,
-            ApiError::StsUnavailable { .. } | ApiError::Unavailable => {
+            ApiError::StsUnavailable { .. } | ApiError::Unavailable | ApiError::Misconfigured => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
         }
@@ -73,6 +76,7 @@ impl ApiError {
             ApiError::StsRefused { .. } => "sts_error",
             ApiError::StsUnavailable { .. } => "sts_unavailable",
             ApiError::Unavailable => "unavailable",
+            ApiError::Misconfigured => "app_misconfigured",
         }
     }
 
@@ -87,7 +91,7 @@ impl ApiError {
             ApiError::UnknownApp | ApiError::InvalidRequest(_) => Outcome::BadRequest,
             ApiError::RateLimited { .. } => Outcome::RateLimited,
             ApiError::StsRefused { .. } | ApiError::StsUnavailable { .. } => Outcome::UpstreamError,
-            ApiError::Unavailable => Outcome::UpstreamError,
+            ApiError::Unavailable | ApiError::Misconfigured => Outcome::UpstreamError,
         }
     }
 

@@ -156,7 +156,9 @@ fn source_ip(req: &HttpRequest, trust_forwarded_for: bool) -> Option<String> {
             .headers()
             .get("x-forwarded-for")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
+            // The last entry is the one the trusted proxy added; earlier ones are whatever
+            // the client sent.
+            .and_then(|v| v.rsplit(',').next())
         && let Ok(ip) = first.trim().parse::<std::net::IpAddr>()
     {
         return Some(ip.to_string());

@@ -168,7 +168,9 @@ impl Service {
             Err(e) => {
                 record.outcome = e.outcome();
                 record.http_status = e.status().as_u16() as i16;
-                record.error_code = Some(log_text(&e.log_code(), 128));
+                if record.error_code.is_none() {
+                    record.error_code = Some(log_text(&e.log_code(), 128));
+                }
                 if let ApiError::StsRefused {
                     sts_request_id: Some(id),
                     ..
@@ -204,7 +206,13 @@ impl Service {
     ) -> Result<Issued, ApiError> {
         let app = match self.apps.resolve(&req.app).await {
             Ok(Some(app)) => app,
-            Ok(None) => return Err(ApiError::UnknownApp),
+            Ok(None) => {
+                // The name is the client's choice: keep it out of the app column (and so
+                // out of the dashboard's per-app rows), but say what was asked for.
+                record.error_code = Some(format!("unknown_app:{}", log_text(&req.app, 64)));
+                record.app = "_unknown".to_owned();
+                return Err(ApiError::UnknownApp);
+            }
             Err(e) => {
                 if let ResolveError::Store(s) = &*e {
                     tracing::error!(app = %record.app, error = %s, "cannot load app");
@@ -220,10 +228,9 @@ impl Service {
             return Err(ApiError::AppDisabled);
         }
         let token = req.token.as_deref().ok_or(ApiError::MissingToken)?;
-        let jwt = app
-            .jwt
-            .as_ref()
-            .ok_or(ApiError::InvalidToken("app_has_no_jwt_settings"))?;
+        // Unusable JWT settings are the server's fault: a 401 would make client apps sign
+        // their users out.
+        let jwt = app.jwt.as_ref().ok_or(ApiError::Misconfigured)?;
         let verified = self
             .jwt
             .verify(jwt, token)

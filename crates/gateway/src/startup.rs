@@ -111,8 +111,13 @@ impl Gateway {
             service, writers, ..
         } = self;
         drop(service);
+        // Each queued batch is bounded by the commit timeout; do not wait forever on top.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         for w in writers {
-            let _ = w.await;
+            if tokio::time::timeout_at(deadline, w).await.is_err() {
+                tracing::error!("the issuance-log writers did not finish within 30 s");
+                break;
+            }
         }
     }
 }
