@@ -88,7 +88,8 @@ pub struct Settings {
     pub master_key: Option<SecretString>,
     pub master_key_file: Option<PathBuf>,
     /// Older master keys still accepted for decryption while secrets are re-encrypted.
-    #[serde(skip_serializing, default)]
+    /// A list, or one comma-separated string (as an environment variable naturally is).
+    #[serde(skip_serializing, default, deserialize_with = "string_or_list")]
     pub previous_master_keys: Vec<SecretString>,
     pub public_listen: String,
     pub admin_listen: String,
@@ -196,7 +197,7 @@ impl Settings {
         );
         let mut settings: Settings = figment
             .extract()
-            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {}", describe(e)))?;
         if let Some(path) = settings.database_url_file.clone() {
             settings.database_url = Some(read_secret_file(&path, "database_url_file")?);
         }
@@ -279,6 +280,44 @@ impl Settings {
     }
 }
 
+/// Settings whose values must never be echoed in an error.
+const SECRET_KEYS: [&str; 3] = ["database_url", "master_key", "previous_master_keys"];
+
+/// figment's errors quote the offending value; for secrets, say which setting and not what.
+fn describe(error: figment::Error) -> String {
+    error
+        .into_iter()
+        .map(|e| {
+            let key = e.path.join(".").to_lowercase();
+            if SECRET_KEYS.iter().any(|s| key.starts_with(s)) {
+                format!("{key} has an invalid value (not shown: it may be a secret)")
+            } else {
+                e.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn string_or_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<SecretString>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    let items = match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => s.split(',').map(str::to_owned).collect(),
+        OneOrMany::Many(v) => v,
+    };
+    Ok(items
+        .into_iter()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .map(SecretString::from)
+        .collect())
+}
+
 fn read_secret_file(path: &Path, setting: &str) -> anyhow::Result<SecretString> {
     let text = std::fs::read_to_string(path).with_context(|| {
         format!(
@@ -334,6 +373,37 @@ mod tests {
             assert!(s.cipher().is_ok());
             let debug = format!("{s:?}");
             assert!(!debug.contains("AAAAAAAA"), "{debug}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn previous_keys_come_as_a_string_and_never_show_in_errors() {
+        let key = "k0:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env(
+                "STSGATE_MASTER_KEY",
+                "k1:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=",
+            );
+            jail.set_env("STSGATE_PREVIOUS_MASTER_KEYS", key);
+            let s = Settings::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(s.previous_master_keys.len(), 1);
+            assert!(s.cipher().is_ok());
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.create_file(
+                "stsgate.toml",
+                &format!("master_key = 12\nprevious_master_keys = {{ a = \"{key}\" }}\n"),
+            )?;
+            let err = Settings::load(None).unwrap_err().to_string();
+            assert!(
+                err.contains("previous_master_keys") || err.contains("master_key"),
+                "{err}"
+            );
+            assert!(!err.contains("AAAAAAAA"), "{err}");
             Ok(())
         });
     }

@@ -68,6 +68,14 @@ struct DevSecrets {
     emulator_secret_id: String,
     emulator_secret_key: String,
     admin_password: String,
+    /// The private PostgreSQL superuser's password (data dirs from before it existed use
+    /// trust authentication and ignore it).
+    #[serde(default = "new_pg_password")]
+    pg_password: String,
+}
+
+fn new_pg_password() -> String {
+    random_token(24)
 }
 
 fn random_token(bytes: usize) -> String {
@@ -238,16 +246,53 @@ fn sample_jwt(secret: &str) -> anyhow::Result<String> {
     )?)
 }
 
+/// What `dev` started, in the order it stops them.
+struct Started {
+    running: serve::Running,
+    emulator: sts_emulator::EmulatorHandle,
+    postgres: Option<PrivatePostgres>,
+}
+
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+    // Take Ctrl-C from the start: an interrupt while starting drops what was started so far
+    // (PostgreSQL is stopped by its Drop) instead of killing the process under it.
+    let interrupted = serve::wait_for_signal();
+    tokio::pin!(interrupted);
+    let Started {
+        running,
+        emulator,
+        postgres,
+    } = tokio::select! {
+        started = start(&args) => started?,
+        signal = &mut interrupted => {
+            signal?;
+            anyhow::bail!("interrupted while starting; what had started was stopped");
+        }
+    };
+    let waited = interrupted.await;
+    println!("\nstopping: gateway, emulator, then PostgreSQL");
+    running.shutdown().await;
+    emulator.stop().await;
+    if let Some(pg) = postgres {
+        pg.stop();
+    }
+    waited
+}
+
+async fn start(args: &DevArgs) -> anyhow::Result<Started> {
     let dir = &args.data_dir;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    // Searchable but not listable by others, so that as root the postgres user can reach
-    // `pg/` inside; every secret file in it is 0600.
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))?;
+    if !dir.exists() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        // Searchable but not listable by others, so that as root the postgres user can reach
+        // `pg/` inside; every secret file in it is 0600. A directory that already existed
+        // keeps its mode (it may be the user's, e.g. `--data-dir /tmp`).
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))?;
+    }
     let secrets = load_or_create(&dir.join("secrets.json"), || DevSecrets {
         emulator_secret_id: format!("AKIDDEV{}", &random_token(24).replace(['-', '_'], "x")),
         emulator_secret_key: random_token(24),
         admin_password: random_token(18),
+        pg_password: new_pg_password(),
     })?;
     let master_key_path = dir.join("master.key");
     if !master_key_path.exists() {
@@ -260,7 +305,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let (postgres, database_url) = match std::env::var("DATABASE_URL") {
         Ok(url) if !url.is_empty() => (None, url),
         _ => {
-            let pg = PrivatePostgres::start(dir).await?;
+            let pg = PrivatePostgres::start(dir, &secrets.pg_password).await?;
             let url = pg.url.clone();
             (Some(pg), url)
         }
@@ -327,15 +372,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         serde_json::to_string_pretty(&facts)?.as_bytes(),
     )?;
     print_banner(&facts, &facts_path, postgres.as_ref().map(|p| p.data_dir()));
-
-    let waited = serve::wait_for_signal().await;
-    println!("\nstopping: gateway, emulator, then PostgreSQL");
-    running.shutdown().await;
-    emulator.stop().await;
-    if let Some(pg) = postgres {
-        pg.stop();
-    }
-    waited
+    Ok(Started {
+        running,
+        emulator,
+        postgres,
+    })
 }
 
 fn print_banner(f: &DevFacts, facts_path: &Path, pg_data: Option<&Path>) {

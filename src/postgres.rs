@@ -16,6 +16,7 @@ use sqlx::Connection;
 
 pub struct PrivatePostgres {
     child: Child,
+    stopped: bool,
     bin: PathBuf,
     data: PathBuf,
     owner: Option<(u32, u32)>,
@@ -86,9 +87,49 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
+/// Makes `dir` (one level, never following a symlink) a directory owned by `owner` (or by
+/// us) with `mode`, refusing one that someone else planted.
+fn own_dir(dir: &Path, owner: Option<(u32, u32)>, mode: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    match std::fs::symlink_metadata(dir) {
+        Ok(meta) => {
+            let expected = owner.map_or_else(|| meta.uid(), |(uid, _)| uid);
+            let mine = std::fs::metadata("/proc/self")
+                .map(|m| m.uid())
+                .unwrap_or(u32::MAX);
+            if !meta.is_dir() || meta.file_type().is_symlink() {
+                bail!(
+                    "{} exists and is not a directory: move it away",
+                    dir.display()
+                );
+            }
+            if meta.uid() != expected && meta.uid() != mine {
+                bail!(
+                    "{} belongs to another user (uid {}): refusing to use it",
+                    dir.display(),
+                    meta.uid()
+                );
+            }
+        }
+        Err(_) => {
+            std::fs::DirBuilder::new()
+                .mode(mode)
+                .create(dir)
+                .with_context(|| format!("creating {}", dir.display()))?;
+        }
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))?;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::lchown(dir, Some(uid), Some(gid))?;
+    }
+    Ok(())
+}
+
 impl PrivatePostgres {
-    /// Starts (initialising on first use) a server whose data lives in `base/pg`.
-    pub async fn start(base: &Path) -> anyhow::Result<Self> {
+    /// Starts (initialising on first use) a server whose data lives in `base/pg`. A new
+    /// cluster gets password authentication (`password`, scram-sha-256) on loopback TCP, so
+    /// other local users cannot walk in as the superuser.
+    pub async fn start(base: &Path, password: &str) -> anyhow::Result<Self> {
         let bin = server_bin_dir()?;
         let owner = running_as_root().then(postgres_user).transpose()?;
         let base = std::path::absolute(base)?;
@@ -96,32 +137,41 @@ impl PrivatePostgres {
         if let Some((uid, _)) = owner
             && !reachable_by(&data, uid)
         {
-            // The checkout sits where the postgres user cannot go (e.g. under /root).
+            // The checkout sits where the postgres user cannot go (e.g. under /root). The
+            // parent is root's, so nobody else can swap `pg` for a symlink.
             let tag = &hex::encode(sha2::Sha256::digest(base.as_os_str().as_encoded_bytes()))[..12];
-            data = PathBuf::from(format!("/var/tmp/stsgate-dev-{tag}/pg"));
+            let parent = PathBuf::from(format!("/var/tmp/stsgate-dev-{tag}"));
+            own_dir(&parent, None, 0o711)?;
+            data = parent.join("pg");
             println!(
                 "note: PostgreSQL data lives in {} (the postgres user cannot reach {})",
                 data.display(),
                 base.display()
             );
         }
-        std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
-        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700))?;
-        if let Some((uid, gid)) = owner {
-            std::os::unix::fs::chown(&data, Some(uid), Some(gid))?;
-        }
+        own_dir(&data, owner, 0o700)?;
         let log = base.join("postgres.log");
         if !data.join("PG_VERSION").exists() {
+            // initdb reads the superuser's password from a file only it can read (beside the
+            // data dir: initdb wants that one empty).
+            let pwfile = data.with_extension("pw");
+            std::fs::write(&pwfile, format!("{password}\n"))?;
+            std::fs::set_permissions(&pwfile, std::fs::Permissions::from_mode(0o600))?;
+            if let Some((uid, gid)) = owner {
+                std::os::unix::fs::lchown(&pwfile, Some(uid), Some(gid))?;
+            }
+            let _cleanup = RemoveOnDrop(pwfile.clone());
             let mut cmd = Command::new(bin.join("initdb"));
             cmd.args(["-D"])
                 .arg(&data)
                 .args([
                     "-U",
                     "postgres",
-                    "--auth=trust",
+                    "--auth=scram-sha-256",
                     "--encoding=UTF8",
                     "--no-instructions",
                 ])
+                .arg(format!("--pwfile={}", pwfile.display()))
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped());
             if let Some((uid, gid)) = owner {
@@ -156,7 +206,7 @@ impl PrivatePostgres {
             cmd.uid(uid).gid(gid);
         }
         let mut child = cmd.spawn().context("starting postgres")?;
-        let admin_url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+        let admin_url = format!("postgres://postgres:{password}@127.0.0.1:{port}/postgres");
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut conn = loop {
             if let Some(status) = child.try_wait()? {
@@ -194,7 +244,8 @@ impl PrivatePostgres {
             bin,
             data,
             owner,
-            url: format!("postgres://postgres@127.0.0.1:{port}/stsgate"),
+            url: format!("postgres://postgres:{password}@127.0.0.1:{port}/stsgate"),
+            stopped: false,
         })
     }
 
@@ -204,6 +255,13 @@ impl PrivatePostgres {
 
     /// Fast shutdown (`pg_ctl stop -m fast`), then waits for the server to exit.
     pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if std::mem::replace(&mut self.stopped, true) {
+            return;
+        }
         let mut cmd = Command::new(self.bin.join("pg_ctl"));
         cmd.args(["stop", "-m", "fast", "-D"])
             .arg(&self.data)
@@ -216,5 +274,21 @@ impl PrivatePostgres {
             let _ = self.child.kill();
         }
         let _ = self.child.wait();
+    }
+}
+
+/// Whatever ends `stsgate dev` (an error, a panic, Ctrl-C during start-up) stops the server
+/// it started: it has its own process group, so the terminal's Ctrl-C never reaches it.
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }
