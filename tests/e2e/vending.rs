@@ -557,3 +557,63 @@ async fn an_app_without_usable_jwt_settings_is_a_server_problem_not_a_401() {
     assert_eq!(app.emulator.stats().requests, 0);
     app.shutdown().await;
 }
+
+/// A load that read the app before an admin change, but finished after its notification, must
+/// not be served (moka's invalidate_all does not stop a load already under way).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_racing_a_change_notification_is_not_served() {
+    let app = TestApp::spawn().await;
+    let pool = app.store.pool().clone();
+    // Hold the block-list table so the gateway's app load stops half-way, after reading the
+    // app itself (still enabled).
+    let mut lock = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE blocked_subjects IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let racing = {
+        let (http, url, token) = (
+            app.http.clone(),
+            format!("{}/v1/apps/{APP}/credentials", app.url),
+            app.token("alice"),
+        );
+        tokio::spawn(async move {
+            http.get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    };
+    // Wait until the load is stuck on the lock.
+    let mut waiting = false;
+    for _ in 0..200 {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_locks WHERE NOT granted \
+             AND relation = 'blocked_subjects'::regclass \
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if n > 0 {
+            waiting = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(waiting, "the app load never reached the block list");
+    let seen = app.invalidations();
+    app.store
+        .set_app_enabled("admin", app.app_id, false)
+        .await
+        .unwrap();
+    app.wait_for_invalidations(seen + 1).await;
+    lock.rollback().await.unwrap();
+
+    assert_eq!(racing.await.unwrap(), 403, "the stale load was served");
+    let res = app.credentials("alice", "").await;
+    assert_eq!(res.status(), 403, "the stale load was cached");
+    app.shutdown().await;
+}
