@@ -14,7 +14,7 @@
 //! names go out in the case Tencent's services use (module `wire`).
 //!
 //! Test-only endpoints live under `/_emulator/`: `GET /_emulator/credentials`,
-//! `GET /_emulator/stats` and `GET|PUT /_emulator/faults`.
+//! `GET /_emulator/stats`, `GET /_emulator/calls` and `GET|PUT /_emulator/faults`.
 
 mod account;
 mod cos;
@@ -25,6 +25,6 @@ mod sts;
 mod wire;
 
 pub use account::{Account, AccountParseError};
-pub use faults::Faults;
+pub use faults::{Faults, Tamper};
 pub use server::{EmulatorConfig, EmulatorHandle, start};
-pub use store::{IssuedCredential, Stats};
+pub use store::{CallRecord, IssuedCredential, Stats};

@@ -14,8 +14,8 @@ use serde_json::{Value, json};
 
 use crate::account::Account;
 use crate::cos::{self, ObjectStore};
-use crate::faults::Faults;
-use crate::store::{IssuedCredential, Stats, Store};
+use crate::faults::{Faults, Tamper};
+use crate::store::{CallRecord, IssuedCredential, Stats, Store};
 use crate::sts::{self, StsFault};
 use crate::wire::{CaseIo, NO_BODY_MARKER};
 
@@ -76,9 +76,12 @@ impl State {
             + offset
     }
 
-    /// Decides, under one lock, which fault (if any) this request gets.
-    fn draw_fault(&self) -> (Duration, Option<Injected>) {
+    /// Decides, under one lock, which fault (if any) a request from `secret_id` gets.
+    fn draw_fault(&self, secret_id: Option<&str>) -> (Duration, Option<Injected>) {
         let mut f = self.faults.lock().unwrap();
+        if !f.applies_to(secret_id) {
+            return (Duration::ZERO, None);
+        }
         let latency = Duration::from_millis(f.latency_ms);
         let mut rng = rand::rng();
         let injected = if f.drop_next > 0 {
@@ -91,6 +94,9 @@ impl State {
             Some(Injected::Error(f.error_code().to_owned()))
         } else if f.error_rate > 0.0 && rng.random_bool(f.error_rate) {
             Some(Injected::Error(f.error_code().to_owned()))
+        } else if f.tamper_next > 0 {
+            f.tamper_next -= 1;
+            Some(Injected::Tamper(f.tamper.clone()))
         } else {
             None
         };
@@ -101,6 +107,31 @@ impl State {
 enum Injected {
     Error(String),
     Drop,
+    /// Answer normally, then replace these values in the answer.
+    Tamper(Tamper),
+}
+
+/// Puts a tampered value into a successful answer's `Response` object.
+fn tamper(response: &mut Value, t: &Tamper) {
+    if let Some(id) = &t.tmp_secret_id {
+        response["Credentials"]["TmpSecretId"] = json!(id);
+    }
+    if let Some(id) = &t.request_id {
+        response["RequestId"] = json!(id);
+    }
+    if let Some(e) = &t.expiration {
+        response["Expiration"] = json!(e);
+    }
+    if let Some(e) = t.expired_time {
+        response["ExpiredTime"] = json!(e);
+    }
+}
+
+fn unix_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
 }
 
 /// A running emulator.
@@ -132,6 +163,11 @@ impl EmulatorHandle {
 
     pub fn stats(&self) -> Stats {
         self.state.store.stats()
+    }
+
+    /// STS calls that arrived at or after `since_ms` (Unix milliseconds), oldest first.
+    pub fn calls_since(&self, since_ms: i64) -> Vec<CallRecord> {
+        self.state.store.calls_since(since_ms)
     }
 
     pub fn faults(&self) -> Faults {
@@ -188,6 +224,7 @@ pub fn start(config: EmulatorConfig, listener: TcpListener) -> std::io::Result<E
                 .wrap_fn(mark_bodiless_answers)
                 .route("/_emulator/credentials", web::get().to(list_credentials))
                 .route("/_emulator/stats", web::get().to(get_stats))
+                .route("/_emulator/calls", web::get().to(get_calls))
                 .route("/_emulator/faults", web::get().to(get_faults))
                 .route("/_emulator/faults", web::put().to(put_faults))
                 .service(
@@ -271,18 +308,33 @@ fn error_body(fault: &StsFault, request_id: &str) -> Value {
 
 async fn sts_endpoint(req: HttpRequest, body: Bytes, state: web::Data<State>) -> HttpResponse {
     let request_id = uuid::Uuid::new_v4().to_string();
+    let at_ms = unix_millis();
+    let secret_id = sts::caller_secret_id(&req, &body);
     state.store.record_request();
-    let (latency, injected) = state.draw_fault();
+    let (latency, injected) = state.draw_fault(secret_id.as_deref());
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
+    let record = |outcome: &str| {
+        state.store.record_call(CallRecord {
+            at_ms,
+            secret_id: secret_id.clone(),
+            outcome: outcome.to_owned(),
+        })
+    };
+    let mut tampered = None;
     let outcome = match injected {
         Some(Injected::Drop) => {
             state.store.record_drop();
+            record("dropped");
             return dropped_connection();
         }
         Some(Injected::Error(code)) => {
             Err(StsFault::new(&code, format!("Injected fault: {code}.")))
+        }
+        Some(Injected::Tamper(t)) => {
+            tampered = Some(t);
+            sts::handle(&state, &req, &body, state.now(), &request_id)
         }
         None => {
             if !matches!(req.method().as_str(), "GET" | "POST") || req.path() != "/" {
@@ -297,11 +349,16 @@ async fn sts_endpoint(req: HttpRequest, body: Bytes, state: web::Data<State>) ->
     };
     match outcome {
         Ok(mut response) => {
+            record("ok");
             response["RequestId"] = Value::String(request_id);
+            if let Some(t) = &tampered {
+                tamper(&mut response, t);
+            }
             json_response(&json!({ "Response": response }))
         }
         Err(fault) => {
             tracing::debug!(code = %fault.code, "emulated STS error");
+            record(&fault.code);
             state.store.record_error(&fault.code);
             json_response(&error_body(&fault, &request_id))
         }
@@ -342,6 +399,17 @@ async fn list_credentials(state: web::Data<State>, q: web::Query<CredentialQuery
 
 async fn get_stats(state: web::Data<State>) -> HttpResponse {
     json_response(&json!(state.store.stats()))
+}
+
+#[derive(Deserialize)]
+struct CallsQuery {
+    /// Unix milliseconds; only calls at or after it.
+    since_ms: Option<i64>,
+}
+
+/// Every STS call with its arrival time (ms), caller SecretId and outcome, oldest first.
+async fn get_calls(state: web::Data<State>, q: web::Query<CallsQuery>) -> HttpResponse {
+    json_response(&json!({ "calls": state.store.calls_since(q.since_ms.unwrap_or(0)) }))
 }
 
 async fn get_faults(state: web::Data<State>) -> HttpResponse {

@@ -39,8 +39,23 @@ pub struct Stats {
     pub dropped: u64,
 }
 
+/// One request that reached the STS endpoint, for tests that check rates over time windows.
+#[derive(Debug, Clone, Serialize)]
+pub struct CallRecord {
+    /// Unix time in milliseconds when the request arrived.
+    pub at_ms: i64,
+    /// The caller's SecretId as the request named it (before authentication).
+    pub secret_id: Option<String>,
+    /// `ok`, the STS error code, or `dropped`.
+    pub outcome: String,
+}
+
+/// The most call records kept (the oldest go first).
+const MAX_CALL_RECORDS: usize = 500_000;
+
 #[derive(Default)]
 pub(crate) struct Store {
+    calls: Mutex<std::collections::VecDeque<CallRecord>>,
     issued: Mutex<Vec<IssuedCredential>>,
     by_id: Mutex<HashMap<String, usize>>,
     stats: Mutex<Stats>,
@@ -61,6 +76,25 @@ impl Store {
             .errors
             .entry(code.to_owned())
             .or_default() += 1;
+    }
+
+    pub(crate) fn record_call(&self, call: CallRecord) {
+        let mut calls = self.calls.lock().unwrap();
+        if calls.len() == MAX_CALL_RECORDS {
+            calls.pop_front();
+        }
+        calls.push_back(call);
+    }
+
+    /// Calls that arrived at or after `since_ms`, oldest first.
+    pub(crate) fn calls_since(&self, since_ms: i64) -> Vec<CallRecord> {
+        self.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| c.at_ms >= since_ms)
+            .cloned()
+            .collect()
     }
 
     pub(crate) fn record_drop(&self) {

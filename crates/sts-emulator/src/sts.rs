@@ -128,6 +128,23 @@ pub(crate) fn handle(
     }
 }
 
+/// The SecretId a request names (TC3 `Credential=` or the v1 `SecretId` parameter), read
+/// without checking anything: faults scoped to one account and the call log use it.
+pub(crate) fn caller_secret_id(req: &HttpRequest, body: &[u8]) -> Option<String> {
+    if let Some(auth) = header(req, "authorization") {
+        return Tc3Authorization::parse(auth).map(|a| a.secret_id);
+    }
+    let raw = if req.method() == Method::POST {
+        std::str::from_utf8(body).ok()?
+    } else {
+        req.query_string()
+    };
+    serde_urlencoded::from_str::<Vec<(String, String)>>(raw)
+        .ok()?
+        .into_iter()
+        .find_map(|(k, v)| (k == "SecretId").then_some(v))
+}
+
 fn authenticate(state: &State, req: &HttpRequest, body: &[u8], now: i64) -> StsResult<Call> {
     let authorization = req
         .headers()

@@ -18,6 +18,9 @@ use time::format_description::well_known::Rfc3339;
 
 const SECRET_ID: &str = "AKIDTEST";
 const SECRET_KEY: &str = "testkey";
+/// A second account of the same APPID (another app's key).
+const OTHER_ID: &str = "AKIDOTHER";
+const OTHER_KEY: &str = "otherkey";
 const APPID: &str = "1250000000";
 const OTHER_APPID: &str = "1250000001";
 const VERSION: &str = "2018-08-13";
@@ -44,7 +47,10 @@ fn spawn_emulator(rate_limit: u32) -> TestEmulator {
     listener.set_nonblocking(true).unwrap();
     let emu = sts_emulator::start(
         EmulatorConfig {
-            accounts: vec![format!("{SECRET_ID}:{SECRET_KEY}:{APPID}").parse().unwrap()],
+            accounts: vec![
+                format!("{SECRET_ID}:{SECRET_KEY}:{APPID}").parse().unwrap(),
+                format!("{OTHER_ID}:{OTHER_KEY}:{APPID}").parse().unwrap(),
+            ],
             rate_limit,
             workers: 1,
             ..EmulatorConfig::default()
@@ -1349,6 +1355,121 @@ async fn a_skewed_emulator_clock_makes_current_timestamps_expire() {
         .await;
     let expired_time = answer.success()["ExpiredTime"].as_i64().unwrap();
     assert!((now() + 600 + 1800 - 5..=now() + 600 + 1800 + 5).contains(&expired_time));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampered_answers_carry_the_chosen_values_once() {
+    let t = spawn_emulator(600);
+    let long = "A".repeat(5000);
+    put_faults(
+        &t,
+        &json!({"tamper_next": 2, "tamper": {"tmp_secret_id": long, "request_id": "req\u{0}nul",
+                 "expiration": "not a time"}})
+        .to_string(),
+    )
+    .await;
+    let params = federation(&encoded(&upload_policy()));
+    for _ in 0..2 {
+        let answer = tc3(&t, "GetFederationToken", &params).await;
+        let ok = answer.success();
+        assert_eq!(ok["Credentials"]["TmpSecretId"], json!(long));
+        assert_eq!(ok["RequestId"], json!("req\u{0}nul"));
+        assert_eq!(ok["Expiration"], json!("not a time"));
+        // The real values are untouched where no replacement was given.
+        assert!(ok["ExpiredTime"].as_i64().unwrap() > now());
+    }
+    let normal = tc3(&t, "GetFederationToken", &params).await;
+    let id = normal.success()["Credentials"]["TmpSecretId"]
+        .as_str()
+        .unwrap();
+    assert!(id.len() < 100 && !id.contains('\0'), "{id}");
+    assert_eq!(t.emu.faults().tamper_next, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_scoped_to_one_secret_id_spare_other_accounts() {
+    let t = spawn_emulator(600);
+    t.emu
+        .set_faults(Faults {
+            error_rate: 1.0,
+            error_code: Some("InternalError".into()),
+            secret_id: Some(SECRET_ID.into()),
+            ..Faults::default()
+        })
+        .unwrap();
+    let params = federation(&encoded(&upload_policy()));
+    for _ in 0..3 {
+        tc3(&t, "GetFederationToken", &params)
+            .await
+            .error("InternalError");
+        Tc3Call::new("GetFederationToken", &params)
+            .key(OTHER_ID, OTHER_KEY)
+            .answer(&t)
+            .await
+            .success();
+    }
+    // v1 callers name their SecretId in the form body: scoped the same way.
+    V1Call::new(
+        "GetFederationToken",
+        &[("Name", "bob"), ("Policy", &encoded(&upload_policy()))],
+    )
+    .answer(&t)
+    .await
+    .error("InternalError");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_are_logged_with_arrival_time_caller_and_outcome() {
+    let t = spawn_emulator(600);
+    let before = OffsetDateTime::now_utc().unix_timestamp() * 1000 - 1;
+    let params = federation(&encoded(&upload_policy()));
+    tc3(&t, "GetFederationToken", &params).await.success();
+    Tc3Call::new("GetFederationToken", &params)
+        .key(OTHER_ID, "wrong")
+        .answer(&t)
+        .await
+        .error("AuthFailure.SignatureFailure");
+    t.emu
+        .set_faults(Faults {
+            drop_next: 1,
+            ..Faults::default()
+        })
+        .unwrap();
+    assert!(
+        Tc3Call::new("GetFederationToken", &params)
+            .send(&t)
+            .await
+            .is_err()
+    );
+
+    let (_, body) = get_json(&t, &format!("/_emulator/calls?since_ms={before}")).await;
+    let calls = body["calls"].as_array().unwrap();
+    let seen: Vec<(&str, &str)> = calls
+        .iter()
+        .map(|c| {
+            (
+                c["secret_id"].as_str().unwrap(),
+                c["outcome"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (SECRET_ID, "ok"),
+            (OTHER_ID, "AuthFailure.SignatureFailure"),
+            (SECRET_ID, "dropped")
+        ]
+    );
+    let times: Vec<i64> = calls.iter().map(|c| c["at_ms"].as_i64().unwrap()).collect();
+    assert!(
+        times.windows(2).all(|w| w[0] <= w[1]) && times[0] > before,
+        "{times:?}"
+    );
+    // `since_ms` filters: nothing arrived after the last call.
+    let (_, later) = get_json(&t, &format!("/_emulator/calls?since_ms={}", times[2] + 1)).await;
+    assert_eq!(later["calls"], json!([]));
+    assert_eq!(t.emu.calls_since(0).len(), 3);
 }
 
 // ---------------------------------------------------------------------------------------------
