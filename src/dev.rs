@@ -1,7 +1,7 @@
 //! `stsgate dev`: a zero-configuration local sandbox (DESIGN §2).
 
 use std::net::TcpListener;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -18,7 +18,7 @@ use sts_emulator::{Account, EmulatorConfig};
 
 use crate::config::{LogFormat, Settings};
 use crate::postgres::PrivatePostgres;
-use crate::serve;
+use crate::{private_fs, serve};
 
 pub const DEMO_APP: &str = "demo";
 const DEMO_BUCKET: &str = "examplebucket-1250000000";
@@ -84,29 +84,11 @@ fn random_token(bytes: usize) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
 }
 
-/// Writes a file only its owner can read.
-fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    f.write_all(contents)?;
-    f.sync_all()?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
-}
-
 fn load_or_create<T: Serialize + for<'de> Deserialize<'de>>(
     path: &Path,
     create: impl FnOnce() -> T,
 ) -> anyhow::Result<T> {
-    if let Ok(text) = std::fs::read_to_string(path) {
+    if let Some(text) = private_fs::read_private(path)? {
         return serde_json::from_str(&text).with_context(|| {
             format!(
                 "{} is damaged: delete it (or the whole data dir) to start over",
@@ -115,8 +97,41 @@ fn load_or_create<T: Serialize + for<'de> Deserialize<'de>>(
         });
     }
     let value = create();
-    write_private(path, serde_json::to_string_pretty(&value)?.as_bytes())?;
+    private_fs::write_private(path, serde_json::to_string_pretty(&value)?.as_bytes(), None)?;
     Ok(value)
+}
+
+/// The data dir, made on first use and checked on every start. Everything dev reads back from
+/// it (secrets, the master key, where the PostgreSQL data lives) is trusted because of this
+/// check: it must be a directory of ours that no one else can write, and no ancestor may let
+/// everyone rename it (one like /tmp must be sticky). A link to it must be ours (or root's).
+/// Returns its canonical path, so a later swap of a link cannot redirect dev.
+fn prepare_data_dir(dir: &Path) -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let me = private_fs::my_uid();
+    match std::fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            // Searchable but not listable by others, so that as root the postgres user can
+            // reach `pg/` inside; every file in it is 0600.
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))?;
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+        Ok(meta) if meta.file_type().is_symlink() && meta.uid() != me && meta.uid() != 0 => {
+            anyhow::bail!(
+                "{} is a symbolic link of another user's (uid {}): refusing to follow it",
+                dir.display(),
+                meta.uid()
+            );
+        }
+        Ok(_) => {}
+    }
+    let dir = dir
+        .canonicalize()
+        .with_context(|| format!("resolving {}", dir.display()))?;
+    private_fs::check_private_dir(&dir, me, None)?;
+    private_fs::check_ancestors(&dir)?;
+    Ok(dir)
 }
 
 /// Binds `addr`, or a free port on the same host when it is taken.
@@ -280,14 +295,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
 }
 
 async fn start(args: &DevArgs) -> anyhow::Result<Started> {
-    let dir = &args.data_dir;
-    if !dir.exists() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        // Searchable but not listable by others, so that as root the postgres user can reach
-        // `pg/` inside; every secret file in it is 0600. A directory that already existed
-        // keeps its mode (it may be the user's, e.g. `--data-dir /tmp`).
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))?;
-    }
+    let dir = &prepare_data_dir(&args.data_dir)?;
     let secrets = load_or_create(&dir.join("secrets.json"), || DevSecrets {
         emulator_secret_id: format!("AKIDDEV{}", &random_token(24).replace(['-', '_'], "x")),
         emulator_secret_key: random_token(24),
@@ -295,12 +303,14 @@ async fn start(args: &DevArgs) -> anyhow::Result<Started> {
         pg_password: new_pg_password(),
     })?;
     let master_key_path = dir.join("master.key");
-    if !master_key_path.exists() {
-        write_private(
-            &master_key_path,
-            policy_store::MasterKey::generate().to_encoded().as_bytes(),
-        )?;
-    }
+    let master_key = match private_fs::read_private(&master_key_path)? {
+        Some(key) => key,
+        None => {
+            let key = policy_store::MasterKey::generate().to_encoded();
+            private_fs::write_private(&master_key_path, key.as_bytes(), None)?;
+            key
+        }
+    };
 
     let (postgres, database_url) = match std::env::var("DATABASE_URL") {
         Ok(url) if !url.is_empty() => (None, url),
@@ -333,11 +343,7 @@ async fn start(args: &DevArgs) -> anyhow::Result<Started> {
         workers: 2,
         ..Settings::default()
     };
-    settings.master_key = Some(SecretString::from(
-        std::fs::read_to_string(settings.master_key_file.as_ref().unwrap())?
-            .trim()
-            .to_owned(),
-    ));
+    settings.master_key = Some(SecretString::from(master_key.trim().to_owned()));
     settings.sts.endpoint = format!("{}/", emulator.url());
     // The sandbox serves the admin pages over plain http.
     settings.admin.secure_cookies = false;
@@ -367,9 +373,10 @@ async fn start(args: &DevArgs) -> anyhow::Result<Started> {
         region: DEMO_REGION.into(),
     };
     let facts_path = dir.join("dev.json");
-    write_private(
+    private_fs::write_private(
         &facts_path,
         serde_json::to_string_pretty(&facts)?.as_bytes(),
+        None,
     )?;
     print_banner(&facts, &facts_path, postgres.as_ref().map(|p| p.data_dir()));
     Ok(Started {

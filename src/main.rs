@@ -3,6 +3,7 @@
 mod config;
 mod dev;
 mod postgres;
+mod private_fs;
 mod serve;
 
 use std::net::TcpListener;

@@ -11,8 +11,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use sha2::Digest;
 use sqlx::Connection;
+
+use crate::private_fs;
 
 pub struct PrivatePostgres {
     child: Child,
@@ -56,9 +57,7 @@ fn server_bin_dir() -> anyhow::Result<PathBuf> {
 }
 
 fn running_as_root() -> bool {
-    std::fs::metadata("/proc/self")
-        .map(|m| m.uid() == 0)
-        .unwrap_or(false)
+    private_fs::my_uid() == 0
 }
 
 /// uid and gid of the `postgres` system user.
@@ -88,22 +87,20 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 /// Makes `dir` (one level, never following a symlink) a directory owned by `owner` (or by
-/// us) with `mode`, refusing one that someone else planted.
+/// us) with `mode`. One that exists must already be `owner`'s or ours: a directory someone
+/// else planted is refused, never adopted.
 fn own_dir(dir: &Path, owner: Option<(u32, u32)>, mode: u32) -> anyhow::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     match std::fs::symlink_metadata(dir) {
         Ok(meta) => {
-            let expected = owner.map_or_else(|| meta.uid(), |(uid, _)| uid);
-            let mine = std::fs::metadata("/proc/self")
-                .map(|m| m.uid())
-                .unwrap_or(u32::MAX);
             if !meta.is_dir() || meta.file_type().is_symlink() {
                 bail!(
                     "{} exists and is not a directory: move it away",
                     dir.display()
                 );
             }
-            if meta.uid() != expected && meta.uid() != mine {
+            let mine = private_fs::my_uid();
+            if meta.uid() != mine && owner.is_none_or(|(uid, _)| meta.uid() != uid) {
                 bail!(
                     "{} belongs to another user (uid {}): refusing to use it",
                     dir.display(),
@@ -125,41 +122,82 @@ fn own_dir(dir: &Path, owner: Option<(u32, u32)>, mode: u32) -> anyhow::Result<(
     Ok(())
 }
 
+/// Where dev keeps the path of the directory it made for `pg/` (see [`cluster_parent`]).
+const LOCATION_FILE: &str = "pg.location";
+/// Where that directory is made: sticky, so only we can rename or remove what we put there.
+const FRESH_DIR_ROOT: &str = "/var/tmp";
+const FRESH_DIR_MODE: u32 = 0o711;
+
+/// The directory that holds `pg/` when running as root.
+///
+/// Beside dev's other files (`base`) when the postgres user can reach them. Otherwise (a
+/// checkout under /root, say) in a directory dev makes itself: a random name under /var/tmp,
+/// created with an exclusive mkdir (so nothing another user planted beforehand is ever used),
+/// mode 0711, remembered in `base/pg.location` (0600, in the data dir only we can write), and
+/// checked again on every start: ours, not a link, not writable by others, mode 0711.
+fn cluster_parent(base: &Path, pg_uid: u32) -> anyhow::Result<PathBuf> {
+    let remembered = base.join(LOCATION_FILE);
+    if let Some(text) = private_fs::read_private(&remembered)? {
+        let parent = PathBuf::from(text.trim_end_matches('\n'));
+        if std::fs::symlink_metadata(&parent).is_ok() {
+            private_fs::check_ancestors(&parent)
+                .and_then(|()| {
+                    private_fs::check_private_dir(
+                        &parent,
+                        private_fs::my_uid(),
+                        Some(FRESH_DIR_MODE),
+                    )
+                })
+                .with_context(|| {
+                    format!(
+                        "the PostgreSQL data dir named in {} is not the one stsgate dev made",
+                        remembered.display()
+                    )
+                })?;
+            return Ok(parent);
+        }
+        println!(
+            "note: {} (named in {}) is gone; starting a new PostgreSQL cluster",
+            parent.display(),
+            remembered.display()
+        );
+    } else if reachable_by(&base.join("pg"), pg_uid) {
+        return Ok(base.to_owned());
+    }
+    let parent =
+        private_fs::create_fresh_dir(Path::new(FRESH_DIR_ROOT), "stsgate-dev-", FRESH_DIR_MODE)?;
+    let mut line = parent.clone().into_os_string().into_encoded_bytes();
+    line.push(b'\n');
+    private_fs::write_private(&remembered, &line, None)?;
+    println!(
+        "note: PostgreSQL data lives in {} (the postgres user cannot reach {})",
+        parent.join("pg").display(),
+        base.display()
+    );
+    Ok(parent)
+}
+
 impl PrivatePostgres {
-    /// Starts (initialising on first use) a server whose data lives in `base/pg`. A new
+    /// Starts (initialising on first use) a server whose data lives in `base/pg` (as root,
+    /// possibly elsewhere: see [`cluster_parent`]). `base` must be dev's checked data dir. A new
     /// cluster gets password authentication (`password`, scram-sha-256) on loopback TCP, so
     /// other local users cannot walk in as the superuser.
     pub async fn start(base: &Path, password: &str) -> anyhow::Result<Self> {
         let bin = server_bin_dir()?;
         let owner = running_as_root().then(postgres_user).transpose()?;
         let base = std::path::absolute(base)?;
-        let mut data = base.join("pg");
-        if let Some((uid, _)) = owner
-            && !reachable_by(&data, uid)
-        {
-            // The checkout sits where the postgres user cannot go (e.g. under /root). The
-            // parent is root's, so nobody else can swap `pg` for a symlink.
-            let tag = &hex::encode(sha2::Sha256::digest(base.as_os_str().as_encoded_bytes()))[..12];
-            let parent = PathBuf::from(format!("/var/tmp/stsgate-dev-{tag}"));
-            own_dir(&parent, None, 0o711)?;
-            data = parent.join("pg");
-            println!(
-                "note: PostgreSQL data lives in {} (the postgres user cannot reach {})",
-                data.display(),
-                base.display()
-            );
-        }
+        let parent = match owner {
+            Some((uid, _)) => cluster_parent(&base, uid)?,
+            None => base.clone(),
+        };
+        let data = parent.join("pg");
         own_dir(&data, owner, 0o700)?;
         let log = base.join("postgres.log");
         if !data.join("PG_VERSION").exists() {
             // initdb reads the superuser's password from a file only it can read (beside the
-            // data dir: initdb wants that one empty).
-            let pwfile = data.with_extension("pw");
-            std::fs::write(&pwfile, format!("{password}\n"))?;
-            std::fs::set_permissions(&pwfile, std::fs::Permissions::from_mode(0o600))?;
-            if let Some((uid, gid)) = owner {
-                std::os::unix::fs::lchown(&pwfile, Some(uid), Some(gid))?;
-            }
+            // data dir: initdb wants that one empty), written without following any link.
+            let pwfile = parent.join("pg.pw");
+            private_fs::write_private(&pwfile, format!("{password}\n").as_bytes(), owner)?;
             let _cleanup = RemoveOnDrop(pwfile.clone());
             let mut cmd = Command::new(bin.join("initdb"));
             cmd.args(["-D"])
@@ -186,8 +224,7 @@ impl PrivatePostgres {
             }
         }
         let port = free_port()?;
-        let log_file =
-            std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let log_file = private_fs::create_log(&log)?;
         let mut cmd = Command::new(bin.join("postgres"));
         cmd.arg("-D")
             .arg(&data)

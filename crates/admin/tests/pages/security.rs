@@ -620,3 +620,92 @@ async fn no_page_or_export_contains_a_stored_secret() {
     let edit = admin.get(&format!("/apps/{APP}/edit")).await;
     assert!(edit.body.contains("leave empty to keep"));
 }
+
+/// The AssumeRole ExternalId guards the role against a confused deputy: an auditor never sees
+/// it in full, on any page or export they can fetch or in the change log's before/after; an
+/// admin still reads and keeps it through the edit form.
+#[tokio::test]
+async fn auditors_never_see_an_external_id() {
+    const FIRST: &str = "ext-3f9c2a7be14d5086-first";
+    const SECOND: &str = "ext-b71e0d94c63a2f58-second";
+    let t = TestAdmin::start().await;
+    let admin = t.admin().await;
+    let edit = format!("/apps/{APP}/edit");
+    let form = |external_id: &'static str| {
+        [
+            ("name", "Photo app"),
+            ("enabled", "on"),
+            ("region", "ap-guangzhou"),
+            ("bucket", "examplebucket-1250000000"),
+            ("mode", "assume_role"),
+            ("role_arn", "qcs::cam::uin/100000000001:roleName/stsgate"),
+            ("external_id", external_id),
+            ("secret_id", ""),
+            ("secret_key", ""),
+            ("duration_default", "900"),
+            ("duration_max", "3600"),
+            ("min_remaining", ""),
+            ("rate_subject_per_minute", "10"),
+            ("rate_app_per_second", "5"),
+        ]
+    };
+    // Set, then change it: the change log holds both, before and after.
+    for id in [FIRST, SECOND] {
+        let res = admin.submit(&edit, &edit, &form(id)).await;
+        assert_eq!(res.status, 303, "{}", res.body);
+    }
+    let stored = t.store.app_by_slug(APP).await.unwrap().unwrap();
+    assert_eq!(stored.external_id.as_deref(), Some(SECOND));
+
+    let auditor = t.auditor().await;
+    let mut paths: Vec<String> = ROUTES
+        .iter()
+        .filter(|r| r.method == RouteMethod::Get && r.access != Access::Admin)
+        .map(|r| concrete(r.path, APP, t.auditor_id))
+        .collect();
+    paths.extend(
+        [
+            "/changes",
+            "/changes?target=photos",
+            "/changes?action=app.update",
+            "/log/export.csv",
+            "/log/export.json",
+        ]
+        .map(String::from),
+    );
+    let mut fetched = 0;
+    for p in &paths {
+        let res = auditor.get(p).await;
+        if res.status != 200 {
+            continue;
+        }
+        fetched += 1;
+        for id in [FIRST, SECOND] {
+            // Nor any long stretch of it (a mask shows four characters at most).
+            for part in [id, &id[4..16], &id[8..20]] {
+                assert!(!res.body.contains(part), "{p} shows the ExternalId: {part}");
+            }
+        }
+    }
+    assert!(fetched >= 10, "fetched {fetched} pages");
+    let page = auditor.get(&format!("/apps/{APP}")).await;
+    assert!(
+        page.body.contains("ExternalId <code>…cond</code>"),
+        "masked"
+    );
+    let changes = auditor.get("/changes?target=photos").await;
+    assert!(changes.body.contains("…irst") && changes.body.contains("…cond"));
+    // The edit form is the admin's alone.
+    assert_eq!(auditor.get(&edit).await.status, 403);
+
+    // The admin's form still shows it and a save without touching it keeps it.
+    let page = admin.get(&edit).await;
+    let marker = "name=\"external_id\" value=\"";
+    let start = page.body.find(marker).expect("an ExternalId field") + marker.len();
+    let shown = &page.body[start..start + page.body[start..].find('"').unwrap()];
+    assert_eq!(shown, SECOND);
+    let res = admin.submit(&edit, &edit, &form(SECOND)).await;
+    assert_eq!(res.status, 303, "{}", res.body);
+    let stored = t.store.app_by_slug(APP).await.unwrap().unwrap();
+    assert_eq!(stored.external_id.as_deref(), Some(SECOND));
+}
