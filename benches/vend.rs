@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 
 use jsonwebtoken::{EncodingKey, Header};
 use policy_store::testing::{fresh_database, test_cipher};
-use policy_store::{AppAuthInput, AppInput, PgStore, Store, StsMode, TemplateDocument};
+use policy_store::{
+    AppAuthInput, AppInput, AppStore, PgStore, StsMode, TemplateDocument, TemplateStore,
+};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use sts_core::{CosResource, Effect, PermanentKey, Policy, Statement, StsClient, StsClientConfig};

@@ -9,8 +9,8 @@ use gateway::{Gateway, GatewayConfig};
 use jsonwebtoken::{EncodingKey, Header};
 use policy_store::testing::{TestDatabase, fresh_database, test_cipher};
 use policy_store::{
-    AppAuthInput, AppInput, IssuanceFilter, IssuanceRecord, PgStore, Store, StsMode,
-    TemplateDocument,
+    AppAuthInput, AppInput, AppStore, IssuanceFilter, IssuanceRecord, IssuanceStore, PgStore,
+    PoolOptions, StsMode, TemplateDocument, TemplateStore,
 };
 use secrecy::SecretString;
 use serde_json::{Value, json};
@@ -201,13 +201,11 @@ impl TestApp {
             Some(p) => p.rewrite(&db.url),
             None => db.url.clone(),
         };
-        let pool = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(8)
-            .acquire_timeout(Duration::from_secs(2))
-            .connect(&url)
-            .await
-            .unwrap();
-        let store = Arc::new(PgStore::new(pool.clone(), test_cipher()));
+        let pool = PoolOptions {
+            max_connections: 8,
+            acquire_timeout: Duration::from_secs(2),
+        };
+        let store = Arc::new(PgStore::connect(&url, &pool, test_cipher()).await.unwrap());
 
         let emulator = emulator();
         let sts = StsClient::new(StsClientConfig {
@@ -238,7 +236,7 @@ impl TestApp {
         );
         let stop = CancellationToken::new();
         let follow = tokio::spawn(gateway::follow_changes(
-            pool,
+            store.changes(),
             gateway.apps.clone(),
             stop.clone(),
         ));

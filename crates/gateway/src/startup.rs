@@ -7,9 +7,7 @@ use std::time::Duration;
 use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
-use policy_store::Store;
-use sqlx::PgPool;
-use sqlx::postgres::PgListener;
+use policy_store::{ChangeFeed, Store};
 use sts_core::StsClient;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -122,45 +120,15 @@ impl Gateway {
     }
 }
 
-/// Follows `NOTIFY stsgate_changes` and drops cached apps on every change, and also when the
-/// connection was lost (notifications may have been missed). Ends when `stop` is cancelled.
-pub async fn follow_changes(pool: PgPool, apps: Arc<AppResolver>, stop: CancellationToken) {
+/// Follows the store's change feed and drops cached apps on every change, and when the feed
+/// reconnected (notifications may have been missed). Ends when `stop` is cancelled.
+pub async fn follow_changes(mut feed: ChangeFeed, apps: Arc<AppResolver>, stop: CancellationToken) {
     loop {
-        let mut listener = match PgListener::connect_with(&pool).await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for changes; retrying");
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                }
-            }
-        };
-        if let Err(e) = listener.listen(policy_store::CHANGES_CHANNEL).await {
-            tracing::warn!(error = %e, "LISTEN failed; retrying");
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            continue;
-        }
-        // Anything may have changed while we were not listening.
-        apps.invalidate_all();
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                n = listener.try_recv() => match n {
-                    Ok(Some(n)) => {
-                        tracing::debug!(payload = n.payload(), "change notification");
-                        apps.invalidate_all();
-                    }
-                    Ok(None) => {
-                        tracing::warn!("change listener reconnected; dropping cached apps");
-                        apps.invalidate_all();
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "change listener failed; reconnecting");
-                        apps.invalidate_all();
-                        break;
-                    }
-                }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            change = feed.next() => {
+                tracing::debug!(?change, "change notification");
+                apps.invalidate_all();
             }
         }
     }

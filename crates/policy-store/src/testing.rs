@@ -100,9 +100,8 @@ pub async fn fresh_database() -> anyhow::Result<TestDatabase> {
     drop_stale(&mut conn, now).await?;
 
     let name = format!("{PREFIX}{now}_{}", hex::encode(rand::random::<[u8; 6]>()));
-    // The name is built from digits and hex only; identifiers cannot be bound.
-    sqlx::query(AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-        .execute(&mut conn)
+    // The name is built from digits and hex only.
+    crate::bootstrap::create_database(&mut conn, &name)
         .await
         .with_context(|| format!("CREATE DATABASE {name}"))?;
     let _ = conn.close().await;

@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use admin::AdminConfig;
 use policy_store::testing::{TestDatabase, fresh_database, test_cipher};
-use policy_store::{AppAuthInput, AppInput, PgStore, Role, Store, StsMode, TemplateDocument};
+use policy_store::{
+    AdminUserStore, AppAuthInput, AppInput, AppStore, PgStore, Role, StsMode, TemplateDocument,
+    TemplateStore,
+};
 use secrecy::SecretString;
 
 pub const SECRET_ID: &str = "AKIDz8krbsJ5yKBZQpn74WFkmLPx3EXAMPLE";
