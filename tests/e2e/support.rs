@@ -7,12 +7,8 @@ use std::time::Duration;
 
 use gateway::{Gateway, GatewayConfig};
 use jsonwebtoken::{EncodingKey, Header};
-use policy_store::testing::{TestDatabase, fresh_database, test_cipher};
-use policy_store::{
-    AppAuthInput, AppInput, AppStore, IssuanceFilter, IssuanceRecord, IssuanceStore, PgStore,
-    PoolOptions, StsMode, TemplateDocument, TemplateStore,
-};
-use secrecy::SecretString;
+use policy_store::testing::{SeedApp, TestDatabase, fresh_database, seed_app, test_cipher};
+use policy_store::{AppInput, IssuanceFilter, IssuanceRecord, IssuanceStore, PgStore, PoolOptions};
 use serde_json::{Value, json};
 use sts_core::{RetryPolicy, StsClient, StsClientConfig};
 use sts_emulator::{EmulatorConfig, EmulatorHandle};
@@ -105,79 +101,38 @@ pub fn emulator() -> EmulatorHandle {
     .unwrap()
 }
 
-pub fn app_input(slug: &str, opts: &Options) -> AppInput {
-    AppInput {
-        slug: slug.into(),
+/// An HS256 app whose permanent key is the emulator account's, with the test's rate limits.
+pub fn seed_options(slug: &str, opts: &Options) -> SeedApp {
+    SeedApp {
         name: format!("{slug} <script>app</script>"),
-        enabled: true,
-        region: REGION.into(),
-        bucket: BUCKET.into(),
-        mode: StsMode::FederationToken,
-        role_arn: None,
-        external_id: None,
         secret_id: ACCOUNT_ID.into(),
-        secret_key: Some(SecretString::from(ACCOUNT_KEY)),
-        sts_endpoint: None,
-        duration_default: 1800,
-        duration_max: 7200,
-        min_remaining: None,
+        secret_key: ACCOUNT_KEY.into(),
         rate_subject_per_minute: opts.rate_subject_per_minute,
         rate_app_per_second: opts.rate_app_per_second,
+        issuer: ISSUER.into(),
+        audience: AUDIENCE.into(),
+        hs_secret: Some(HS_SECRET.into()),
+        leeway_seconds: 30,
+        ..SeedApp::new(slug)
     }
+}
+
+pub fn app_input(slug: &str, opts: &Options) -> AppInput {
+    seed_options(slug, opts).app_input()
 }
 
 /// Creates the HS256 app `photos` and the RS256 app `rsa-app` (key id `k1`).
 pub async fn seed(store: &PgStore, opts: &Options) -> (i64, i64) {
-    let app = store
-        .create_app("test", &app_input(APP, opts))
+    let app = seed_app(store, "test", &seed_options(APP, opts))
         .await
         .unwrap();
-    store
-        .set_app_auth(
-            "test",
-            app.id,
-            &AppAuthInput {
-                issuer: Some(ISSUER.into()),
-                audiences: vec![AUDIENCE.into()],
-                algorithms: vec!["HS256".into()],
-                hs_secret: Some(SecretString::from(HS_SECRET)),
-                public_keys: vec![],
-                jwks_url: None,
-                user_claim: "sub".into(),
-                leeway_seconds: 30,
-            },
-        )
-        .await
-        .unwrap();
-    store
-        .save_template("test", app.id, &TemplateDocument::default_for_users(), None)
-        .await
-        .unwrap();
-    let rsa = store
-        .create_app("test", &app_input(RSA_APP, opts))
-        .await
-        .unwrap();
-    store
-        .set_app_auth(
-            "test",
-            rsa.id,
-            &AppAuthInput {
-                issuer: Some(ISSUER.into()),
-                audiences: vec![AUDIENCE.into()],
-                algorithms: vec!["RS256".into()],
-                hs_secret: None,
-                public_keys: vec![format!("kid: k1\n{}", fixture("rsa_public.pem"))],
-                jwks_url: None,
-                user_claim: "sub".into(),
-                leeway_seconds: 30,
-            },
-        )
-        .await
-        .unwrap();
-    store
-        .save_template("test", rsa.id, &TemplateDocument::default_for_users(), None)
-        .await
-        .unwrap();
+    let rsa = SeedApp {
+        algorithms: vec!["RS256".into()],
+        hs_secret: None,
+        public_keys: vec![format!("kid: k1\n{}", fixture("rsa_public.pem"))],
+        ..seed_options(RSA_APP, opts)
+    };
+    let rsa = seed_app(store, "test", &rsa).await.unwrap();
     (app.id, rsa.id)
 }
 
