@@ -215,7 +215,7 @@ impl TestApp {
             stop,
             _db: db,
         };
-        // The change listener is up once it has dropped the (empty) cache the first time.
+        // The change listener is up once it has applied its first resync.
         app.wait_for_invalidations(1).await;
         app
     }
@@ -264,11 +264,12 @@ impl TestApp {
             .unwrap()
     }
 
-    /// Waits (bounded) until the app cache has been dropped at least `n` times in all.
+    /// Waits (bounded) until the gateway has applied at least `n` change notifications in all
+    /// (of every kind: an app change, an admin-user change, a resync).
     pub async fn wait_for_invalidations(&self, n: u64) {
         let apps = &self.gateway.as_ref().unwrap().apps;
         for _ in 0..200 {
-            if apps.invalidations() >= n {
+            if apps.changes_applied() >= n {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -276,8 +277,14 @@ impl TestApp {
         panic!("the gateway did not see the change notification within 2 s");
     }
 
+    /// How many times the gateway has loaded an app from the database.
+    pub fn app_loads(&self) -> u64 {
+        self.gateway.as_ref().unwrap().apps.loads()
+    }
+
+    /// Change notifications the gateway has applied so far.
     pub fn invalidations(&self) -> u64 {
-        self.gateway.as_ref().unwrap().apps.invalidations()
+        self.gateway.as_ref().unwrap().apps.changes_applied()
     }
 
     pub async fn shutdown(mut self) {

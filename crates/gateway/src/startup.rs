@@ -120,15 +120,16 @@ impl Gateway {
     }
 }
 
-/// Follows the store's change feed and drops cached apps on every change, and when the feed
-/// reconnected (notifications may have been missed). Ends when `stop` is cancelled.
+/// Follows the store's change feed: a change to an app drops that app from the cache, a
+/// resync (the feed reconnected, or a notification could not be read) drops every app, and
+/// admin-user changes drop nothing. Ends when `stop` is cancelled.
 pub async fn follow_changes(mut feed: ChangeFeed, apps: Arc<AppResolver>, stop: CancellationToken) {
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             change = feed.next() => {
                 tracing::debug!(?change, "change notification");
-                apps.invalidate_all();
+                apps.apply(change);
             }
         }
     }
