@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use gateway::{Gateway, GatewayConfig};
 use jsonwebtoken::{EncodingKey, Header};
-use policy_store::testing::{SeedApp, TestDatabase, fresh_database, seed_app, test_cipher};
+use policy_store::testing::{SeedApp, TestDatabase, fresh_store, seed_app, test_cipher};
 use policy_store::{AppInput, IssuanceFilter, IssuanceRecord, IssuanceStore, PgStore, PoolOptions};
 use serde_json::{Value, json};
 use sts_core::{RetryPolicy, StsClient, StsClientConfig};
@@ -143,8 +143,7 @@ impl TestApp {
 
     pub async fn spawn_with(opts: Options) -> Self {
         sts_core::install_crypto_provider();
-        let db = fresh_database().await.expect("a fresh test database");
-        let seed_store = PgStore::new(db.pool.clone(), test_cipher());
+        let (db, seed_store) = fresh_store().await.expect("a fresh test database");
         let (app_id, _) = seed(&seed_store, &opts).await;
 
         let proxy = if opts.db_proxy {

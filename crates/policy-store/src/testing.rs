@@ -115,6 +115,13 @@ pub async fn fresh_database() -> anyhow::Result<TestDatabase> {
     Ok(TestDatabase { url, pool, name })
 }
 
+/// A fresh database and a store over its pool, with the [`test_cipher`].
+pub async fn fresh_store() -> anyhow::Result<(TestDatabase, crate::PgStore)> {
+    let db = fresh_database().await?;
+    let store = crate::PgStore::new(db.pool.clone(), test_cipher());
+    Ok((db, store))
+}
+
 async fn drop_stale(conn: &mut PgConnection, now: i64) -> anyhow::Result<()> {
     let names: Vec<String> =
         sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'stsgate\\_t\\_%'")

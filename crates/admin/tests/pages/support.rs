@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use admin::AdminConfig;
-use policy_store::testing::{SeedApp, TestDatabase, fresh_database, seed_app, test_cipher};
+use policy_store::testing::{SeedApp, TestDatabase, fresh_store, seed_app};
 use policy_store::{AdminUserStore, PgStore, Role};
 use secrecy::SecretString;
 
@@ -42,8 +42,8 @@ impl TestAdmin {
 
     pub async fn start_with(config: AdminConfig) -> Self {
         sts_core::install_crypto_provider();
-        let db = fresh_database().await.expect("a fresh test database");
-        let store = Arc::new(PgStore::new(db.pool.clone(), test_cipher()));
+        let (db, store) = fresh_store().await.expect("a fresh test database");
+        let store = Arc::new(store);
         let admin_hash = admin::password::hash_password(SecretString::from(ADMIN_PASSWORD))
             .await
             .unwrap();
