@@ -4,6 +4,7 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix_request_identifier::RequestIdentifier;
 use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
@@ -14,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::apps::AppResolver;
 use crate::audit::{AuditConfig, AuditWriter};
-use crate::http::{PublicState, configure, request_id};
+use crate::http::{PublicState, access_log, configure};
 use crate::jwt::{JwksConfig, JwtVerifier};
 use crate::metrics::Metrics;
 use crate::service::Service;
@@ -91,7 +92,8 @@ impl Gateway {
         });
         Ok(HttpServer::new(move || {
             App::new()
-                .wrap(from_fn(request_id))
+                .wrap(from_fn(access_log))
+                .wrap(RequestIdentifier::with_uuid())
                 .app_data(state.clone())
                 .configure(configure)
         })
