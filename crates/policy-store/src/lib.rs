@@ -31,5 +31,6 @@ pub use template::{
     sub_hash,
 };
 pub use validate::{
-    JWT_ALGORITHMS, MAX_DURATION_SECONDS, MIN_HS_SECRET_BYTES, valid_claim_name, valid_slug,
+    JWT_ALGORITHMS, MAX_DURATION_SECONDS, MIN_HS_SECRET_BYTES, valid_claim_name, valid_ip_or_cidr,
+    valid_slug,
 };

@@ -269,8 +269,9 @@ pub(crate) fn invalid_if_any(errs: Vec<FieldError>) -> Result<()> {
     }
 }
 
-/// Parses `1.2.3.4`, `2001:db8::1` or a CIDR such as `10.0.0.0/8`.
-pub(crate) fn valid_ip_or_cidr(s: &str) -> bool {
+/// `1.2.3.4`, `2001:db8::1` or a CIDR block such as `10.0.0.0/8`: what the issuance-log search
+/// accepts as a source IP filter.
+pub fn valid_ip_or_cidr(s: &str) -> bool {
     match s.split_once('/') {
         None => s.parse::<IpAddr>().is_ok(),
         Some((addr, bits)) => match (addr.parse::<IpAddr>(), bits.parse::<u8>()) {
