@@ -16,9 +16,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::{EncodingKey, Header};
-use policy_store::testing::{fresh_database, test_cipher};
-use policy_store::{AppAuthInput, AppInput, PgStore, Store, StsMode, TemplateDocument};
-use secrecy::SecretString;
+use policy_store::PgStore;
+use policy_store::testing::{SeedApp, fresh_database, seed_app, test_cipher};
 use serde_json::{Value, json};
 use sts_core::{CosResource, Effect, PermanentKey, Policy, Statement, StsClient, StsClientConfig};
 
@@ -200,56 +199,15 @@ async fn main() {
 
     let db = fresh_database().await.unwrap();
     let store = PgStore::new(db.pool.clone(), test_cipher());
-    let app = store
-        .create_app(
-            "bench",
-            &AppInput {
-                slug: "bench".into(),
-                name: "bench".into(),
-                enabled: true,
-                region: "ap-guangzhou".into(),
-                bucket: "examplebucket-1250000000".into(),
-                mode: StsMode::FederationToken,
-                role_arn: None,
-                external_id: None,
-                secret_id: ACCOUNT_ID.into(),
-                secret_key: Some(SecretString::from(ACCOUNT_KEY)),
-                sts_endpoint: None,
-                duration_default: 1800,
-                duration_max: 7200,
-                min_remaining: None,
-                rate_subject_per_minute: 0,
-                rate_app_per_second: 0,
-            },
-        )
-        .await
-        .unwrap();
-    store
-        .set_app_auth(
-            "bench",
-            app.id,
-            &AppAuthInput {
-                issuer: Some("bench".into()),
-                audiences: vec!["bench".into()],
-                algorithms: vec!["HS256".into()],
-                hs_secret: Some(SecretString::from(HS_SECRET)),
-                public_keys: vec![],
-                jwks_url: None,
-                user_claim: "sub".into(),
-                leeway_seconds: 60,
-            },
-        )
-        .await
-        .unwrap();
-    store
-        .save_template(
-            "bench",
-            app.id,
-            &TemplateDocument::default_for_users(),
-            None,
-        )
-        .await
-        .unwrap();
+    let seed = SeedApp {
+        secret_id: ACCOUNT_ID.into(),
+        secret_key: ACCOUNT_KEY.into(),
+        issuer: "bench".into(),
+        audience: "bench".into(),
+        hs_secret: Some(HS_SECRET.into()),
+        ..SeedApp::new("bench")
+    };
+    seed_app(&store, "bench", &seed).await.unwrap();
 
     use base64::Engine;
     let master_key = format!(

@@ -8,7 +8,8 @@ use anyhow::Context;
 use base64::Engine;
 use jsonwebtoken::{EncodingKey, Header};
 use policy_store::{
-    AppAuthInput, AppInput, PgStore, Role, Store, StsMode, TemplateDocument, TemplateStatement,
+    AdminUserStore, AppAuthInput, AppInput, AppStore, PgStore, Role, StsMode, TemplateDocument,
+    TemplateStatement, TemplateStore,
 };
 use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};

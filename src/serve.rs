@@ -5,11 +5,14 @@ use std::net::TcpListener;
 use std::sync::Arc;
 
 use anyhow::Context;
-use policy_store::{PgStore, Role, Store};
+use policy_store::{AdminUserStore, AppStore, PgStore, PoolOptions, Role, Store, TemplateStore};
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
+
+/// How many months of issuance-log partitions exist ahead of the current one.
+const PARTITIONS_AHEAD: i32 = 3;
 
 /// Binds a listener, with an error that names the setting to fix.
 pub fn bind(addr: &str, setting: &str) -> anyhow::Result<TcpListener> {
@@ -25,10 +28,13 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<PgStore> {
     policy_store::migrate::run(url)
         .await
         .context("running database migrations (check DATABASE_URL and that PostgreSQL is up)")?;
-    let pool = policy_store::migrate::connect_pool(url, settings.database_max_connections)
+    let pool = PoolOptions {
+        max_connections: settings.database_max_connections,
+        ..PoolOptions::default()
+    };
+    PgStore::connect(url, &pool, cipher)
         .await
-        .context("connecting to PostgreSQL (check DATABASE_URL)")?;
-    Ok(PgStore::new(pool, cipher))
+        .context("connecting to PostgreSQL (check DATABASE_URL)")
 }
 
 pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
@@ -124,19 +130,20 @@ pub async fn start(settings: &Settings, store: PgStore) -> anyhow::Result<Runnin
     let sts = sts_core::StsClient::new(settings.sts_client_config())
         .map_err(|e| anyhow::anyhow!("sts.endpoint: {e}"))?;
     store
-        .ensure_partitions(3)
+        .ensure_partitions(PARTITIONS_AHEAD)
         .await
         .context("creating issuance-log partitions")?;
-    let pool = store.pool().clone();
+    let changes = store.changes();
+    let partitions = store.clone();
     let store: Arc<dyn Store> = Arc::new(store);
     let gateway = gateway::Gateway::build(store.clone(), sts, settings.gateway_config());
     let stop = CancellationToken::new();
     let mut tasks = vec![tokio::spawn(gateway::follow_changes(
-        pool.clone(),
+        changes,
         gateway.apps.clone(),
         stop.clone(),
     ))];
-    tasks.push(tokio::spawn(maintain_partitions(pool, stop.clone())));
+    tasks.push(tokio::spawn(maintain_partitions(partitions, stop.clone())));
 
     let public_server = gateway.serve(public)?;
     let admin_server = admin::serve(
@@ -177,16 +184,13 @@ impl Running {
 }
 
 /// Creates next months' issuance-log partitions once a day.
-async fn maintain_partitions(pool: sqlx::PgPool, stop: CancellationToken) {
+async fn maintain_partitions(store: PgStore, stop: CancellationToken) {
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(std::time::Duration::from_secs(24 * 3600)) => {}
         }
-        if let Err(e) = sqlx::query("SELECT stsgate_ensure_issuance_partitions(3)")
-            .execute(&pool)
-            .await
-        {
+        if let Err(e) = store.ensure_partitions(PARTITIONS_AHEAD).await {
             tracing::warn!(error = %e, "could not create issuance-log partitions");
         }
     }

@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
 
 use policy_store::testing::{fresh_database, test_cipher};
-use policy_store::{PgStore, Store};
+use policy_store::{AdminUserStore, AppStore, PgStore};
 use serde_json::Value;
 use sts_emulator::Faults;
 

@@ -2,6 +2,7 @@
 //! (a fresh database per test) and the STS emulator. One runner, modules inside (STYLE §6).
 
 mod binary;
+mod changes;
 mod dev_security;
 mod failures;
 mod security;

@@ -7,12 +7,8 @@ use std::time::Duration;
 
 use gateway::{Gateway, GatewayConfig};
 use jsonwebtoken::{EncodingKey, Header};
-use policy_store::testing::{TestDatabase, fresh_database, test_cipher};
-use policy_store::{
-    AppAuthInput, AppInput, IssuanceFilter, IssuanceRecord, PgStore, Store, StsMode,
-    TemplateDocument,
-};
-use secrecy::SecretString;
+use policy_store::testing::{SeedApp, TestDatabase, fresh_store, seed_app, test_cipher};
+use policy_store::{AppInput, IssuanceFilter, IssuanceRecord, IssuanceStore, PgStore, PoolOptions};
 use serde_json::{Value, json};
 use sts_core::{RetryPolicy, StsClient, StsClientConfig};
 use sts_emulator::{EmulatorConfig, EmulatorHandle};
@@ -105,79 +101,38 @@ pub fn emulator() -> EmulatorHandle {
     .unwrap()
 }
 
-pub fn app_input(slug: &str, opts: &Options) -> AppInput {
-    AppInput {
-        slug: slug.into(),
+/// An HS256 app whose permanent key is the emulator account's, with the test's rate limits.
+pub fn seed_options(slug: &str, opts: &Options) -> SeedApp {
+    SeedApp {
         name: format!("{slug} <script>app</script>"),
-        enabled: true,
-        region: REGION.into(),
-        bucket: BUCKET.into(),
-        mode: StsMode::FederationToken,
-        role_arn: None,
-        external_id: None,
         secret_id: ACCOUNT_ID.into(),
-        secret_key: Some(SecretString::from(ACCOUNT_KEY)),
-        sts_endpoint: None,
-        duration_default: 1800,
-        duration_max: 7200,
-        min_remaining: None,
+        secret_key: ACCOUNT_KEY.into(),
         rate_subject_per_minute: opts.rate_subject_per_minute,
         rate_app_per_second: opts.rate_app_per_second,
+        issuer: ISSUER.into(),
+        audience: AUDIENCE.into(),
+        hs_secret: Some(HS_SECRET.into()),
+        leeway_seconds: 30,
+        ..SeedApp::new(slug)
     }
+}
+
+pub fn app_input(slug: &str, opts: &Options) -> AppInput {
+    seed_options(slug, opts).app_input()
 }
 
 /// Creates the HS256 app `photos` and the RS256 app `rsa-app` (key id `k1`).
 pub async fn seed(store: &PgStore, opts: &Options) -> (i64, i64) {
-    let app = store
-        .create_app("test", &app_input(APP, opts))
+    let app = seed_app(store, "test", &seed_options(APP, opts))
         .await
         .unwrap();
-    store
-        .set_app_auth(
-            "test",
-            app.id,
-            &AppAuthInput {
-                issuer: Some(ISSUER.into()),
-                audiences: vec![AUDIENCE.into()],
-                algorithms: vec!["HS256".into()],
-                hs_secret: Some(SecretString::from(HS_SECRET)),
-                public_keys: vec![],
-                jwks_url: None,
-                user_claim: "sub".into(),
-                leeway_seconds: 30,
-            },
-        )
-        .await
-        .unwrap();
-    store
-        .save_template("test", app.id, &TemplateDocument::default_for_users(), None)
-        .await
-        .unwrap();
-    let rsa = store
-        .create_app("test", &app_input(RSA_APP, opts))
-        .await
-        .unwrap();
-    store
-        .set_app_auth(
-            "test",
-            rsa.id,
-            &AppAuthInput {
-                issuer: Some(ISSUER.into()),
-                audiences: vec![AUDIENCE.into()],
-                algorithms: vec!["RS256".into()],
-                hs_secret: None,
-                public_keys: vec![format!("kid: k1\n{}", fixture("rsa_public.pem"))],
-                jwks_url: None,
-                user_claim: "sub".into(),
-                leeway_seconds: 30,
-            },
-        )
-        .await
-        .unwrap();
-    store
-        .save_template("test", rsa.id, &TemplateDocument::default_for_users(), None)
-        .await
-        .unwrap();
+    let rsa = SeedApp {
+        algorithms: vec!["RS256".into()],
+        hs_secret: None,
+        public_keys: vec![format!("kid: k1\n{}", fixture("rsa_public.pem"))],
+        ..seed_options(RSA_APP, opts)
+    };
+    let rsa = seed_app(store, "test", &rsa).await.unwrap();
     (app.id, rsa.id)
 }
 
@@ -188,8 +143,7 @@ impl TestApp {
 
     pub async fn spawn_with(opts: Options) -> Self {
         sts_core::install_crypto_provider();
-        let db = fresh_database().await.expect("a fresh test database");
-        let seed_store = PgStore::new(db.pool.clone(), test_cipher());
+        let (db, seed_store) = fresh_store().await.expect("a fresh test database");
         let (app_id, _) = seed(&seed_store, &opts).await;
 
         let proxy = if opts.db_proxy {
@@ -201,13 +155,11 @@ impl TestApp {
             Some(p) => p.rewrite(&db.url),
             None => db.url.clone(),
         };
-        let pool = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(8)
-            .acquire_timeout(Duration::from_secs(2))
-            .connect(&url)
-            .await
-            .unwrap();
-        let store = Arc::new(PgStore::new(pool.clone(), test_cipher()));
+        let pool = PoolOptions {
+            max_connections: 8,
+            acquire_timeout: Duration::from_secs(2),
+        };
+        let store = Arc::new(PgStore::connect(&url, &pool, test_cipher()).await.unwrap());
 
         let emulator = emulator();
         let sts = StsClient::new(StsClientConfig {
@@ -238,7 +190,7 @@ impl TestApp {
         );
         let stop = CancellationToken::new();
         let follow = tokio::spawn(gateway::follow_changes(
-            pool,
+            store.changes(),
             gateway.apps.clone(),
             stop.clone(),
         ));
@@ -262,7 +214,7 @@ impl TestApp {
             stop,
             _db: db,
         };
-        // The change listener is up once it has dropped the (empty) cache the first time.
+        // The change listener is up once it has applied its first resync.
         app.wait_for_invalidations(1).await;
         app
     }
@@ -311,11 +263,12 @@ impl TestApp {
             .unwrap()
     }
 
-    /// Waits (bounded) until the app cache has been dropped at least `n` times in all.
+    /// Waits (bounded) until the gateway has applied at least `n` change notifications in all
+    /// (of every kind: an app change, an admin-user change, a resync).
     pub async fn wait_for_invalidations(&self, n: u64) {
         let apps = &self.gateway.as_ref().unwrap().apps;
         for _ in 0..200 {
-            if apps.invalidations() >= n {
+            if apps.changes_applied() >= n {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -323,8 +276,14 @@ impl TestApp {
         panic!("the gateway did not see the change notification within 2 s");
     }
 
+    /// How many times the gateway has loaded an app from the database.
+    pub fn app_loads(&self) -> u64 {
+        self.gateway.as_ref().unwrap().apps.loads()
+    }
+
+    /// Change notifications the gateway has applied so far.
     pub fn invalidations(&self) -> u64 {
-        self.gateway.as_ref().unwrap().apps.invalidations()
+        self.gateway.as_ref().unwrap().apps.changes_applied()
     }
 
     pub async fn shutdown(mut self) {

@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 
-use policy_store::{Outcome, Store, TemplateDocument};
+use policy_store::{AppStore, Outcome, SubjectStore, TemplateDocument, TemplateStore};
 use serde_json::Value;
 
 use crate::support::*;

@@ -1,5 +1,8 @@
 //! Request ids and security headers for every admin response, error pages included.
 
+use std::time::Instant;
+
+use actix_request_identifier::RequestId;
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderName, HeaderValue};
@@ -22,35 +25,24 @@ pub fn current_request_id() -> String {
         .unwrap_or_else(|_| "-".to_owned())
 }
 
-/// Gives every request a new id (never the client's: like the gateway, so a client cannot
-/// make its requests look like someone else's in the log) and echoes it.
-/// Handlers and the route guard render their errors inside this scope, so error pages show
-/// the id.
-pub async fn request_id(
+/// Makes the request's id (given by `RequestIdentifier`, which runs outside this) current for
+/// the handler, the route guard and the error pages they render, and writes the admin access
+/// log line once the response is ready.
+///
+/// `RequestIdentifier` gives every request a new UUID, never the client's (as on the public
+/// listener: a client cannot make its requests look like someone else's in the log), and
+/// echoes it as `x-request-id`.
+pub async fn request_scope(
+    id: RequestId,
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let id = uuid::Uuid::new_v4().to_string();
-    let method = req.method().clone();
-    let path = req.path().to_owned();
-    let started = std::time::Instant::now();
-    let mut res = REQUEST_ID
-        .scope(id.clone(), next.call(req))
-        .await?
-        .map_into_boxed_body();
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        res.headers_mut()
-            .insert(HeaderName::from_static("x-request-id"), value);
-    }
-    tracing::info!(
-        request_id = %id,
-        method = %method,
-        path = %path,
-        status = res.status().as_u16(),
-        latency_us = started.elapsed().as_micros() as u64,
-        "admin request"
-    );
-    Ok(res)
+    let id = id.as_str().to_owned();
+    let (started, method, path) = (Instant::now(), req.method().clone(), req.path().to_owned());
+    let res = REQUEST_ID.scope(id.clone(), next.call(req)).await?;
+    let (status, latency_us) = (res.status().as_u16(), started.elapsed().as_micros() as u64);
+    tracing::info!(request_id = %id, %method, %path, status, latency_us, "admin request");
+    Ok(res.map_into_boxed_body())
 }
 
 /// CSP, no framing, no sniffing, no referrer, and `no-store` unless the handler chose a
@@ -97,4 +89,41 @@ pub async fn security_headers(
         set(h, header::CACHE_CONTROL, "no-store");
     }
     Ok(res)
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_request_identifier::RequestIdentifier;
+    use actix_web::middleware::from_fn;
+    use actix_web::{App, test, web};
+
+    use super::*;
+
+    #[actix_web::test]
+    async fn every_response_carries_a_fresh_id_that_error_pages_can_show() {
+        let app = test::init_service(
+            App::new()
+                .route("/", web::get().to(|| async { current_request_id() }))
+                .wrap(from_fn(request_scope))
+                .wrap(RequestIdentifier::with_uuid()),
+        )
+        .await;
+        let mut seen = Vec::new();
+        for _ in 0..2 {
+            // A client-sent id is neither reused nor echoed.
+            let req = test::TestRequest::get()
+                .uri("/")
+                .insert_header(("x-request-id", "forged-by-the-client"))
+                .to_request();
+            let res = test::call_service(&app, req).await;
+            let id = res.headers().get("x-request-id").unwrap().to_str().unwrap();
+            let id = id.to_owned();
+            assert_ne!(id, "forged-by-the-client");
+            assert_eq!(id.len(), 36, "a UUID: {id}");
+            // The handler ran inside the id's scope.
+            assert_eq!(test::read_body(res).await, id.as_bytes());
+            seen.push(id);
+        }
+        assert_ne!(seen[0], seen[1]);
+    }
 }

@@ -14,6 +14,7 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix_request_identifier::RequestIdentifier;
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, guard, web};
 use policy_store::Store;
@@ -156,9 +157,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(
             register(web::scope(""))
                 .default_service(web::to(pages::not_found))
-                // Outermost last: request id, then headers, then the route's guard.
+                // Outermost last: request id, its scope and the access log, then headers, then
+                // the route's guard.
                 .wrap(from_fn(headers::security_headers))
-                .wrap(from_fn(headers::request_id)),
+                .wrap(from_fn(headers::request_scope))
+                .wrap(RequestIdentifier::with_uuid()),
         );
 }
 

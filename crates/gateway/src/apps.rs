@@ -1,15 +1,19 @@
 //! Resolving an app slug to everything the issuance path needs, cached (DESIGN §5.1).
 //!
-//! Entries are dropped on every admin change (Postgres `LISTEN/NOTIFY`, see
-//! [`crate::startup`]) and after a TTL that bounds staleness if a notification is lost.
+//! The store's change feed (see [`crate::startup::follow_changes`]) names the app that
+//! changed: only that app's entry is dropped. A lost connection or an unreadable notification
+//! drops everything, and a TTL bounds staleness if a notification is lost unnoticed.
+//! Admin-user and session changes do not concern the gateway and drop nothing.
 
-use std::collections::HashSet;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use moka::future::Cache;
-use policy_store::{App, PolicyTemplateVersion, Store, StoreError, StsMode};
+use policy_store::{
+    App, AppId, Change, PolicyTemplateVersion, Store, StoreError, StsMode, valid_slug,
+};
 use sts_core::{CosResource, PermanentKey, StsClient};
 
 use crate::jwt::{CompiledJwt, JwtSettings};
@@ -25,9 +29,9 @@ pub struct ResolvedApp {
     pub key: PermanentKey,
     pub sts: StsClient,
     pub mode: StsMode,
-    /// The resolver's invalidation count when loading began: a change notification that
-    /// arrives during the load makes this entry stale (see [`AppResolver::resolve`]).
-    generation: u64,
+    /// The resolver's clock when loading began: a change to this app that is applied during
+    /// the load makes this entry stale (see [`AppResolver::resolve`]).
+    loaded_at: u64,
 }
 
 /// Why an app could not be resolved (shared between concurrent waiters).
@@ -39,24 +43,37 @@ pub enum ResolveError {
     Store(#[from] StoreError),
 }
 
+/// When things last changed, on a clock that ticks once per applied change.
+#[derive(Default)]
+struct Versions {
+    clock: u64,
+    /// The last full flush.
+    flushed: u64,
+    /// The last change to any app (a slug that had no app may have one now).
+    any_app: u64,
+    /// The last change to each app since the last flush.
+    apps: HashMap<AppId, u64>,
+}
+
+impl Versions {
+    fn tick(&mut self) -> u64 {
+        self.clock += 1;
+        self.clock
+    }
+}
+
 pub struct AppResolver {
     store: Arc<dyn Store>,
     sts: StsClient,
     cache: Cache<String, Arc<ResolvedApp>>,
-    /// Slugs with no app, with the invalidation count when that was found (kept apart so
-    /// that requests for made-up apps cannot evict real ones, nor hit the database each time).
+    /// Slugs with no app, with the clock when that lookup began (kept apart so that requests
+    /// for made-up apps cannot evict real ones, nor hit the database each time).
     missing: Cache<String, u64>,
-    invalidations: AtomicU64,
-}
-
-/// `[a-z0-9][a-z0-9-]{0,62}`: anything else cannot be an app and never reaches the database.
-pub fn valid_slug(slug: &str) -> bool {
-    let b = slug.as_bytes();
-    !b.is_empty()
-        && b.len() <= 63
-        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+    versions: RwLock<Versions>,
+    /// Change events applied, of every kind (tests wait on it).
+    applied: AtomicU64,
+    /// App loads from the store (tests count them).
+    loads: AtomicU64,
 }
 
 impl AppResolver {
@@ -67,50 +84,57 @@ impl AppResolver {
             cache: Cache::builder()
                 .max_capacity(10_000)
                 .time_to_live(ttl)
+                .support_invalidation_closures()
                 .build(),
             missing: Cache::builder()
                 .max_capacity(10_000)
                 .time_to_live(ttl)
                 .build(),
-            invalidations: AtomicU64::new(0),
+            versions: RwLock::default(),
+            applied: AtomicU64::new(0),
+            loads: AtomicU64::new(0),
         }
     }
 
     /// The app, or `None` when no such app exists. Concurrent misses share one load.
     ///
-    /// `invalidate_all` only drops entries that exist when it runs, so a load that read the
+    /// Dropping an entry does not stop a load already under way, so a load that read the
     /// database before an admin change but finished after its notification would otherwise
-    /// stay cached for the whole TTL. Entries carry the invalidation count from when their
-    /// load began, and one that is older than the current count is loaded again.
+    /// stay cached for the whole TTL. Entries carry the clock from when their load began, and
+    /// one loaded before the last change to its app (or the last flush) is loaded again.
+    /// Changes to other apps do not matter to it.
     pub async fn resolve(&self, slug: &str) -> Result<Option<Arc<ResolvedApp>>, Arc<ResolveError>> {
         if !valid_slug(slug) {
             return Ok(None);
         }
         let mut last = None;
         for _ in 0..3 {
-            let generation = self.invalidations();
-            if self.missing.get(slug).await == Some(generation) {
+            if self.known_missing(slug).await {
                 return Ok(None);
             }
+            let started = self.clock();
             let loaded = self
                 .cache
                 .try_get_with_by_ref(slug, async {
-                    self.load(slug, generation)
-                        .await?
-                        .map(Arc::new)
-                        .ok_or(ResolveError::NotFound)
+                    match self.load(slug, started).await? {
+                        Some(app) => Ok(Arc::new(app)),
+                        None => {
+                            // Only the load itself records its start; waiters that joined
+                            // it later began after it.
+                            self.missing.insert(slug.to_owned(), started).await;
+                            Err(ResolveError::NotFound)
+                        }
+                    }
                 })
                 .await;
             match loaded {
-                Ok(app) if app.generation == self.invalidations() => return Ok(Some(app)),
+                Ok(app) if self.is_current(&app) => return Ok(Some(app)),
                 Ok(stale) => {
                     self.cache.invalidate(slug).await;
                     last = Some(stale);
                 }
-                Err(e) if matches!(*e, ResolveError::NotFound) => {
-                    self.missing.insert(slug.to_owned(), generation).await;
-                    return Ok(None);
-                }
+                // Missing since before the latest app change? Look again.
+                Err(e) if matches!(*e, ResolveError::NotFound) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -118,7 +142,35 @@ impl AppResolver {
         Ok(last)
     }
 
-    async fn load(&self, slug: &str, generation: u64) -> Result<Option<ResolvedApp>, StoreError> {
+    /// A lookup found no app under `slug`, and no app has changed since it began.
+    async fn known_missing(&self, slug: &str) -> bool {
+        let Some(looked_at) = self.missing.get(slug).await else {
+            return false;
+        };
+        looked_at >= self.read().any_app
+    }
+
+    fn is_current(&self, app: &ResolvedApp) -> bool {
+        let v = self.read();
+        let changed = v.apps.get(&app.app.id).copied().unwrap_or(0);
+        app.loaded_at >= v.flushed.max(changed)
+    }
+
+    fn clock(&self) -> u64 {
+        self.read().clock
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Versions> {
+        // The lock guards plain counters: a panic elsewhere cannot leave them inconsistent.
+        self.versions.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Versions> {
+        self.versions.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn load(&self, slug: &str, loaded_at: u64) -> Result<Option<ResolvedApp>, StoreError> {
+        self.loads.fetch_add(1, Ordering::SeqCst);
         let Some(app) = self.store.app_by_slug(slug).await? else {
             return Ok(None);
         };
@@ -171,18 +223,256 @@ impl AppResolver {
             blocked,
             sts,
             app,
-            generation,
+            loaded_at,
         }))
     }
 
-    /// Drops every cached app (an admin change somewhere, or a lost notification).
-    pub fn invalidate_all(&self) {
-        self.cache.invalidate_all();
-        self.invalidations.fetch_add(1, Ordering::SeqCst);
+    /// Applies one change from the store's feed: drops what it may have made stale.
+    pub fn apply(&self, change: Change) {
+        match change {
+            Change::App(id) => self.invalidate_app(id),
+            // Admin users and sessions are the admin listener's business.
+            Change::AdminUsers => {}
+            Change::Resync => self.invalidate_all(),
+        }
+        self.applied.fetch_add(1, Ordering::SeqCst);
     }
 
-    /// How many times the cache was invalidated (tests wait on this).
-    pub fn invalidations(&self) -> u64 {
-        self.invalidations.load(Ordering::SeqCst)
+    /// Drops the app `id` (whatever its slug now or before), and every "no such app" answer:
+    /// the change may be the creation of an app, or a new slug.
+    fn invalidate_app(&self, id: AppId) {
+        {
+            let mut v = self.write();
+            let now = v.tick();
+            v.apps.insert(id, now);
+            v.any_app = now;
+        }
+        // Only fails when invalidation closures are off; they are on (see `new`).
+        let _ = self
+            .cache
+            .invalidate_entries_if(move |_, resolved| resolved.app.id == id);
+        self.missing.invalidate_all();
+    }
+
+    /// Drops every cached app (a lost or unreadable notification).
+    pub fn invalidate_all(&self) {
+        {
+            let mut v = self.write();
+            let now = v.tick();
+            v.flushed = now;
+            v.any_app = now;
+            v.apps.clear();
+        }
+        self.cache.invalidate_all();
+        self.missing.invalidate_all();
+    }
+
+    /// How many change events have been applied, of every kind (tests wait on this).
+    pub fn changes_applied(&self) -> u64 {
+        self.applied.load(Ordering::SeqCst)
+    }
+
+    /// How many times an app was loaded from the store.
+    pub fn loads(&self) -> u64 {
+        self.loads.load(Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The cache against a real store. Loads are counted; `Arc::ptr_eq` tells a cached entry
+    //! from a reloaded one.
+
+    use policy_store::testing::{SeedApp, TestDatabase, fresh_database, seed_app, test_cipher};
+    use policy_store::{AppStore, PgStore};
+    use sts_core::StsClientConfig;
+
+    use super::*;
+
+    struct Fixture {
+        db: TestDatabase,
+        store: Arc<PgStore>,
+        apps: Arc<AppResolver>,
+        a: App,
+        b: App,
+    }
+
+    async fn fixture() -> Fixture {
+        sts_core::install_crypto_provider();
+        let db = fresh_database().await.unwrap();
+        let store = Arc::new(PgStore::new(db.pool.clone(), test_cipher()));
+        let a = seed_app(&*store, "test", &SeedApp::new("app-a"))
+            .await
+            .unwrap();
+        let b = seed_app(&*store, "test", &SeedApp::new("app-b"))
+            .await
+            .unwrap();
+        let sts = StsClient::new(StsClientConfig::default()).unwrap();
+        // A TTL far beyond the test: only invalidation drops entries.
+        let apps = Arc::new(AppResolver::new(
+            store.clone(),
+            sts,
+            Duration::from_secs(3600),
+        ));
+        Fixture {
+            db,
+            store,
+            apps,
+            a,
+            b,
+        }
+    }
+
+    impl Fixture {
+        async fn resolve(&self, slug: &str) -> Option<Arc<ResolvedApp>> {
+            self.apps.resolve(slug).await.unwrap()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_change_to_one_app_leaves_the_others_cached() {
+        let f = fixture().await;
+        let a1 = f.resolve("app-a").await.unwrap();
+        let b1 = f.resolve("app-b").await.unwrap();
+        assert_eq!(f.apps.loads(), 2);
+
+        f.apps.apply(Change::App(f.b.id));
+        let a2 = f.resolve("app-a").await.unwrap();
+        let b2 = f.resolve("app-b").await.unwrap();
+        assert!(Arc::ptr_eq(&a1, &a2), "app-a was reloaded");
+        assert!(!Arc::ptr_eq(&b1, &b2), "app-b was not reloaded");
+        assert_eq!(f.apps.loads(), 3);
+        assert_eq!(f.apps.changes_applied(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_change_to_an_app_is_seen_on_the_next_request() {
+        let f = fixture().await;
+        assert!(f.resolve("app-a").await.unwrap().app.enabled);
+        f.store
+            .set_app_enabled("admin", f.a.id, false)
+            .await
+            .unwrap();
+        // Until the notification is applied the cache answers (this is what it is for).
+        assert!(f.resolve("app-a").await.unwrap().app.enabled);
+        f.apps.apply(Change::App(f.a.id));
+        assert!(!f.resolve("app-a").await.unwrap().app.enabled);
+
+        // A new slug: the entry under the old one goes, whatever the notification says.
+        let mut renamed = SeedApp::new("app-a2").app_input();
+        renamed.enabled = false;
+        f.store.update_app("admin", f.a.id, &renamed).await.unwrap();
+        f.apps.apply(Change::App(f.a.id));
+        assert!(f.resolve("app-a").await.is_none());
+        assert_eq!(f.resolve("app-a2").await.unwrap().app.id, f.a.id);
+    }
+
+    #[tokio::test]
+    async fn admin_user_changes_invalidate_nothing() {
+        let f = fixture().await;
+        let a1 = f.resolve("app-a").await.unwrap();
+        let b1 = f.resolve("app-b").await.unwrap();
+        assert!(f.resolve("no-such-app").await.is_none());
+        let loads = f.apps.loads();
+
+        f.apps.apply(Change::AdminUsers);
+        assert_eq!(f.apps.changes_applied(), 1);
+        assert!(Arc::ptr_eq(&a1, &f.resolve("app-a").await.unwrap()));
+        assert!(Arc::ptr_eq(&b1, &f.resolve("app-b").await.unwrap()));
+        assert!(f.resolve("no-such-app").await.is_none());
+        assert_eq!(f.apps.loads(), loads);
+    }
+
+    #[tokio::test]
+    async fn a_resync_drops_every_app() {
+        let f = fixture().await;
+        let a1 = f.resolve("app-a").await.unwrap();
+        let b1 = f.resolve("app-b").await.unwrap();
+        f.apps.apply(Change::Resync);
+        assert!(!Arc::ptr_eq(&a1, &f.resolve("app-a").await.unwrap()));
+        assert!(!Arc::ptr_eq(&b1, &f.resolve("app-b").await.unwrap()));
+        assert_eq!(f.apps.loads(), 4);
+    }
+
+    #[tokio::test]
+    async fn an_app_created_after_a_miss_is_found_once_its_change_is_applied() {
+        let f = fixture().await;
+        assert!(f.resolve("app-c").await.is_none());
+        assert!(f.resolve("app-c").await.is_none());
+        assert_eq!(f.apps.loads(), 1, "a miss is cached too");
+
+        let c = seed_app(&*f.store, "test", &SeedApp::new("app-c"))
+            .await
+            .unwrap();
+        f.apps.apply(Change::App(c.id));
+        assert_eq!(f.resolve("app-c").await.unwrap().app.id, c.id);
+    }
+
+    /// Holds `blocked_subjects` so that an app load stops after reading the app itself, and
+    /// waits until one does.
+    async fn stall_loads(db: &TestDatabase) -> sqlx::Transaction<'static, sqlx::Postgres> {
+        let mut lock = db.pool.begin().await.unwrap();
+        sqlx::query("LOCK TABLE blocked_subjects IN ACCESS EXCLUSIVE MODE")
+            .execute(&mut *lock)
+            .await
+            .unwrap();
+        lock
+    }
+
+    async fn wait_until_stalled(db: &TestDatabase) {
+        for _ in 0..500 {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_locks WHERE NOT granted \
+                 AND relation = 'blocked_subjects'::regclass",
+            )
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+            if waiting > 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the app load never reached the block list");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_load_that_began_before_its_apps_change_is_not_served() {
+        let f = fixture().await;
+        let lock = stall_loads(&f.db).await;
+        let apps = f.apps.clone();
+        let racing = tokio::spawn(async move { apps.resolve("app-a").await.unwrap().unwrap() });
+        wait_until_stalled(&f.db).await;
+        // The load has read app-a as enabled; now it is disabled and the change applied.
+        f.store
+            .set_app_enabled("admin", f.a.id, false)
+            .await
+            .unwrap();
+        f.apps.apply(Change::App(f.a.id));
+        lock.rollback().await.unwrap();
+
+        let served = racing.await.unwrap();
+        assert!(!served.app.enabled, "the stale load was served");
+        assert_eq!(f.apps.loads(), 2);
+        assert!(!f.resolve("app-a").await.unwrap().app.enabled);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_load_that_raced_another_apps_change_is_served() {
+        let f = fixture().await;
+        let lock = stall_loads(&f.db).await;
+        let apps = f.apps.clone();
+        let racing = tokio::spawn(async move { apps.resolve("app-a").await.unwrap().unwrap() });
+        wait_until_stalled(&f.db).await;
+        f.apps.apply(Change::App(f.b.id));
+        lock.rollback().await.unwrap();
+
+        let served = racing.await.unwrap();
+        assert_eq!(
+            f.apps.loads(),
+            1,
+            "app-a was loaded again for app-b's change"
+        );
+        assert!(Arc::ptr_eq(&served, &f.resolve("app-a").await.unwrap()));
     }
 }

@@ -1,12 +1,14 @@
 //! The public HTTP API (DESIGN §3).
 
 use std::sync::Arc;
+use std::time::Instant;
 
+use actix_request_identifier::RequestId;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::header;
 use actix_web::middleware::Next;
-use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use policy_store::Store;
 use secrecy::ExposeSecret;
 use serde::Deserialize;
@@ -21,10 +23,6 @@ pub struct PublicState {
     pub trust_forwarded_for: bool,
 }
 
-/// The request id of the current request (set by [`request_id`]).
-#[derive(Clone)]
-pub struct RequestId(pub String);
-
 /// Largest accepted JSON body for the credential endpoint.
 const MAX_BODY: usize = 16 * 1024;
 
@@ -37,39 +35,24 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/metrics", web::get().to(metrics));
 }
 
-/// Gives every request a new id and echoes it on every response, errors and 404s included.
-/// An inbound `x-request-id` is not reused: the id keys the issuance log, and a client must not
-/// be able to make its request look like another one there.
-pub async fn request_id(
+/// The access log: one line per request, under the id [`RequestIdentifier`] gave it.
+///
+/// [`RequestIdentifier`] (outside this middleware) gives every request a new UUID and
+/// echoes it as `x-request-id` on every response. An inbound `x-request-id` is not reused:
+/// the id keys the issuance log, and a client must not be able to make its request look like
+/// another one there.
+///
+/// [`RequestIdentifier`]: actix_request_identifier::RequestIdentifier
+pub async fn access_log(
+    id: RequestId,
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let id = uuid::Uuid::new_v4().to_string();
-    req.extensions_mut().insert(RequestId(id.clone()));
-    let started = std::time::Instant::now();
-    let method = req.method().clone();
-    let path = req.path().to_owned();
-    let mut res = next.call(req).await?;
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        res.headers_mut()
-            .insert(header::HeaderName::from_static("x-request-id"), value);
-    }
-    tracing::info!(
-        request_id = %id,
-        method = %method,
-        path = %path,
-        status = res.status().as_u16(),
-        latency_us = started.elapsed().as_micros() as u64,
-        "request"
-    );
+    let (started, method, path) = (Instant::now(), req.method().clone(), req.path().to_owned());
+    let res = next.call(req).await?;
+    let (status, latency_us) = (res.status().as_u16(), started.elapsed().as_micros() as u64);
+    tracing::info!(request_id = %id, %method, %path, status, latency_us, "request");
     Ok(res)
-}
-
-fn request_id_of(req: &HttpRequest) -> String {
-    req.extensions()
-        .get::<RequestId>()
-        .map(|r| r.0.clone())
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,7 +83,40 @@ struct Parsed {
     format: Format,
 }
 
-fn parse_options(opts: Options) -> Result<Parsed, String> {
+/// Why a request's options were refused (answered with 422 and this text).
+#[derive(Debug, thiserror::Error)]
+pub enum OptionsError {
+    #[error("invalid query options: {0}")]
+    Query(#[source] serde_urlencoded::de::Error),
+    #[error("the body must be a JSON object of options: {0}")]
+    Body(#[source] serde_json::Error),
+    #[error("actions must be a list of strings")]
+    ActionsNotStrings,
+    #[error("actions, when given, must name at least one action")]
+    NoActions,
+    #[error("duration_seconds must be a positive integer")]
+    Duration,
+    #[error("format must be one of: sdk, legacy, cos-js")]
+    Format,
+}
+
+/// The options from the query string, overridden field by field by a JSON body.
+fn read_options(query: &str, body: &[u8]) -> Result<Options, OptionsError> {
+    let q: Options = serde_urlencoded::from_str(query).map_err(OptionsError::Query)?;
+    if body.is_empty() {
+        return Ok(q);
+    }
+    let b: Options = serde_json::from_slice(body).map_err(OptionsError::Body)?;
+    Ok(Options {
+        actions: b.actions.or(q.actions),
+        prefix: b.prefix.or(q.prefix),
+        duration_seconds: b.duration_seconds.or(q.duration_seconds),
+        format: b.format.or(q.format),
+        _cache_buster: None,
+    })
+}
+
+fn parse_options(opts: Options) -> Result<Parsed, OptionsError> {
     let actions = match opts.actions {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(
@@ -115,32 +131,26 @@ fn parse_options(opts: Options) -> Result<Parsed, String> {
                 .into_iter()
                 .map(|v| match v {
                     Value::String(s) => Ok(s),
-                    _ => Err("actions must be a list of strings".to_owned()),
+                    _ => Err(OptionsError::ActionsNotStrings),
                 })
                 .collect::<Result<Vec<_>, _>>()?,
         ),
-        Some(_) => return Err("actions must be a list of strings".into()),
+        Some(_) => return Err(OptionsError::ActionsNotStrings),
     };
     if actions.as_ref().is_some_and(|a: &Vec<String>| a.is_empty()) {
-        return Err("actions, when given, must name at least one action".into());
+        return Err(OptionsError::NoActions);
     }
     let duration_seconds = match opts.duration_seconds {
         None | Some(Value::Null) => None,
-        Some(Value::Number(n)) => Some(
-            n.as_u64()
-                .ok_or("duration_seconds must be a positive integer")?,
-        ),
-        Some(Value::String(s)) => Some(
-            s.parse::<u64>()
-                .map_err(|_| "duration_seconds must be a positive integer".to_owned())?,
-        ),
-        Some(_) => return Err("duration_seconds must be a positive integer".into()),
+        Some(Value::Number(n)) => Some(n.as_u64().ok_or(OptionsError::Duration)?),
+        Some(Value::String(s)) => Some(s.parse::<u64>().map_err(|_| OptionsError::Duration)?),
+        Some(_) => return Err(OptionsError::Duration),
     };
     let format = match opts.format.as_deref() {
         None | Some("") | Some("sdk") => Format::Sdk,
         Some("legacy") => Format::Legacy,
         Some("cos-js") => Format::CosJs,
-        Some(_) => return Err("format must be one of: sdk, legacy, cos-js".into()),
+        Some(_) => return Err(OptionsError::Format),
     };
     Ok(Parsed {
         actions,
@@ -178,32 +188,17 @@ fn bearer(req: &HttpRequest) -> Option<String> {
 }
 
 async fn credentials(
+    id: RequestId,
     req: HttpRequest,
     path: web::Path<String>,
     body: web::Bytes,
     state: web::Data<PublicState>,
 ) -> HttpResponse {
-    let request_id = request_id_of(&req);
-    let from_query = serde_urlencoded::from_str::<Options>(req.query_string())
-        .map_err(|e| format!("invalid query options: {e}"));
-    let options = from_query.and_then(|q| {
-        if body.is_empty() {
-            return Ok(q);
-        }
-        let b: Options = serde_json::from_slice(&body)
-            .map_err(|e| format!("the body must be a JSON object of options: {e}"))?;
-        Ok(Options {
-            actions: b.actions.or(q.actions),
-            prefix: b.prefix.or(q.prefix),
-            duration_seconds: b.duration_seconds.or(q.duration_seconds),
-            format: b.format.or(q.format),
-            _cache_buster: None,
-        })
-    });
-    let parsed = options.and_then(parse_options);
+    let request_id = id.as_str().to_owned();
+    let parsed = read_options(req.query_string(), &body).and_then(parse_options);
     let (format, option_error, parsed) = match parsed {
         Ok(p) => (p.format, None, Some(p)),
-        Err(e) => (Format::Sdk, Some(e), None),
+        Err(e) => (Format::Sdk, Some(e.to_string()), None),
     };
     let request = CredentialRequest {
         app: path.into_inner(),
@@ -300,8 +295,8 @@ async fn metrics(state: web::Data<PublicState>) -> HttpResponse {
 mod tests {
     use super::*;
 
-    fn opts(q: &str) -> Result<Parsed, String> {
-        parse_options(serde_urlencoded::from_str(q).map_err(|e| e.to_string())?)
+    fn opts(q: &str) -> Result<Parsed, OptionsError> {
+        parse_options(read_options(q, b"")?)
     }
 
     #[test]
@@ -316,10 +311,36 @@ mod tests {
 
     #[test]
     fn refuses_bad_options() {
-        assert!(opts("duration_seconds=abc").is_err());
-        assert!(opts("duration_seconds=-1").is_err());
-        assert!(opts("format=xml").is_err());
-        assert!(opts("actions=").is_err());
-        assert!(opts("unknown=1").is_err());
+        let refused = |q: &str| opts(q).err().unwrap();
+        assert!(matches!(
+            refused("duration_seconds=abc"),
+            OptionsError::Duration
+        ));
+        assert!(matches!(
+            refused("duration_seconds=-1"),
+            OptionsError::Duration
+        ));
+        assert!(matches!(refused("format=xml"), OptionsError::Format));
+        assert!(matches!(refused("actions="), OptionsError::NoActions));
+        assert!(matches!(refused("unknown=1"), OptionsError::Query(_)));
+        let body = |b: &str| read_options("", b.as_bytes()).and_then(parse_options);
+        assert!(matches!(body("[1]"), Err(OptionsError::Body(_))));
+        assert!(matches!(
+            body(r#"{"actions": [1]}"#),
+            Err(OptionsError::ActionsNotStrings)
+        ));
+        assert!(matches!(
+            body(r#"{"duration_seconds": 1.5}"#),
+            Err(OptionsError::Duration)
+        ));
+    }
+
+    #[test]
+    fn a_body_overrides_the_query_field_by_field() {
+        let p = read_options("prefix=q/&format=legacy", br#"{"prefix": "b/"}"#)
+            .and_then(parse_options)
+            .unwrap();
+        assert_eq!(p.prefix.as_deref(), Some("b/"));
+        assert_eq!(p.format, Format::Legacy);
     }
 }

@@ -3,8 +3,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use policy_store::{IssuanceRecord, NarrowError, Outcome, RenderContext, RenderError, StsMode};
-use sha2::{Digest, Sha256};
+use policy_store::{
+    IssuanceRecord, NarrowError, Outcome, RenderContext, RenderError, StsMode, sub_hash,
+};
 use sts_core::client::{AssumeRole, GetFederationToken};
 use sts_core::{ErrorClass, StsError, TemporaryCredentials};
 use time::OffsetDateTime;
@@ -60,10 +61,6 @@ pub fn log_text(s: &str, max_chars: usize) -> String {
         .take(max_chars)
         .map(|c| if c.is_control() { '\u{fffd}' } else { c })
         .collect()
-}
-
-fn sub_hash(subject: &str) -> String {
-    hex::encode(Sha256::digest(subject.as_bytes()))[..32].to_owned()
 }
 
 /// A name STS accepts (`[\w+=,.@-]`, bounded) that still tells CloudAudit who it was.

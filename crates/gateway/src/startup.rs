@@ -4,19 +4,18 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix_request_identifier::RequestIdentifier;
 use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
-use policy_store::Store;
-use sqlx::PgPool;
-use sqlx::postgres::PgListener;
+use policy_store::{ChangeFeed, Store};
 use sts_core::StsClient;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::apps::AppResolver;
 use crate::audit::{AuditConfig, AuditWriter};
-use crate::http::{PublicState, configure, request_id};
+use crate::http::{PublicState, access_log, configure};
 use crate::jwt::{JwksConfig, JwtVerifier};
 use crate::metrics::Metrics;
 use crate::service::Service;
@@ -93,7 +92,8 @@ impl Gateway {
         });
         Ok(HttpServer::new(move || {
             App::new()
-                .wrap(from_fn(request_id))
+                .wrap(from_fn(access_log))
+                .wrap(RequestIdentifier::with_uuid())
                 .app_data(state.clone())
                 .configure(configure)
         })
@@ -122,45 +122,16 @@ impl Gateway {
     }
 }
 
-/// Follows `NOTIFY stsgate_changes` and drops cached apps on every change, and also when the
-/// connection was lost (notifications may have been missed). Ends when `stop` is cancelled.
-pub async fn follow_changes(pool: PgPool, apps: Arc<AppResolver>, stop: CancellationToken) {
+/// Follows the store's change feed: a change to an app drops that app from the cache, a
+/// resync (the feed reconnected, or a notification could not be read) drops every app, and
+/// admin-user changes drop nothing. Ends when `stop` is cancelled.
+pub async fn follow_changes(mut feed: ChangeFeed, apps: Arc<AppResolver>, stop: CancellationToken) {
     loop {
-        let mut listener = match PgListener::connect_with(&pool).await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for changes; retrying");
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                }
-            }
-        };
-        if let Err(e) = listener.listen(policy_store::CHANGES_CHANNEL).await {
-            tracing::warn!(error = %e, "LISTEN failed; retrying");
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            continue;
-        }
-        // Anything may have changed while we were not listening.
-        apps.invalidate_all();
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                n = listener.try_recv() => match n {
-                    Ok(Some(n)) => {
-                        tracing::debug!(payload = n.payload(), "change notification");
-                        apps.invalidate_all();
-                    }
-                    Ok(None) => {
-                        tracing::warn!("change listener reconnected; dropping cached apps");
-                        apps.invalidate_all();
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "change listener failed; reconnecting");
-                        apps.invalidate_all();
-                        break;
-                    }
-                }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            change = feed.next() => {
+                tracing::debug!(?change, "change notification");
+                apps.apply(change);
             }
         }
     }

@@ -1,9 +1,12 @@
-//! stsgate's data layer: the Postgres repository behind the [`Store`] trait, refinery
+//! stsgate's data layer: the Postgres repository behind the [`Store`] traits, refinery
 //! migrations, policy templates and their rendering, and secret encryption at rest.
 //!
-//! Knows nothing of HTTP.
+//! Knows nothing of HTTP, and is the only crate that talks to PostgreSQL: no sqlx type is part
+//! of its API (database failures are [`DatabaseError`]s; changes arrive as [`Change`]s).
 
+pub mod bootstrap;
 pub mod crypto;
+mod error;
 pub mod migrate;
 pub mod model;
 mod pg;
@@ -11,14 +14,23 @@ pub mod repo;
 pub mod template;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod validate;
 
 pub use crypto::{Cipher, CryptoError, MasterKey};
+pub use error::{DatabaseError, DbErrorKind};
 pub use model::*;
 pub use pg::{
-    ADMIN_NOTIFY_PAYLOAD, CHANGES_CHANNEL, JWT_ALGORITHMS, MAX_DURATION_SECONDS,
-    MIN_HS_SECRET_BYTES, PgStore, mask_secret_id,
+    ADMIN_NOTIFY_PAYLOAD, CHANGES_CHANNEL, Change, ChangeFeed, PgStore, PoolOptions, mask_secret_id,
 };
-pub use repo::{FieldError, Store, StoreError};
+pub use repo::{
+    AdminUserStore, AppStore, ChangeLogStore, FieldError, HealthStore, IssuanceStore, Store,
+    StoreError, SubjectStore, TemplateStore,
+};
 pub use template::{
     NarrowError, RenderContext, RenderError, RenderedPolicy, TemplateDocument, TemplateStatement,
+    sub_hash,
+};
+pub use validate::{
+    JWT_ALGORITHMS, MAX_DURATION_SECONDS, MIN_HS_SECRET_BYTES, valid_claim_name, valid_ip_or_cidr,
+    valid_slug,
 };

@@ -7,13 +7,14 @@
 //! together apply each migration exactly once.
 
 use std::str::FromStr;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use refinery_core::Migration;
 use refinery_core::traits::r#async::{AsyncMigrate, AsyncQuery, AsyncTransaction};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{AssertSqlSafe, Connection as _, PgConnection, PgPool, Row as _};
+#[cfg(any(test, feature = "testing"))]
+use sqlx::PgPool;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{AssertSqlSafe, Connection as _, PgConnection, Row as _};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -71,14 +72,14 @@ pub fn embedded_migrations() -> Vec<String> {
         .collect()
 }
 
-/// A pool for `database_url`, which is parsed once into `PgConnectOptions`.
+/// A pool of `max_connections` for `database_url`, for tests that query a database directly.
+#[cfg(any(test, feature = "testing"))]
 pub async fn connect_pool(database_url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
-    let options = PgConnectOptions::from_str(database_url)?;
-    PgPoolOptions::new()
-        .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect_with(options)
-        .await
+    let options = crate::PoolOptions {
+        max_connections,
+        ..crate::PoolOptions::default()
+    };
+    crate::pg::connect_pool(database_url, &options).await
 }
 
 /// refinery's driver traits over one sqlx connection.

@@ -1,72 +1,55 @@
-//! The repository trait the gateway and admin pages talk to.
+//! The repository traits the gateway and admin pages talk to: one per aggregate, and
+//! [`Store`], which is all of them (so `Arc<dyn Store>` works everywhere).
 
 use async_trait::async_trait;
 
+pub use crate::error::{FieldError, Result, StoreError};
 use crate::model::*;
 use crate::template::TemplateDocument;
-
-/// A validation failure that points at the offending field (`statements[0].resources[1]`).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct FieldError {
-    pub field: String,
-    pub message: String,
-}
-
-impl FieldError {
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("not found")]
-    NotFound,
-    /// A unique constraint (e.g. an app slug or username that already exists).
-    #[error("already exists: {0}")]
-    Conflict(String),
-    /// Input that fails validation, with the fields at fault.
-    #[error("invalid input: {}", .0.iter().map(|e| format!("{}: {}", e.field, e.message)).collect::<Vec<_>>().join("; "))]
-    Invalid(Vec<FieldError>),
-    /// A stored secret could not be decrypted (wrong or missing master key).
-    #[error("cannot decrypt a stored secret: {0}")]
-    Crypto(#[from] crate::crypto::CryptoError),
-    /// The database could not be reached or failed.
-    #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
-}
-
-impl StoreError {
-    /// True when the database is unreachable (the gateway answers 503).
-    pub fn is_unavailable(&self) -> bool {
-        matches!(
-            self,
-            StoreError::Database(
-                sqlx::Error::Io(_)
-                    | sqlx::Error::PoolTimedOut
-                    | sqlx::Error::PoolClosed
-                    | sqlx::Error::Tls(_)
-                    | sqlx::Error::Protocol(_)
-                    | sqlx::Error::WorkerCrashed
-            )
-        ) || matches!(self, StoreError::Database(sqlx::Error::Database(e)) if e.code().is_some_and(|c| c.starts_with("57P") || c.starts_with("08")))
-    }
-}
-
-pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// Everything stsgate reads and writes. Every app-scoped query is scoped by app id.
 /// Mutations take the acting admin's name and write an `admin_audit` row in the same
 /// transaction, with secrets redacted, and notify other replicas (`NOTIFY stsgate_changes`).
+///
+/// Implemented for every type that implements the aggregate traits below; bring the one you
+/// call into scope when calling on a concrete store (`PgStore`).
+pub trait Store:
+    HealthStore
+    + AppStore
+    + TemplateStore
+    + SubjectStore
+    + AdminUserStore
+    + IssuanceStore
+    + ChangeLogStore
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<T> Store for T where
+    T: HealthStore
+        + AppStore
+        + TemplateStore
+        + SubjectStore
+        + AdminUserStore
+        + IssuanceStore
+        + ChangeLogStore
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait HealthStore: Send + Sync {
     /// `SELECT 1`.
     async fn ping(&self) -> Result<()>;
+}
 
-    // Apps
+/// Apps and their JWT settings.
+#[async_trait]
+pub trait AppStore: Send + Sync {
     async fn app_by_slug(&self, slug: &str) -> Result<Option<App>>;
     async fn app_by_id(&self, id: AppId) -> Result<Option<App>>;
     async fn list_apps(&self) -> Result<Vec<App>>;
@@ -77,8 +60,11 @@ pub trait Store: Send + Sync + 'static {
     // JWT settings
     async fn app_auth(&self, id: AppId) -> Result<Option<AppAuth>>;
     async fn set_app_auth(&self, actor: &str, id: AppId, input: &AppAuthInput) -> Result<AppAuth>;
+}
 
-    // Policy templates
+/// Policy templates: versions, the active one, rollback.
+#[async_trait]
+pub trait TemplateStore: Send + Sync {
     /// Validates, stores a new version and makes it active.
     async fn save_template(
         &self,
@@ -97,8 +83,11 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<PolicyTemplateVersion>>;
     /// Makes an older version active again (rollback).
     async fn activate_template(&self, actor: &str, id: AppId, version: i32) -> Result<()>;
+}
 
-    // Blocked subjects
+/// Subjects blocked per app (the kill switch).
+#[async_trait]
+pub trait SubjectStore: Send + Sync {
     async fn is_blocked(&self, id: AppId, subject: &str) -> Result<bool>;
     async fn block_subject(
         &self,
@@ -109,8 +98,11 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<()>;
     async fn unblock_subject(&self, actor: &str, id: AppId, subject: &str) -> Result<()>;
     async fn blocked_subjects(&self, id: AppId) -> Result<Vec<BlockedSubject>>;
+}
 
-    // Admin users
+/// Admin users, their sign-in lockout counters and server-side sessions.
+#[async_trait]
+pub trait AdminUserStore: Send + Sync {
     async fn create_admin_user(
         &self,
         actor: &str,
@@ -139,7 +131,7 @@ pub trait Store: Send + Sync + 'static {
         password_hash: &str,
     ) -> Result<AdminUser>;
 
-    // Admin sign-in: lockout counters and server-side sessions
+    // Sign-in: lockout counters and server-side sessions
     /// Counts a failed sign-in; the `max_failures`-th failure in a row locks the account for
     /// `lock_secs` seconds. Returns the user as updated.
     async fn record_login_failure(
@@ -163,8 +155,11 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_admin_session(&self, token_hash: &str) -> Result<()>;
     /// Removes expired sessions; returns how many.
     async fn delete_expired_admin_sessions(&self) -> Result<u64>;
+}
 
-    // Issuance log
+/// The issuance log: group-committed inserts, search, the dashboard's traffic figures.
+#[async_trait]
+pub trait IssuanceStore: Send + Sync {
     /// Inserts the rows in one transaction; returns when it has committed.
     async fn insert_issuance_batch(&self, records: &[IssuanceRecord]) -> Result<()>;
     /// Newest first, strictly older than `cursor` when given.
@@ -184,11 +179,14 @@ pub trait Store: Send + Sync + 'static {
         app_slug: &str,
         subject: &str,
     ) -> Result<Option<time::OffsetDateTime>>;
+}
 
-    // Admin change log
+/// The admin change log (`admin_audit`), written by every mutation above.
+#[async_trait]
+pub trait ChangeLogStore: Send + Sync {
     /// Newest first, strictly older than `before_id` when given.
     async fn admin_changes(&self, before_id: Option<i64>, limit: i64) -> Result<Vec<AdminChange>>;
-    /// Like [`Store::admin_changes`], narrowed by `filter`.
+    /// Like [`ChangeLogStore::admin_changes`], narrowed by `filter`.
     async fn search_admin_changes(
         &self,
         filter: &AdminChangeFilter,

@@ -18,7 +18,8 @@ use sts_core::policy::{
 };
 use sts_core::{CosResource, Effect, Policy, Statement};
 
-use crate::repo::FieldError;
+use crate::error::FieldError;
+use crate::validate::valid_claim_name;
 
 /// Longest value substituted for `${sub}` or `${claim.*}`.
 pub const MAX_VALUE_LEN: usize = 128;
@@ -178,13 +179,6 @@ fn parse_pattern(s: &str) -> Result<Vec<(Piece, Option<char>)>, String> {
     Ok(out)
 }
 
-fn valid_claim_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
-}
-
 /// A short, printable description of untrusted text for error messages.
 fn sanitize(s: &str) -> String {
     let cleaned: String = s
@@ -241,7 +235,9 @@ fn describe_char(c: char) -> String {
     }
 }
 
-fn sub_hash(subject: &str) -> String {
+/// `${sub_hash}`: the first 32 hex characters of the SHA-256 of the user claim. Safe in a
+/// storage path and in an STS session name whatever the claim holds.
+pub fn sub_hash(subject: &str) -> String {
     hex::encode(Sha256::digest(subject.as_bytes()))[..32].to_owned()
 }
 

@@ -16,6 +16,9 @@ use time::OffsetDateTime;
 
 use crate::crypto::{Cipher, MasterKey};
 use crate::migrate;
+use crate::model::{App, AppAuthInput, AppInput, StsMode};
+use crate::repo::{AppStore, StoreError, TemplateStore};
+use crate::template::TemplateDocument;
 
 /// The maintenance database used when `DATABASE_URL` is not set.
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
@@ -100,9 +103,8 @@ pub async fn fresh_database() -> anyhow::Result<TestDatabase> {
     drop_stale(&mut conn, now).await?;
 
     let name = format!("{PREFIX}{now}_{}", hex::encode(rand::random::<[u8; 6]>()));
-    // The name is built from digits and hex only; identifiers cannot be bound.
-    sqlx::query(AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-        .execute(&mut conn)
+    // The name is built from digits and hex only.
+    crate::bootstrap::create_database(&mut conn, &name)
         .await
         .with_context(|| format!("CREATE DATABASE {name}"))?;
     let _ = conn.close().await;
@@ -111,6 +113,13 @@ pub async fn fresh_database() -> anyhow::Result<TestDatabase> {
     migrate::run(&url).await?;
     let pool = migrate::connect_pool(&url, 5).await?;
     Ok(TestDatabase { url, pool, name })
+}
+
+/// A fresh database and a store over its pool, with the [`test_cipher`].
+pub async fn fresh_store() -> anyhow::Result<(TestDatabase, crate::PgStore)> {
+    let db = fresh_database().await?;
+    let store = crate::PgStore::new(db.pool.clone(), test_cipher());
+    Ok((db, store))
 }
 
 async fn drop_stale(conn: &mut PgConnection, now: i64) -> anyhow::Result<()> {
@@ -161,6 +170,109 @@ pub fn test_cipher() -> Cipher {
         MasterKey::parse(&format!("test:{key}")).expect("a valid test key"),
         Vec::new(),
     )
+}
+
+/// What [`seed_app`] creates: an app in `ap-guangzhou` / `examplebucket-1250000000`, its JWT
+/// settings and the default per-user template (`users/${sub}/*`). [`SeedApp::new`] gives an
+/// HS256 app; change the fields a test cares about.
+#[derive(Debug, Clone)]
+pub struct SeedApp {
+    pub slug: String,
+    pub name: String,
+    pub secret_id: String,
+    pub secret_key: String,
+    pub rate_subject_per_minute: i32,
+    pub rate_app_per_second: i32,
+    pub issuer: String,
+    pub audience: String,
+    pub algorithms: Vec<String>,
+    pub hs_secret: Option<String>,
+    /// PEM public keys, each optionally preceded by a `kid: NAME` line.
+    pub public_keys: Vec<String>,
+    pub leeway_seconds: i32,
+    /// The first template version's note.
+    pub template_note: Option<String>,
+}
+
+impl SeedApp {
+    pub const REGION: &str = "ap-guangzhou";
+    pub const BUCKET: &str = "examplebucket-1250000000";
+
+    /// An enabled HS256 app named after its slug, without rate limits.
+    pub fn new(slug: &str) -> Self {
+        Self {
+            slug: slug.to_owned(),
+            name: slug.to_owned(),
+            secret_id: "AKIDz8krbsJ5yKBZQpn74WFkmLPx3EXAMPLE".to_owned(),
+            secret_key: "Gu5t9xGARNpq86cd98joQYCN3EXAMPLEkey".to_owned(),
+            rate_subject_per_minute: 0,
+            rate_app_per_second: 0,
+            issuer: "https://idp.example.test".to_owned(),
+            audience: "photos-mobile".to_owned(),
+            algorithms: vec!["HS256".to_owned()],
+            hs_secret: Some("seed-hs256-secret-that-is-long-enough-0123".to_owned()),
+            public_keys: Vec::new(),
+            leeway_seconds: 60,
+            template_note: None,
+        }
+    }
+
+    /// The app as the store takes it.
+    pub fn app_input(&self) -> AppInput {
+        AppInput {
+            slug: self.slug.clone(),
+            name: self.name.clone(),
+            enabled: true,
+            region: Self::REGION.to_owned(),
+            bucket: Self::BUCKET.to_owned(),
+            mode: StsMode::FederationToken,
+            role_arn: None,
+            external_id: None,
+            secret_id: self.secret_id.clone(),
+            secret_key: Some(self.secret_key.clone().into()),
+            sts_endpoint: None,
+            duration_default: 1800,
+            duration_max: 7200,
+            min_remaining: None,
+            rate_subject_per_minute: self.rate_subject_per_minute,
+            rate_app_per_second: self.rate_app_per_second,
+        }
+    }
+
+    /// The JWT settings as the store takes them.
+    pub fn auth_input(&self) -> AppAuthInput {
+        AppAuthInput {
+            issuer: Some(self.issuer.clone()),
+            audiences: vec![self.audience.clone()],
+            algorithms: self.algorithms.clone(),
+            hs_secret: self.hs_secret.clone().map(Into::into),
+            public_keys: self.public_keys.clone(),
+            jwks_url: None,
+            user_claim: "sub".to_owned(),
+            leeway_seconds: self.leeway_seconds,
+        }
+    }
+}
+
+/// Creates the app, its JWT settings and its first template as `actor`.
+pub async fn seed_app<S>(store: &S, actor: &str, seed: &SeedApp) -> Result<App, StoreError>
+where
+    S: AppStore + TemplateStore + ?Sized,
+{
+    let app = store.create_app(actor, &seed.app_input()).await?;
+    store
+        .set_app_auth(actor, app.id, &seed.auth_input())
+        .await?;
+    store
+        .save_template(
+            actor,
+            app.id,
+            &TemplateDocument::default_for_users(),
+            seed.template_note.as_deref(),
+        )
+        .await?;
+    // Re-read: saving the template moved the active version.
+    store.app_by_id(app.id).await?.ok_or(StoreError::NotFound)
 }
 
 #[cfg(test)]

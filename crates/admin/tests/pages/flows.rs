@@ -1,7 +1,7 @@
 //! What an admin does with the pages: apps, JWT settings, the policy editor with its
 //! preview, versions, diff and rollback, blocked subjects, users, and the change log.
 
-use policy_store::{Role, Store, StsMode};
+use policy_store::{AdminUserStore, AppStore, Role, StsMode, SubjectStore, TemplateStore};
 use secrecy::ExposeSecret;
 
 use crate::support::*;

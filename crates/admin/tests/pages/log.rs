@@ -1,7 +1,7 @@
 //! The issuance log page: filters, keyset pages, streamed CSV and JSON exports; and the
 //! dashboard's totals.
 
-use policy_store::{IssuanceRecord, Outcome, Store};
+use policy_store::{IssuanceRecord, IssuanceStore, Outcome};
 use time::{Duration, OffsetDateTime};
 
 use crate::support::*;

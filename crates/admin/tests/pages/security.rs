@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use admin::{Access, AdminConfig, ROUTES, RouteMethod};
-use policy_store::{IssuanceRecord, Outcome, Store};
+use policy_store::{
+    AdminUserStore, AppStore, IssuanceRecord, IssuanceStore, Outcome, SubjectStore,
+};
 use time::OffsetDateTime;
 
 use crate::support::*;

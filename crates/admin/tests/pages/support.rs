@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use admin::AdminConfig;
-use policy_store::testing::{TestDatabase, fresh_database, test_cipher};
-use policy_store::{AppAuthInput, AppInput, PgStore, Role, Store, StsMode, TemplateDocument};
+use policy_store::testing::{SeedApp, TestDatabase, fresh_store, seed_app};
+use policy_store::{AdminUserStore, PgStore, Role};
 use secrecy::SecretString;
 
 pub const SECRET_ID: &str = "AKIDz8krbsJ5yKBZQpn74WFkmLPx3EXAMPLE";
@@ -35,27 +35,6 @@ impl Drop for TestAdmin {
     }
 }
 
-pub fn app_input(slug: &str, name: &str) -> AppInput {
-    AppInput {
-        slug: slug.into(),
-        name: name.into(),
-        enabled: true,
-        region: "ap-guangzhou".into(),
-        bucket: "examplebucket-1250000000".into(),
-        mode: StsMode::FederationToken,
-        role_arn: None,
-        external_id: None,
-        secret_id: SECRET_ID.into(),
-        secret_key: Some(SecretString::from(SECRET_KEY)),
-        sts_endpoint: None,
-        duration_default: 1800,
-        duration_max: 7200,
-        min_remaining: None,
-        rate_subject_per_minute: 60,
-        rate_app_per_second: 100,
-    }
-}
-
 impl TestAdmin {
     pub async fn start() -> Self {
         Self::start_with(AdminConfig::default()).await
@@ -63,8 +42,8 @@ impl TestAdmin {
 
     pub async fn start_with(config: AdminConfig) -> Self {
         sts_core::install_crypto_provider();
-        let db = fresh_database().await.expect("a fresh test database");
-        let store = Arc::new(PgStore::new(db.pool.clone(), test_cipher()));
+        let (db, store) = fresh_store().await.expect("a fresh test database");
+        let store = Arc::new(store);
         let admin_hash = admin::password::hash_password(SecretString::from(ADMIN_PASSWORD))
             .await
             .unwrap();
@@ -81,36 +60,17 @@ impl TestAdmin {
             .await
             .unwrap()
             .id;
-        let app = store
-            .create_app("test", &app_input(APP, "Photo app"))
-            .await
-            .unwrap();
-        store
-            .set_app_auth(
-                "test",
-                app.id,
-                &AppAuthInput {
-                    issuer: Some("https://idp.example.test".into()),
-                    audiences: vec!["photos-mobile".into()],
-                    algorithms: vec!["HS256".into()],
-                    hs_secret: Some(SecretString::from(HS_SECRET)),
-                    public_keys: vec![],
-                    jwks_url: None,
-                    user_claim: "sub".into(),
-                    leeway_seconds: 60,
-                },
-            )
-            .await
-            .unwrap();
-        store
-            .save_template(
-                "test",
-                app.id,
-                &TemplateDocument::default_for_users(),
-                Some("first"),
-            )
-            .await
-            .unwrap();
+        let seed = SeedApp {
+            name: "Photo app".into(),
+            secret_id: SECRET_ID.into(),
+            secret_key: SECRET_KEY.into(),
+            rate_subject_per_minute: 60,
+            rate_app_per_second: 100,
+            hs_secret: Some(HS_SECRET.into()),
+            template_note: Some("first".into()),
+            ..SeedApp::new(APP)
+        };
+        let app = seed_app(&*store, "test", &seed).await.unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());

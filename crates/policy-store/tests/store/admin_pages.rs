@@ -2,7 +2,8 @@
 //! dashboard totals, change-log filters.
 
 use policy_store::{
-    AdminChangeFilter, IssuanceFilter, IssuanceRecord, Outcome, Role, Store, StoreError,
+    AdminChangeFilter, AdminUserStore, ChangeLogStore, IssuanceFilter, IssuanceRecord,
+    IssuanceStore, Outcome, Role, StoreError,
 };
 use time::{Duration, OffsetDateTime};
 

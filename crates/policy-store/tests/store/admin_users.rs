@@ -1,4 +1,4 @@
-use policy_store::{Role, Store, StoreError};
+use policy_store::{AdminUserStore, Role, StoreError};
 
 use super::{fields, store};
 

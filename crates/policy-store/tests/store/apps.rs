@@ -1,4 +1,4 @@
-use policy_store::{AppAuthInput, Store, StoreError, StsMode};
+use policy_store::{AppAuthInput, AppStore, StoreError, StsMode};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::{SECRET_ID, SECRET_KEY, app_input, fields, store};

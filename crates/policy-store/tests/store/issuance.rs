@@ -1,6 +1,8 @@
 use std::collections::HashSet;
 
-use policy_store::{IssuanceCursor, IssuanceFilter, IssuanceRecord, Outcome, Store, StoreError};
+use policy_store::{
+    IssuanceCursor, IssuanceFilter, IssuanceRecord, IssuanceStore, Outcome, StoreError,
+};
 use time::{Duration, OffsetDateTime};
 
 use super::{fields, store};

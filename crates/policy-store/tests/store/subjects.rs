@@ -1,4 +1,4 @@
-use policy_store::{Store, StoreError};
+use policy_store::{AppStore, StoreError, SubjectStore};
 
 use super::{app_input, fields, store};
 

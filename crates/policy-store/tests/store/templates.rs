@@ -1,4 +1,4 @@
-use policy_store::{Store, StoreError, TemplateDocument};
+use policy_store::{AppStore, StoreError, TemplateDocument, TemplateStore};
 use serde_json::json;
 
 use super::{app_input, fields, store};

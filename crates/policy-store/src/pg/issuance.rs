@@ -1,0 +1,296 @@
+//! The issuance log (`issuance_log`, partitioned by month): batched inserts, keyset search,
+//! the dashboard's traffic figures and how long a subject's credentials stay valid.
+
+use std::net::IpAddr;
+
+use async_trait::async_trait;
+use sqlx::postgres::PgRow;
+use sqlx::{Postgres, QueryBuilder, Row as _};
+use time::OffsetDateTime;
+
+use super::{PgStore, clamp_limit, decode_err};
+use crate::error::{DbResult as _, FieldError, Result, StoreError};
+use crate::model::*;
+use crate::repo::IssuanceStore;
+use crate::validate::{MAX_DURATION_SECONDS, invalid_if_any, valid_ip_or_cidr};
+
+macro_rules! issuance_columns {
+    () => {
+        "id, at, app, subject, outcome, http_status, error_code, request_id, sts_request_id, \
+         tmp_secret_id, policy_hash, template_version, actions, prefix, duration_seconds, \
+         expired_time, host(source_ip) AS source_ip, user_agent, latency_us"
+    };
+}
+
+impl PgStore {
+    /// Creates the issuance_log monthly partitions from this month to `months_ahead` ahead
+    /// (idempotent; run at start and, say, daily). Returns how many were created.
+    pub async fn ensure_partitions(&self, months_ahead: i32) -> Result<i32> {
+        sqlx::query_scalar("SELECT stsgate_ensure_issuance_partitions($1)")
+            .bind(months_ahead)
+            .fetch_one(&self.pool)
+            .await
+            .db()
+    }
+}
+
+fn issuance_from_row(row: &PgRow) -> Result<IssuanceRecord, sqlx::Error> {
+    let outcome: String = row.try_get("outcome")?;
+    Ok(IssuanceRecord {
+        id: row.try_get("id")?,
+        at: row.try_get("at")?,
+        app: row.try_get("app")?,
+        subject: row.try_get("subject")?,
+        outcome: Outcome::parse(&outcome)
+            .ok_or_else(|| decode_err(format!("unknown issuance_log.outcome {outcome:?}")))?,
+        http_status: row.try_get("http_status")?,
+        error_code: row.try_get("error_code")?,
+        request_id: row.try_get("request_id")?,
+        sts_request_id: row.try_get("sts_request_id")?,
+        tmp_secret_id: row.try_get("tmp_secret_id")?,
+        policy_hash: row.try_get("policy_hash")?,
+        template_version: row.try_get("template_version")?,
+        actions: row.try_get("actions")?,
+        prefix: row.try_get("prefix")?,
+        duration_seconds: row.try_get("duration_seconds")?,
+        expired_time: row.try_get("expired_time")?,
+        source_ip: row.try_get("source_ip")?,
+        user_agent: row.try_get("user_agent")?,
+        latency_us: row.try_get("latency_us")?,
+    })
+}
+
+fn traffic_from_row(r: &PgRow) -> Result<AppTraffic, sqlx::Error> {
+    Ok(AppTraffic {
+        app: r.try_get("app")?,
+        total: r.try_get("total")?,
+        issued: r.try_get("issued")?,
+        cached: r.try_get("cached")?,
+        denied: r.try_get("denied")?,
+        invalid_token: r.try_get("invalid_token")?,
+        bad_request: r.try_get("bad_request")?,
+        rate_limited: r.try_get("rate_limited")?,
+        upstream_error: r.try_get("upstream_error")?,
+        p95_latency_us: r.try_get("p95")?,
+    })
+}
+
+#[async_trait]
+impl IssuanceStore for PgStore {
+    async fn insert_issuance_batch(&self, records: &[IssuanceRecord]) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut errs = Vec::new();
+        for (i, r) in records.iter().enumerate() {
+            if let Some(ip) = &r.source_ip
+                && ip.parse::<IpAddr>().is_err()
+            {
+                errs.push(FieldError::new(
+                    format!("records[{i}].source_ip"),
+                    "an IPv4 or IPv6 address",
+                ));
+            }
+            if r.tmp_secret_id
+                .as_ref()
+                .is_some_and(|t| t.chars().count() > 1024)
+            {
+                errs.push(FieldError::new(
+                    format!("records[{i}].tmp_secret_id"),
+                    "at most 1024 characters",
+                ));
+            }
+        }
+        invalid_if_any(errs)?;
+
+        let n = records.len();
+        let mut at = Vec::with_capacity(n);
+        let mut app = Vec::with_capacity(n);
+        let mut subject = Vec::with_capacity(n);
+        let mut outcome = Vec::with_capacity(n);
+        let mut http_status = Vec::with_capacity(n);
+        let mut error_code = Vec::with_capacity(n);
+        let mut request_id = Vec::with_capacity(n);
+        let mut sts_request_id = Vec::with_capacity(n);
+        let mut tmp_secret_id = Vec::with_capacity(n);
+        let mut policy_hash = Vec::with_capacity(n);
+        let mut template_version = Vec::with_capacity(n);
+        // A ragged text[][] cannot be bound; each row's actions travel as a JSON array.
+        let mut actions = Vec::with_capacity(n);
+        let mut prefix = Vec::with_capacity(n);
+        let mut duration_seconds = Vec::with_capacity(n);
+        let mut expired_time = Vec::with_capacity(n);
+        let mut source_ip = Vec::with_capacity(n);
+        let mut user_agent = Vec::with_capacity(n);
+        let mut latency_us = Vec::with_capacity(n);
+        for r in records {
+            at.push(r.at);
+            app.push(r.app.clone());
+            subject.push(r.subject.clone());
+            outcome.push(r.outcome.as_str().to_owned());
+            http_status.push(r.http_status);
+            error_code.push(r.error_code.clone());
+            request_id.push(r.request_id.clone());
+            sts_request_id.push(r.sts_request_id.clone());
+            tmp_secret_id.push(r.tmp_secret_id.clone());
+            policy_hash.push(r.policy_hash.clone());
+            template_version.push(r.template_version);
+            actions.push(serde_json::to_string(&r.actions).expect("strings serialize"));
+            prefix.push(r.prefix.clone());
+            duration_seconds.push(r.duration_seconds);
+            expired_time.push(r.expired_time);
+            source_ip.push(r.source_ip.clone());
+            user_agent.push(r.user_agent.clone());
+            latency_us.push(r.latency_us);
+        }
+
+        let mut tx = self.pool.begin().await.db()?;
+        sqlx::query(
+            "INSERT INTO issuance_log (at, app, subject, outcome, http_status, error_code, \
+               request_id, sts_request_id, tmp_secret_id, policy_hash, template_version, actions, \
+               prefix, duration_seconds, expired_time, source_ip, user_agent, latency_us) \
+             SELECT u.at, u.app, u.subject, u.outcome, u.http_status, u.error_code, \
+               u.request_id, u.sts_request_id, u.tmp_secret_id, u.policy_hash, u.template_version, \
+               ARRAY(SELECT e.a FROM jsonb_array_elements_text(u.actions::jsonb) \
+                     WITH ORDINALITY AS e(a, i) ORDER BY e.i), \
+               u.prefix, u.duration_seconds, u.expired_time, u.source_ip::inet, u.user_agent, \
+               u.latency_us \
+             FROM UNNEST($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::int2[], \
+               $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::int4[], \
+               $12::text[], $13::text[], $14::int4[], $15::timestamptz[], $16::text[], \
+               $17::text[], $18::int8[]) \
+             AS u(at, app, subject, outcome, http_status, error_code, request_id, \
+               sts_request_id, tmp_secret_id, policy_hash, template_version, actions, prefix, \
+               duration_seconds, expired_time, source_ip, user_agent, latency_us)",
+        )
+        .bind(at)
+        .bind(app)
+        .bind(subject)
+        .bind(outcome)
+        .bind(http_status)
+        .bind(error_code)
+        .bind(request_id)
+        .bind(sts_request_id)
+        .bind(tmp_secret_id)
+        .bind(policy_hash)
+        .bind(template_version)
+        .bind(actions)
+        .bind(prefix)
+        .bind(duration_seconds)
+        .bind(expired_time)
+        .bind(source_ip)
+        .bind(user_agent)
+        .bind(latency_us)
+        .execute(&mut *tx)
+        .await
+        .db()?;
+        tx.commit().await.db()?;
+        Ok(())
+    }
+
+    async fn search_issuance(
+        &self,
+        filter: &IssuanceFilter,
+        cursor: Option<IssuanceCursor>,
+        limit: i64,
+    ) -> Result<Vec<IssuanceRecord>> {
+        if let Some(ip) = &filter.source_ip
+            && !valid_ip_or_cidr(ip.trim())
+        {
+            return Err(StoreError::Invalid(vec![FieldError::new(
+                "source_ip",
+                "an IP address or a CIDR block such as 10.0.0.0/8",
+            )]));
+        }
+        let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(concat!(
+            "SELECT ",
+            issuance_columns!(),
+            " FROM issuance_log WHERE TRUE"
+        ));
+        if let Some(app) = &filter.app {
+            qb.push(" AND app = ").push_bind(app.clone());
+        }
+        if let Some(subject) = &filter.subject {
+            qb.push(" AND subject = ").push_bind(subject.clone());
+        }
+        if let Some(outcome) = filter.outcome {
+            qb.push(" AND outcome = ").push_bind(outcome.as_str());
+        }
+        if let Some(from) = filter.from {
+            qb.push(" AND at >= ").push_bind(from);
+        }
+        if let Some(to) = filter.to {
+            qb.push(" AND at < ").push_bind(to);
+        }
+        if let Some(ip) = &filter.source_ip {
+            let ip = ip.trim();
+            // An exact address walks (source_ip, at, id) in order; a block is a range scan.
+            let op = if ip.contains('/') { " <<= " } else { " = " };
+            qb.push(" AND source_ip")
+                .push(op)
+                .push_bind(ip.to_owned())
+                .push("::inet");
+        }
+        if let Some(t) = &filter.tmp_secret_id {
+            qb.push(" AND tmp_secret_id = ").push_bind(t.clone());
+        }
+        if let Some(c) = cursor {
+            qb.push(" AND (at, id) < (")
+                .push_bind(c.at)
+                .push(", ")
+                .push_bind(c.id)
+                .push(")");
+        }
+        qb.push(" ORDER BY at DESC, id DESC LIMIT ")
+            .push_bind(clamp_limit(limit));
+        let rows = qb.build().fetch_all(&self.pool).await.db()?;
+        Ok(rows
+            .iter()
+            .map(issuance_from_row)
+            .collect::<Result<_, _>>()
+            .db()?)
+    }
+
+    async fn traffic_since(&self, since: OffsetDateTime) -> Result<Vec<AppTraffic>> {
+        let rows = sqlx::query(
+            "SELECT app, count(*) AS total, \
+               count(*) FILTER (WHERE outcome = 'issued') AS issued, \
+               count(*) FILTER (WHERE outcome = 'cached') AS cached, \
+               count(*) FILTER (WHERE outcome = 'denied') AS denied, \
+               count(*) FILTER (WHERE outcome = 'invalid_token') AS invalid_token, \
+               count(*) FILTER (WHERE outcome = 'bad_request') AS bad_request, \
+               count(*) FILTER (WHERE outcome = 'rate_limited') AS rate_limited, \
+               count(*) FILTER (WHERE outcome = 'upstream_error') AS upstream_error, \
+               percentile_disc(0.95) WITHIN GROUP (ORDER BY latency_us) AS p95 \
+             FROM issuance_log WHERE at >= $1 GROUP BY app ORDER BY app",
+        )
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await
+        .db()?;
+        rows.iter()
+            .map(traffic_from_row)
+            .collect::<Result<_, _>>()
+            .db()
+    }
+
+    async fn latest_credential_expiry(
+        &self,
+        app_slug: &str,
+        subject: &str,
+    ) -> Result<Option<OffsetDateTime>> {
+        // No credential lives longer than MAX_DURATION_SECONDS, which bounds the scan.
+        Ok(sqlx::query_scalar(
+            "SELECT max(expired_time) FROM issuance_log \
+             WHERE subject = $2 AND app = $1 AND outcome IN ('issued', 'cached') \
+               AND at > now() - make_interval(secs => $3::double precision) \
+               AND expired_time > now()",
+        )
+        .bind(app_slug)
+        .bind(subject)
+        .bind(f64::from(MAX_DURATION_SECONDS))
+        .fetch_one(&self.pool)
+        .await
+        .db()?)
+    }
+}

@@ -1,0 +1,193 @@
+//! [`PgStore`]: the [`Store`](crate::Store) traits over PostgreSQL (sqlx), one module per
+//! aggregate.
+//!
+//! Runtime-checked queries (`sqlx::query`), no `query!` macros. Every app-scoped statement
+//! filters by app id. Every mutation runs in one transaction that also writes an
+//! `admin_audit` row (secrets redacted) and `pg_notify('stsgate_changes', <app id>)`.
+
+use std::str::FromStr as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgConnection, PgPool};
+
+use crate::crypto::Cipher;
+use crate::error::{DatabaseError, DbResult as _, FieldError, Result, StoreError};
+use crate::repo::HealthStore;
+
+mod admin_users;
+mod apps;
+mod change_log;
+mod feed;
+mod issuance;
+mod subjects;
+mod templates;
+
+pub use apps::mask_secret_id;
+pub use feed::{Change, ChangeFeed};
+
+/// The `LISTEN/NOTIFY` channel for admin changes. The payload is the app id, or `admin`
+/// for admin-user changes.
+pub const CHANGES_CHANNEL: &str = "stsgate_changes";
+
+/// Payload of notifications about admin users.
+pub const ADMIN_NOTIFY_PAYLOAD: &str = "admin";
+
+const REDACTED: &str = "[redacted]";
+
+/// Longest `limit` honoured by the list queries.
+pub const MAX_PAGE: i64 = 10_000;
+
+/// How [`PgStore::connect`] sizes and bounds its connection pool.
+#[derive(Debug, Clone)]
+pub struct PoolOptions {
+    pub max_connections: u32,
+    /// How long a query waits for a free connection before it fails as timed out.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The Postgres implementation of the store traits. Cheap to clone.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: PgPool,
+    cipher: Arc<Cipher>,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore").finish_non_exhaustive()
+    }
+}
+
+impl PgStore {
+    /// Connects a pool to `database_url` (parsed once, never logged) and opens one
+    /// connection to check that the database answers.
+    pub async fn connect(
+        database_url: &str,
+        options: &PoolOptions,
+        cipher: Cipher,
+    ) -> Result<Self> {
+        let pool = connect_pool(database_url, options).await.db()?;
+        Ok(Self {
+            pool,
+            cipher: Arc::new(cipher),
+        })
+    }
+
+    /// A store over a pool the caller built (tests share their database's pool).
+    #[cfg(any(test, feature = "testing"))]
+    pub fn new(pool: PgPool, cipher: Cipher) -> Self {
+        Self {
+            pool,
+            cipher: Arc::new(cipher),
+        }
+    }
+
+    /// The pool, for tests that look at the database directly.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Follows [`CHANGES_CHANNEL`]: see [`ChangeFeed`]. Connects on the first
+    /// [`ChangeFeed::next`].
+    pub fn changes(&self) -> ChangeFeed {
+        ChangeFeed::new(self.pool.clone())
+    }
+}
+
+/// A pool for `database_url`, which is parsed once into `PgConnectOptions`.
+pub(crate) async fn connect_pool(
+    database_url: &str,
+    options: &PoolOptions,
+) -> Result<PgPool, sqlx::Error> {
+    let connect = PgConnectOptions::from_str(database_url)?;
+    PgPoolOptions::new()
+        .max_connections(options.max_connections)
+        .acquire_timeout(options.acquire_timeout)
+        .connect_with(connect)
+        .await
+}
+
+// -------------------------------------------------------------------------------------------
+// Helpers shared by the aggregates' writers
+
+/// Records an admin change in `admin_audit`, in the caller's transaction.
+async fn audit(
+    conn: &mut PgConnection,
+    actor: &str,
+    action: &str,
+    target: &str,
+    before: Option<Value>,
+    after: Option<Value>,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO admin_audit (actor, action, target, before, after) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(actor)
+    .bind(action)
+    .bind(target)
+    .bind(before)
+    .bind(after)
+    .execute(conn)
+    .await
+    .db()?;
+    Ok(())
+}
+
+/// Delivered to listeners when the transaction commits.
+async fn notify(conn: &mut PgConnection, payload: &str) -> Result<()> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(CHANGES_CHANNEL)
+        .bind(payload)
+        .execute(conn)
+        .await
+        .db()?;
+    Ok(())
+}
+
+/// Unique violations become `Conflict(what)`; failed CHECKs become `Invalid`.
+fn map_db_error(e: sqlx::Error, what: impl FnOnce() -> String) -> StoreError {
+    if let sqlx::Error::Database(db) = &e {
+        if db.is_unique_violation() {
+            return StoreError::Conflict(what());
+        }
+        if db.is_check_violation() {
+            let field = db.constraint().unwrap_or("input").to_owned();
+            return StoreError::Invalid(vec![FieldError::new(
+                field,
+                "violates a database constraint",
+            )]);
+        }
+    }
+    StoreError::Database(DatabaseError::from_sqlx(&e))
+}
+
+/// A stored value this binary cannot read (an enum column with an unknown value).
+fn decode_err(msg: String) -> sqlx::Error {
+    sqlx::Error::Decode(msg.into())
+}
+
+fn clamp_limit(limit: i64) -> i64 {
+    limit.clamp(1, MAX_PAGE)
+}
+
+#[async_trait]
+impl HealthStore for PgStore {
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.db()?;
+        Ok(())
+    }
+}
