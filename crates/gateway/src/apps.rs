@@ -12,7 +12,7 @@ use moka::future::Cache;
 use policy_store::{App, PolicyTemplateVersion, Store, StoreError, StsMode};
 use sts_core::{CosResource, PermanentKey, StsClient};
 
-use crate::jwt::{CompiledJwt, JwtSettings};
+use crate::jwt::{CompileOptions, CompiledJwt};
 
 /// An app with its JWT keys compiled, template, block list and STS client.
 pub struct ResolvedApp {
@@ -47,6 +47,8 @@ pub struct AppResolver {
     /// that requests for made-up apps cannot evict real ones, nor hit the database each time).
     missing: Cache<String, u64>,
     invalidations: AtomicU64,
+    /// How apps' JWT settings are compiled (the store checks them with the same options).
+    jwt_options: CompileOptions,
 }
 
 /// `[a-z0-9][a-z0-9-]{0,62}`: anything else cannot be an app and never reaches the database.
@@ -60,7 +62,12 @@ pub fn valid_slug(slug: &str) -> bool {
 }
 
 impl AppResolver {
-    pub fn new(store: Arc<dyn Store>, sts: StsClient, ttl: Duration) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        sts: StsClient,
+        ttl: Duration,
+        jwt_options: CompileOptions,
+    ) -> Self {
         Self {
             store,
             sts,
@@ -73,6 +80,7 @@ impl AppResolver {
                 .time_to_live(ttl)
                 .build(),
             invalidations: AtomicU64::new(0),
+            jwt_options,
         }
     }
 
@@ -132,17 +140,7 @@ impl AppResolver {
             .map(|b| b.subject)
             .collect();
         let jwt = auth.and_then(|a| {
-            let settings = JwtSettings {
-                issuer: a.issuer,
-                audiences: a.audiences,
-                algorithms: a.algorithms,
-                hs_secret: a.hs_secret,
-                public_keys: a.public_keys,
-                jwks_url: a.jwks_url,
-                user_claim: a.user_claim,
-                leeway_seconds: u64::try_from(a.leeway_seconds).unwrap_or(0),
-            };
-            CompiledJwt::compile(&settings)
+            CompiledJwt::compile(&a, self.jwt_options)
                 .inspect_err(|e| tracing::error!(app = %app.slug, error = %e, "unusable JWT settings; every token will be refused"))
                 .ok()
         });

@@ -4,6 +4,7 @@
 //! Knows nothing of HTTP.
 
 pub mod crypto;
+pub mod jwt;
 pub mod migrate;
 pub mod model;
 mod pg;

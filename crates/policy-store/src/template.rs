@@ -178,7 +178,7 @@ fn parse_pattern(s: &str) -> Result<Vec<(Piece, Option<char>)>, String> {
     Ok(out)
 }
 
-fn valid_claim_name(name: &str) -> bool {
+pub(crate) fn valid_claim_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
         && name
             .bytes()
