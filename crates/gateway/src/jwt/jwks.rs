@@ -283,7 +283,7 @@ pub(super) struct Current {
 /// The one outbound HTTP client for JWKS and the keys it fetched, per URL.
 pub(super) struct JwksCache {
     client: reqwest::Client,
-    pub(super) config: JwksConfig,
+    config: JwksConfig,
     states: moka::future::Cache<String, Arc<JwksState>>,
 }
 

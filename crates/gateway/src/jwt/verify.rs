@@ -272,11 +272,6 @@ impl JwtVerifier {
         })
     }
 
-    /// The JWKS settings this verifier was built with.
-    pub fn config(&self) -> &JwksConfig {
-        &self.jwks.config
-    }
-
     /// Verifies `token` for the app whose settings are `jwt`.
     pub async fn verify(&self, jwt: &CompiledJwt, token: &str) -> Result<VerifiedToken, JwtError> {
         let header = parse_header(token)?;
