@@ -16,7 +16,7 @@ use policy_store::{
 };
 use sts_core::{CosResource, PermanentKey, StsClient};
 
-use crate::jwt::{CompiledJwt, JwtSettings};
+use crate::jwt::{CompileOptions, CompiledJwt};
 
 /// An app with its JWT keys compiled, template, block list and STS client.
 pub struct ResolvedApp {
@@ -74,10 +74,17 @@ pub struct AppResolver {
     applied: AtomicU64,
     /// App loads from the store (tests count them).
     loads: AtomicU64,
+    /// How apps' JWT settings are compiled (the store checks them with the same options).
+    jwt_options: CompileOptions,
 }
 
 impl AppResolver {
-    pub fn new(store: Arc<dyn Store>, sts: StsClient, ttl: Duration) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        sts: StsClient,
+        ttl: Duration,
+        jwt_options: CompileOptions,
+    ) -> Self {
         Self {
             store,
             sts,
@@ -93,6 +100,7 @@ impl AppResolver {
             versions: RwLock::default(),
             applied: AtomicU64::new(0),
             loads: AtomicU64::new(0),
+            jwt_options,
         }
     }
 
@@ -184,17 +192,7 @@ impl AppResolver {
             .map(|b| b.subject)
             .collect();
         let jwt = auth.and_then(|a| {
-            let settings = JwtSettings {
-                issuer: a.issuer,
-                audiences: a.audiences,
-                algorithms: a.algorithms,
-                hs_secret: a.hs_secret,
-                public_keys: a.public_keys,
-                jwks_url: a.jwks_url,
-                user_claim: a.user_claim,
-                leeway_seconds: u64::try_from(a.leeway_seconds).unwrap_or(0),
-            };
-            CompiledJwt::compile(&settings)
+            CompiledJwt::compile(&a, self.jwt_options)
                 .inspect_err(|e| tracing::error!(app = %app.slug, error = %e, "unusable JWT settings; every token will be refused"))
                 .ok()
         });
@@ -313,6 +311,7 @@ mod tests {
             store.clone(),
             sts,
             Duration::from_secs(3600),
+            CompileOptions::default(),
         ));
         Fixture {
             db,

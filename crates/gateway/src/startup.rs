@@ -62,7 +62,12 @@ impl Gateway {
     /// Spawns the audit writers; must run inside a Tokio runtime.
     pub fn build(store: Arc<dyn Store>, sts: StsClient, config: GatewayConfig) -> Self {
         let metrics = Arc::new(Metrics::default());
-        let apps = Arc::new(AppResolver::new(store.clone(), sts, config.app_cache_ttl));
+        let apps = Arc::new(AppResolver::new(
+            store.clone(),
+            sts,
+            config.app_cache_ttl,
+            config.jwks.compile_options(),
+        ));
         let (audit, writers) =
             AuditWriter::spawn(store.clone(), metrics.clone(), config.audit.clone());
         let service = Arc::new(Service::new(

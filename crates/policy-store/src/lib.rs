@@ -7,6 +7,7 @@
 pub mod bootstrap;
 pub mod crypto;
 mod error;
+pub mod jwt;
 pub mod migrate;
 pub mod model;
 mod pg;

@@ -8,7 +8,7 @@ use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderMap, HeaderValue}
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-use crate::policy::Policy;
+use crate::policy::{Policy, PolicyError};
 use crate::tc3::{self, Tc3Request};
 
 pub const DEFAULT_ENDPOINT: &str = "https://sts.tencentcloudapi.com/";
@@ -83,6 +83,7 @@ pub enum ErrorClass {
     Permanent,
 }
 
+/// Why an STS call failed. Messages never carry a key, a signature or a credential.
 #[derive(Debug, thiserror::Error)]
 pub enum StsError {
     #[error("STS refused the request: {code}: {message} (RequestId {request_id})")]
@@ -93,16 +94,63 @@ pub enum StsError {
     },
     #[error("STS did not answer within {0:?}")]
     Timeout(Duration),
-    #[error("could not reach STS: {0}")]
-    Network(String),
+    /// The connection failed (refused, reset, TLS, DNS). The error has its URL removed; the
+    /// message carries its cause chain.
+    #[error("could not reach STS: {}", cause_chain(.0))]
+    Network(reqwest::Error),
     #[error("STS answered HTTP {status}")]
     Http { status: u16 },
     #[error("STS answered with a body that is not an STS response: {0}")]
-    Decode(String),
+    Decode(#[from] DecodeError),
     #[error("STS failed {attempts} times; last error: {last}")]
     RetriesExhausted { attempts: u32, last: Box<StsError> },
-    #[error("invalid STS request: {0}")]
-    InvalidRequest(String),
+    /// The configured or per-app endpoint cannot be used.
+    #[error("STS endpoint {endpoint:?} {reason}")]
+    Endpoint {
+        endpoint: String,
+        reason: EndpointError,
+    },
+    /// The session policy fails validation; nothing was sent.
+    #[error("invalid session policy: {0}")]
+    Policy(#[from] PolicyError),
+    /// A request header value (named, never shown) is not a valid header value.
+    #[error("the {0} header value is not valid")]
+    Header(&'static str),
+    /// The HTTP client could not be built.
+    #[error("building the HTTP client: {}", cause_chain(.0))]
+    Client(reqwest::Error),
+}
+
+/// Why an STS endpoint was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EndpointError {
+    #[error("is not a valid URL ({0})")]
+    Url(#[from] url::ParseError),
+    #[error("must be http or https")]
+    Scheme,
+    #[error("has no host")]
+    NoHost,
+}
+
+/// Why an STS answer could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+    #[error("it has neither Error nor Credentials and ExpiredTime")]
+    Incomplete,
+}
+
+/// `error: cause: cause …`, for errors whose `Display` leaves the causes out (reqwest's do).
+fn cause_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 impl StsError {
@@ -112,9 +160,12 @@ impl StsError {
             StsError::Timeout(_) | StsError::Network(_) => ErrorClass::Retryable,
             StsError::Http { status } if *status >= 500 || *status == 429 => ErrorClass::Retryable,
             StsError::RetriesExhausted { last, .. } => last.class(),
-            StsError::Http { .. } | StsError::Decode(_) | StsError::InvalidRequest(_) => {
-                ErrorClass::Permanent
-            }
+            StsError::Http { .. }
+            | StsError::Decode(_)
+            | StsError::Endpoint { .. }
+            | StsError::Policy(_)
+            | StsError::Header(_)
+            | StsError::Client(_) => ErrorClass::Permanent,
         }
     }
 
@@ -240,16 +291,17 @@ impl fmt::Debug for StsClient {
 }
 
 fn parse_endpoint(endpoint: &str) -> Result<(reqwest::Url, String), StsError> {
-    let url = reqwest::Url::parse(endpoint)
-        .map_err(|e| StsError::InvalidRequest(format!("STS endpoint {endpoint:?}: {e}")))?;
+    let refused = |reason| StsError::Endpoint {
+        endpoint: endpoint.to_owned(),
+        reason,
+    };
+    let url = reqwest::Url::parse(endpoint).map_err(|e| refused(EndpointError::Url(e)))?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(StsError::InvalidRequest(format!(
-            "STS endpoint {endpoint:?} must be http or https"
-        )));
+        return Err(refused(EndpointError::Scheme));
     }
-    let host = url.host_str().ok_or_else(|| {
-        StsError::InvalidRequest(format!("STS endpoint {endpoint:?} has no host"))
-    })?;
+    let host = url
+        .host_str()
+        .ok_or_else(|| refused(EndpointError::NoHost))?;
     let host = match url.port() {
         Some(port) => format!("{host}:{port}"),
         None => host.to_owned(),
@@ -267,7 +319,7 @@ impl StsClient {
             .user_agent(concat!("stsgate/", env!("CARGO_PKG_VERSION")))
             .pool_idle_timeout(Duration::from_secs(60))
             .build()
-            .map_err(|e| StsError::InvalidRequest(format!("building the HTTP client: {e}")))?;
+            .map_err(StsError::Client)?;
         let (endpoint, host) = parse_endpoint(&config.endpoint)?;
         Ok(Self {
             http,
@@ -408,20 +460,22 @@ impl StsClient {
             },
         );
         let mut headers = HeaderMap::new();
-        let header = |v: &str| {
-            HeaderValue::from_str(v)
-                .map_err(|_| StsError::InvalidRequest(format!("invalid header value {v:?}")))
+        let header = |name: &'static str, v: &str| {
+            HeaderValue::from_str(v).map_err(|_| StsError::Header(name))
         };
         headers.insert(CONTENT_TYPE, HeaderValue::from_static(JSON));
-        headers.insert(HOST, header(&self.host)?);
+        headers.insert(HOST, header("Host", &self.host)?);
         headers.insert(
             AUTHORIZATION,
-            header(&signed.authorization(&key.secret_id))?,
+            header("Authorization", &signed.authorization(&key.secret_id))?,
         );
-        headers.insert("X-TC-Action", header(action)?);
+        headers.insert("X-TC-Action", header("X-TC-Action", action)?);
         headers.insert("X-TC-Version", HeaderValue::from_static(API_VERSION));
-        headers.insert("X-TC-Region", header(&self.config.region)?);
-        headers.insert("X-TC-Timestamp", header(&timestamp.to_string())?);
+        headers.insert("X-TC-Region", header("X-TC-Region", &self.config.region)?);
+        headers.insert(
+            "X-TC-Timestamp",
+            header("X-TC-Timestamp", &timestamp.to_string())?,
+        );
 
         let response = self
             .http
@@ -444,23 +498,13 @@ impl StsClient {
             StsError::Timeout(self.config.timeout)
         } else {
             // Strip the URL: it is not secret, but the cause chain is what helps.
-            let e = e.without_url();
-            let mut msg = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                msg.push_str(": ");
-                msg.push_str(&s.to_string());
-                source = s.source();
-            }
-            StsError::Network(msg)
+            StsError::Network(e.without_url())
         }
     }
 }
 
 fn validate_policy(policy: &Policy) -> Result<(), StsError> {
-    policy
-        .validate()
-        .map_err(|e| StsError::InvalidRequest(e.to_string()))
+    Ok(policy.validate()?)
 }
 
 #[derive(Deserialize)]
@@ -499,7 +543,7 @@ pub(crate) fn parse_response(status: u16, body: &[u8]) -> Result<TemporaryCreden
     let envelope: Envelope = match serde_json::from_slice(body) {
         Ok(e) => e,
         Err(_) if status != 200 => return Err(StsError::Http { status }),
-        Err(e) => return Err(StsError::Decode(e.to_string())),
+        Err(e) => return Err(DecodeError::Json(e).into()),
     };
     let r = envelope.response;
     let request_id = r.request_id.unwrap_or_default();
@@ -514,9 +558,7 @@ pub(crate) fn parse_response(status: u16, body: &[u8]) -> Result<TemporaryCreden
         return Err(StsError::Http { status });
     }
     let (Some(creds), Some(expired_time)) = (r.credentials, r.expired_time) else {
-        return Err(StsError::Decode(
-            "response has neither Error nor Credentials and ExpiredTime".into(),
-        ));
+        return Err(DecodeError::Incomplete.into());
     };
     let expiration = r
         .expiration
@@ -596,12 +638,15 @@ mod tests {
         ));
         assert!(matches!(
             parse_response(200, b"{}"),
-            Err(StsError::Decode(_))
+            Err(StsError::Decode(DecodeError::Json(_)))
         ));
-        assert!(matches!(
-            parse_response(200, br#"{"Response":{"RequestId":"x"}}"#),
-            Err(StsError::Decode(_))
-        ));
+        let incomplete = parse_response(200, br#"{"Response":{"RequestId":"x"}}"#).unwrap_err();
+        assert!(
+            matches!(incomplete, StsError::Decode(DecodeError::Incomplete)),
+            "{incomplete:?}"
+        );
+        assert_eq!(incomplete.class(), ErrorClass::Permanent);
+        assert!(!incomplete.is_unavailable());
     }
 
     #[test]

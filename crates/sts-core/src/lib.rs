@@ -16,8 +16,8 @@ pub mod tc3;
 pub mod v1;
 
 pub use client::{
-    AssumeRole, ErrorClass, GetFederationToken, PermanentKey, RetryPolicy, StsClient,
-    StsClientConfig, StsError, TemporaryCredentials,
+    AssumeRole, DecodeError, EndpointError, ErrorClass, GetFederationToken, PermanentKey,
+    RetryPolicy, StsClient, StsClientConfig, StsError, TemporaryCredentials,
 };
 pub use policy::{CosResource, Effect, Policy, PolicyError, Statement};
 

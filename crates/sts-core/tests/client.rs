@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 use secrecy::ExposeSecret;
 use sts_core::client::{AssumeRole, ErrorClass, GetFederationToken, RetryPolicy};
 use sts_core::{
-    CosResource, Effect, PermanentKey, Policy, Statement, StsClient, StsClientConfig, StsError,
+    CosResource, Effect, EndpointError, PermanentKey, Policy, PolicyError, Statement, StsClient,
+    StsClientConfig, StsError,
 };
 use sts_emulator::{EmulatorConfig, EmulatorHandle, Faults};
 
@@ -350,6 +351,15 @@ async fn an_unreachable_endpoint_is_a_network_error() {
         .unwrap_err();
     assert!(err.is_unavailable(), "{err:?}");
     assert!(err.code().is_none());
+    // The cause stays matchable: a refused connection, not a timeout or a bad answer.
+    match &err {
+        StsError::RetriesExhausted { attempts: 2, last } => assert!(
+            matches!(**last, StsError::Network(ref e) if e.is_connect()),
+            "{last:?}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert!(err.to_string().contains("could not reach STS: "), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -362,22 +372,40 @@ async fn an_invalid_policy_never_leaves_the_process() {
         .get_federation_token(&key(), &federation(&policy, 900))
         .await
         .unwrap_err();
-    assert!(matches!(err, StsError::InvalidRequest(_)), "{err:?}");
+    assert!(
+        matches!(err, StsError::Policy(PolicyError::Principal(0))),
+        "{err:?}"
+    );
+    assert_eq!(err.class(), ErrorClass::Permanent);
     assert_eq!(emu.stats().requests, 0);
     emu.stop().await;
 }
 
 #[test]
 fn a_bad_endpoint_is_refused_when_the_client_is_built() {
-    for endpoint in ["not a url", "ftp://sts.tencentcloudapi.com/", "http:///"] {
+    for (endpoint, expected) in [
+        (
+            "not a url",
+            EndpointError::Url(url::ParseError::RelativeUrlWithoutBase),
+        ),
+        ("ftp://sts.tencentcloudapi.com/", EndpointError::Scheme),
+        ("http:///", EndpointError::Url(url::ParseError::EmptyHost)),
+    ] {
         let err = StsClient::new(StsClientConfig {
             endpoint: endpoint.into(),
             ..StsClientConfig::default()
         })
         .unwrap_err();
-        assert!(
-            matches!(err, StsError::InvalidRequest(_)),
-            "{endpoint}: {err:?}"
-        );
+        match &err {
+            StsError::Endpoint {
+                endpoint: named,
+                reason,
+            } => {
+                assert_eq!(named, endpoint);
+                assert_eq!(reason, &expected, "{endpoint}");
+            }
+            other => panic!("{endpoint}: {other:?}"),
+        }
+        assert!(err.to_string().starts_with("STS endpoint"), "{err}");
     }
 }
