@@ -96,6 +96,9 @@ pub struct Settings {
     pub workers: usize,
     pub log_format: LogFormat,
     pub trust_forwarded_for: bool,
+    /// Accept JWKS URLs on loopback hosts (`stsgate dev` turns it on). Private, link-local and
+    /// metadata addresses are always refused.
+    pub allow_loopback_jwks: bool,
     pub shutdown_timeout_secs: u64,
     pub sts: StsSettings,
     pub audit: AuditSettings,
@@ -118,6 +121,7 @@ impl Default for Settings {
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             log_format: LogFormat::Json,
             trust_forwarded_for: false,
+            allow_loopback_jwks: false,
             shutdown_timeout_secs: 30,
             sts: StsSettings {
                 endpoint: sts_core::client::DEFAULT_ENDPOINT.into(),
@@ -142,7 +146,7 @@ impl Default for Settings {
 }
 
 /// Top-level keys, for spotting misspelt `STSGATE_*` variables.
-const KNOWN_KEYS: [&str; 16] = [
+const KNOWN_KEYS: [&str; 17] = [
     "DATABASE_URL",
     "DATABASE_URL_FILE",
     "DATABASE_MAX_CONNECTIONS",
@@ -154,6 +158,7 @@ const KNOWN_KEYS: [&str; 16] = [
     "WORKERS",
     "LOG_FORMAT",
     "TRUST_FORWARDED_FOR",
+    "ALLOW_LOOPBACK_JWKS",
     "SHUTDOWN_TIMEOUT_SECS",
     "STS",
     "AUDIT",
@@ -235,6 +240,14 @@ impl Settings {
         Ok(policy_store::Cipher::new(current, previous))
     }
 
+    /// How JWT settings are checked: the store (when saving) and the gateway (when loading)
+    /// use the same options.
+    pub fn jwt_compile_options(&self) -> policy_store::jwt::CompileOptions {
+        policy_store::jwt::CompileOptions {
+            allow_loopback_jwks: self.allow_loopback_jwks,
+        }
+    }
+
     pub fn sts_client_config(&self) -> sts_core::StsClientConfig {
         sts_core::StsClientConfig {
             endpoint: self.sts.endpoint.clone(),
@@ -257,6 +270,7 @@ impl Settings {
             jwks: gateway::jwt::JwksConfig {
                 ttl: Duration::from_secs(self.cache.jwks_ttl_secs),
                 refresh_cooldown: Duration::from_secs(self.cache.jwks_refresh_cooldown_secs),
+                allow_loopback: self.allow_loopback_jwks,
                 ..gateway::jwt::JwksConfig::default()
             },
             audit: gateway::audit::AuditConfig {

@@ -346,8 +346,10 @@ async fn start(args: &DevArgs) -> anyhow::Result<Started> {
     };
     settings.master_key = Some(SecretString::from(master_key.trim().to_owned()));
     settings.sts.endpoint = format!("{}/", emulator.url());
-    // The sandbox serves the admin pages over plain http.
+    // The sandbox serves the admin pages over plain http, and a developer's identity provider
+    // may well run on this machine.
     settings.admin.secure_cookies = false;
+    settings.allow_loopback_jwks = true;
     // Listeners that fall back to free ports when the defaults are taken.
     settings.public_listen = bind_or_any(&args.listen, "API")?.local_addr()?.to_string();
     settings.admin_listen = bind_or_any(&args.admin_listen, "admin pages")?

@@ -8,10 +8,9 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
-use sqlx::Connection;
 
 use crate::private_fs;
 
@@ -244,38 +243,35 @@ impl PrivatePostgres {
         }
         let mut child = cmd.spawn().context("starting postgres")?;
         let admin_url = format!("postgres://postgres:{password}@127.0.0.1:{port}/postgres");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut conn = loop {
-            if let Some(status) = child.try_wait()? {
-                let tail = std::fs::read_to_string(&log).unwrap_or_default();
-                let tail: Vec<&str> = tail.lines().rev().take(5).collect();
-                bail!(
-                    "PostgreSQL exited ({status}); is another `stsgate dev` using {}? Last log lines:\n{}",
-                    data.display(),
-                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                );
-            }
-            match sqlx::PgConnection::connect(&admin_url).await {
-                Ok(c) => break c,
-                Err(_) if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(100)).await
-                }
-                Err(e) => {
-                    let _ = child.kill();
-                    bail!("PostgreSQL did not accept connections within 30 s: {e}");
+        // Wait for the server (and create the `stsgate` database), watching that it has not
+        // exited meanwhile; on any failure the server just started is stopped.
+        let ready = policy_store::bootstrap::wait_and_create_database(
+            &admin_url,
+            "stsgate",
+            Duration::from_secs(30),
+        );
+        tokio::pin!(ready);
+        let outcome = loop {
+            tokio::select! {
+                r = &mut ready => break r.context("preparing dev's private PostgreSQL"),
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                    if let Some(status) = child.try_wait()? {
+                        let tail = std::fs::read_to_string(&log).unwrap_or_default();
+                        let tail: Vec<&str> = tail.lines().rev().take(5).collect();
+                        bail!(
+                            "PostgreSQL exited ({status}); is another `stsgate dev` using {}? Last log lines:\n{}",
+                            data.display(),
+                            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                        );
+                    }
                 }
             }
         };
-        let exists: Option<i32> =
-            sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = 'stsgate'")
-                .fetch_optional(&mut conn)
-                .await?;
-        if exists.is_none() {
-            sqlx::query("CREATE DATABASE stsgate")
-                .execute(&mut conn)
-                .await?;
+        if let Err(e) = outcome {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
         }
-        conn.close().await?;
         Ok(Self {
             child,
             bin,

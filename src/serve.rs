@@ -32,9 +32,10 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<PgStore> {
         max_connections: settings.database_max_connections,
         ..PoolOptions::default()
     };
-    PgStore::connect(url, &pool, cipher)
+    Ok(PgStore::connect(url, &pool, cipher)
         .await
-        .context("connecting to PostgreSQL (check DATABASE_URL)")
+        .context("connecting to PostgreSQL (check DATABASE_URL)")?
+        .with_jwt_options(settings.jwt_compile_options()))
 }
 
 pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {

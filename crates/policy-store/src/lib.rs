@@ -19,6 +19,7 @@ pub mod validate;
 
 pub use crypto::{Cipher, CryptoError, MasterKey};
 pub use error::{DatabaseError, DbErrorKind};
+pub use jwt::{JWT_ALGORITHMS, MIN_HS_SECRET_BYTES};
 pub use model::*;
 pub use pg::{
     ADMIN_NOTIFY_PAYLOAD, CHANGES_CHANNEL, Change, ChangeFeed, PgStore, PoolOptions, mask_secret_id,
@@ -31,7 +32,4 @@ pub use template::{
     NarrowError, RenderContext, RenderError, RenderedPolicy, TemplateDocument, TemplateStatement,
     sub_hash,
 };
-pub use validate::{
-    JWT_ALGORITHMS, MAX_DURATION_SECONDS, MIN_HS_SECRET_BYTES, valid_claim_name, valid_ip_or_cidr,
-    valid_slug,
-};
+pub use validate::{MAX_DURATION_SECONDS, valid_claim_name, valid_ip_or_cidr, valid_slug};

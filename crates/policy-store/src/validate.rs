@@ -6,16 +6,10 @@ use std::net::IpAddr;
 use secrecy::ExposeSecret;
 
 use crate::error::{FieldError, Result, StoreError};
-use crate::model::{AppAuthInput, AppInput, StsMode};
+use crate::model::{AppInput, StsMode};
 
 /// Longest STS credential lifetime accepted for an app, in seconds (36 h).
 pub const MAX_DURATION_SECONDS: i32 = 129_600;
-
-/// JWT algorithms an app may allow.
-pub const JWT_ALGORITHMS: [&str; 12] = [
-    "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256",
-    "ES384", "EdDSA",
-];
 
 /// `Some("")` and whitespace-only become `None` (HTML forms send empty strings).
 pub(crate) fn non_empty(v: &Option<String>) -> Option<String> {
@@ -33,21 +27,6 @@ pub fn valid_slug(slug: &str) -> bool {
         && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
         && b.iter()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-}
-
-fn is_http_url(s: &str) -> bool {
-    let rest = s
-        .strip_prefix("https://")
-        .or_else(|| s.strip_prefix("http://"));
-    match rest {
-        Some(rest) => {
-            let host = rest.split(['/', '?', '#']).next().unwrap_or("");
-            !host.is_empty()
-                && !host.contains('@')
-                && !s.chars().any(|c| c.is_whitespace() || c.is_control())
-        }
-        None => false,
-    }
 }
 
 fn token_like(s: &str) -> bool {
@@ -116,12 +95,13 @@ pub(crate) fn validate_app(input: &AppInput, creating: bool) -> Vec<FieldError> 
         ),
         _ => {}
     }
+    // The STS client's own check: an endpoint saved here is one the gateway can call.
     if let Some(url) = non_empty(&input.sts_endpoint)
-        && !is_http_url(&url)
+        && let Err(e) = sts_core::client::check_endpoint(&url)
     {
         errs.push(FieldError::new(
             "sts_endpoint",
-            "an http(s) URL such as https://sts.tencentcloudapi.com",
+            format!("{e}: give an http(s) URL such as https://sts.tencentcloudapi.com"),
         ));
     }
     let range = 1..=MAX_DURATION_SECONDS;
@@ -171,84 +151,6 @@ pub fn valid_claim_name(s: &str) -> bool {
     (1..=64).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
-}
-
-/// Minimum HS secret length: as long as the SHA-256 output (RFC 7518 §3.2).
-pub const MIN_HS_SECRET_BYTES: usize = 32;
-
-pub(crate) fn validate_auth(input: &AppAuthInput, has_stored_hs: bool) -> Vec<FieldError> {
-    let mut errs = Vec::new();
-    if input.algorithms.is_empty() {
-        errs.push(FieldError::new(
-            "algorithms",
-            "allow at least one algorithm (e.g. RS256 or HS256)",
-        ));
-    }
-    for (i, alg) in input.algorithms.iter().enumerate() {
-        if !JWT_ALGORITHMS.contains(&alg.as_str()) {
-            errs.push(FieldError::new(
-                format!("algorithms[{i}]"),
-                format!(
-                    "unknown algorithm; use one of {}",
-                    JWT_ALGORITHMS.join(", ")
-                ),
-            ));
-        }
-    }
-    let uses_hs = input.algorithms.iter().any(|a| a.starts_with("HS"));
-    let uses_asym = input
-        .algorithms
-        .iter()
-        .any(|a| !a.starts_with("HS") && JWT_ALGORITHMS.contains(&a.as_str()));
-    match &input.hs_secret {
-        Some(s) if s.expose_secret().len() < MIN_HS_SECRET_BYTES => errs.push(FieldError::new(
-            "hs_secret",
-            format!("at least {MIN_HS_SECRET_BYTES} bytes"),
-        )),
-        None if uses_hs && !has_stored_hs => errs.push(FieldError::new(
-            "hs_secret",
-            "required when an HS algorithm is allowed",
-        )),
-        _ => {}
-    }
-    for (i, pem) in input.public_keys.iter().enumerate() {
-        if !(pem.contains("-----BEGIN ") && pem.contains("-----END ")) {
-            errs.push(FieldError::new(
-                format!("public_keys[{i}]"),
-                "a PEM public key (-----BEGIN PUBLIC KEY----- …)",
-            ));
-        }
-    }
-    let jwks = non_empty(&input.jwks_url);
-    if let Some(url) = &jwks
-        && !is_http_url(url)
-    {
-        errs.push(FieldError::new("jwks_url", "an http(s) URL"));
-    }
-    if uses_asym && input.public_keys.is_empty() && jwks.is_none() {
-        errs.push(FieldError::new(
-            "public_keys",
-            "an RS/PS/ES/EdDSA algorithm needs public keys or a JWKS URL",
-        ));
-    }
-    for (i, aud) in input.audiences.iter().enumerate() {
-        if aud.trim().is_empty() {
-            errs.push(FieldError::new(
-                format!("audiences[{i}]"),
-                "must not be empty",
-            ));
-        }
-    }
-    if !valid_claim_name(&input.user_claim) {
-        errs.push(FieldError::new(
-            "user_claim",
-            "a claim name such as sub (A-Z a-z 0-9 _ . : -)",
-        ));
-    }
-    if !(0..=3600).contains(&input.leeway_seconds) {
-        errs.push(FieldError::new("leeway_seconds", "between 0 and 3600"));
-    }
-    errs
 }
 
 pub(crate) fn validate_subject(subject: &str) -> Result<()> {
@@ -304,12 +206,7 @@ mod tests {
     }
 
     #[test]
-    fn urls_and_slugs() {
-        assert!(is_http_url("https://sts.tencentcloudapi.com"));
-        assert!(is_http_url("http://127.0.0.1:9000/"));
-        assert!(!is_http_url("ftp://x"));
-        assert!(!is_http_url("https://"));
-        assert!(!is_http_url("https://user@host/"));
+    fn slugs() {
         assert!(valid_slug("demo-1"));
         assert!(!valid_slug("-demo"));
         assert!(!valid_slug("Demo"));

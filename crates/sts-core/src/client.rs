@@ -130,6 +130,8 @@ pub enum EndpointError {
     Scheme,
     #[error("has no host")]
     NoHost,
+    #[error("must not carry a user name or password")]
+    Userinfo,
 }
 
 /// Why an STS answer could not be read.
@@ -290,23 +292,30 @@ impl fmt::Debug for StsClient {
     }
 }
 
-fn parse_endpoint(endpoint: &str) -> Result<(reqwest::Url, String), StsError> {
-    let refused = |reason| StsError::Endpoint {
-        endpoint: endpoint.to_owned(),
-        reason,
-    };
-    let url = reqwest::Url::parse(endpoint).map_err(|e| refused(EndpointError::Url(e)))?;
+/// Checks an STS endpoint the way [`StsClient::for_endpoint`] will use it: an http(s) URL with
+/// a host. Returns the URL and the `Host` value to sign. The store validates an app's endpoint
+/// override with this same function, so it never saves one the client would refuse.
+pub fn check_endpoint(endpoint: &str) -> Result<(reqwest::Url, String), EndpointError> {
+    let url = reqwest::Url::parse(endpoint)?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(refused(EndpointError::Scheme));
+        return Err(EndpointError::Scheme);
     }
-    let host = url
-        .host_str()
-        .ok_or_else(|| refused(EndpointError::NoHost))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(EndpointError::Userinfo);
+    }
+    let host = url.host_str().ok_or(EndpointError::NoHost)?;
     let host = match url.port() {
         Some(port) => format!("{host}:{port}"),
         None => host.to_owned(),
     };
     Ok((url, host))
+}
+
+fn parse_endpoint(endpoint: &str) -> Result<(reqwest::Url, String), StsError> {
+    check_endpoint(endpoint).map_err(|reason| StsError::Endpoint {
+        endpoint: endpoint.to_owned(),
+        reason,
+    })
 }
 
 impl StsClient {

@@ -390,6 +390,10 @@ fn a_bad_endpoint_is_refused_when_the_client_is_built() {
         ),
         ("ftp://sts.tencentcloudapi.com/", EndpointError::Scheme),
         ("http:///", EndpointError::Url(url::ParseError::EmptyHost)),
+        (
+            "https://user:pw@sts.tencentcloudapi.com/",
+            EndpointError::Userinfo,
+        ),
     ] {
         let err = StsClient::new(StsClientConfig {
             endpoint: endpoint.into(),

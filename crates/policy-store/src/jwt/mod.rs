@@ -44,6 +44,17 @@ pub use keys::{KeyError, KeyType, PublicKey};
 
 /// The shortest accepted `hs_secret` (RFC 7518 §3.2: at least the hash size; 256 bits here).
 pub const MIN_HS_SECRET_BYTES: usize = 32;
+
+/// The JOSE names of the algorithms an app may allow (the admin form lists them).
+pub const JWT_ALGORITHMS: [&str; ALGORITHMS.len()] = {
+    let mut names = [""; ALGORITHMS.len()];
+    let mut i = 0;
+    while i < names.len() {
+        names[i] = ALGORITHMS[i].0;
+        i += 1;
+    }
+    names
+};
 /// The largest accepted `leeway_seconds`.
 pub const MAX_LEEWAY_SECONDS: u64 = 600;
 /// The most static public keys one app may list.

@@ -13,7 +13,7 @@ use super::{PgStore, REDACTED, audit, decode_err, map_db_error, notify};
 use crate::error::{DbResult as _, Result, StoreError};
 use crate::model::*;
 use crate::repo::AppStore;
-use crate::validate::{invalid_if_any, non_empty, validate_app, validate_auth};
+use crate::validate::{invalid_if_any, non_empty, validate_app};
 
 const FIELD_SECRET_KEY: &str = "secret_key";
 const FIELD_HS_SECRET: &str = "hs_secret";
@@ -455,7 +455,18 @@ impl AppStore for PgStore {
         .transpose()
         .db()?;
         let stored_hs = before.as_ref().and_then(|b| b.hs_secret_enc.clone());
-        invalid_if_any(validate_auth(input, stored_hs.is_some()))?;
+        // The gateway's own compile step decides: the store never saves settings the gateway
+        // would refuse (an app down with 503 app_misconfigured).
+        let stored_plain = stored_hs
+            .as_deref()
+            .map(|enc| self.cipher.decrypt(id, FIELD_HS_SECRET, enc))
+            .transpose()?;
+        invalid_if_any(crate::jwt::check_auth_input(
+            id,
+            input,
+            stored_plain.as_ref(),
+            self.jwt,
+        ))?;
 
         let hs_secret_enc = match (&input.hs_secret, &stored_hs) {
             (Some(s), _) => Some(self.cipher.encrypt(id, FIELD_HS_SECRET, s.expose_secret())),

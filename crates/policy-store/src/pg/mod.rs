@@ -63,6 +63,9 @@ impl Default for PoolOptions {
 pub struct PgStore {
     pool: PgPool,
     cipher: Arc<Cipher>,
+    /// How JWT settings are checked before they are saved: the gateway compiles them with the
+    /// same options, so the store never accepts what the gateway would refuse.
+    jwt: crate::jwt::CompileOptions,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -83,7 +86,14 @@ impl PgStore {
         Ok(Self {
             pool,
             cipher: Arc::new(cipher),
+            jwt: Default::default(),
         })
+    }
+
+    /// Checks JWT settings with these options when saving them (pass the gateway's).
+    pub fn with_jwt_options(mut self, options: crate::jwt::CompileOptions) -> Self {
+        self.jwt = options;
+        self
     }
 
     /// A store over a pool the caller built (tests share their database's pool).
@@ -92,6 +102,7 @@ impl PgStore {
         Self {
             pool,
             cipher: Arc::new(cipher),
+            jwt: Default::default(),
         }
     }
 

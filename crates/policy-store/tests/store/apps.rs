@@ -229,15 +229,26 @@ async fn app_auth_with_encrypted_hs_secret() {
     assert_eq!(
         fields(&err),
         [
-            "algorithms[0]",
-            "hs_secret",
+            "algorithms",
             "public_keys[0]",
             "jwks_url",
-            "audiences[0]",
+            "issuer",
+            "audiences",
             "user_claim",
             "leeway_seconds"
         ]
     );
+    // A short HS secret is refused once an HS algorithm is allowed.
+    let short = AppAuthInput {
+        algorithms: vec!["HS256".into()],
+        hs_secret: Some(SecretString::from("short")),
+        ..input.clone()
+    };
+    let err = store
+        .set_app_auth("root", app.id, &short)
+        .await
+        .unwrap_err();
+    assert_eq!(fields(&err), ["hs_secret"]);
     // HS algorithms need a secret when none is stored.
     let other = store.create_app("root", &app_input("other")).await.unwrap();
     let mut no_secret = input.clone();
@@ -307,4 +318,102 @@ async fn master_key_rotation() {
             .expose_secret(),
         SECRET_KEY
     );
+}
+
+/// Issue 8 item 4: settings the store accepted but the gateway refused took the app down with
+/// 503 `app_misconfigured`. The store now runs the gateway's own compile step.
+#[tokio::test]
+async fn the_store_refuses_jwt_settings_the_gateway_would_refuse() {
+    use policy_store::jwt::{CompileOptions, CompiledJwt};
+
+    let (_db, store) = store().await;
+    let app = store.create_app("root", &app_input("demo")).await.unwrap();
+    let good = AppAuthInput {
+        issuer: Some("https://idp.example".into()),
+        audiences: vec!["mobile".into()],
+        algorithms: vec!["RS256".into()],
+        hs_secret: None,
+        public_keys: vec![],
+        jwks_url: Some("https://idp.example/jwks.json".into()),
+        user_claim: "sub".into(),
+        leeway_seconds: 60,
+    };
+    let saved = store.set_app_auth("root", app.id, &good).await.unwrap();
+    // What the store saved, the gateway compiles.
+    assert!(CompiledJwt::compile(&saved, CompileOptions::default()).is_ok());
+
+    let refused = |f: fn(&mut AppAuthInput)| {
+        let mut input = good.clone();
+        f(&mut input);
+        input
+    };
+    for (input, field) in [
+        // The store allowed 0..=3600, the gateway at most 600.
+        (refused(|i| i.leeway_seconds = 900), "leeway_seconds"),
+        // http is allowed only on loopback, and loopback only when configured.
+        (
+            refused(|i| i.jwks_url = Some("http://example.com/jwks.json".into())),
+            "jwks_url",
+        ),
+        (
+            refused(|i| i.jwks_url = Some("https://127.0.0.1:8443/jwks".into())),
+            "jwks_url",
+        ),
+        (
+            refused(|i| i.jwks_url = Some("https://169.254.169.254/latest".into())),
+            "jwks_url",
+        ),
+        // Keys from an identity provider need an issuer and an audience (confused deputy).
+        (refused(|i| i.issuer = None), "issuer"),
+        (refused(|i| i.audiences.clear()), "audiences"),
+    ] {
+        let err = store
+            .set_app_auth("root", app.id, &input)
+            .await
+            .unwrap_err();
+        assert!(fields(&err).contains(&field.to_owned()), "{field}: {err}");
+        let as_gateway = policy_store::AppAuth {
+            app_id: app.id,
+            issuer: input.issuer.clone(),
+            audiences: input.audiences.clone(),
+            algorithms: input.algorithms.clone(),
+            hs_secret: None,
+            public_keys: input.public_keys.clone(),
+            jwks_url: input.jwks_url.clone(),
+            user_claim: input.user_claim.clone(),
+            leeway_seconds: input.leeway_seconds,
+        };
+        assert!(
+            CompiledJwt::compile(&as_gateway, CompileOptions::default()).is_err(),
+            "{field}: the gateway must refuse it too"
+        );
+    }
+    // Nothing refused was saved.
+    let stored = store.app_auth(app.id).await.unwrap().unwrap();
+    assert_eq!(stored.leeway_seconds, 60);
+    assert_eq!(
+        stored.jwks_url.as_deref(),
+        Some("https://idp.example/jwks.json")
+    );
+
+    // A store configured like `stsgate dev` accepts a loopback JWKS, as its gateway does.
+    let dev_store = store.clone().with_jwt_options(CompileOptions {
+        allow_loopback_jwks: true,
+    });
+    let loopback = refused(|i| i.jwks_url = Some("http://127.0.0.1:9999/jwks".into()));
+    dev_store
+        .set_app_auth("root", app.id, &loopback)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_store_refuses_an_sts_endpoint_the_client_would_refuse() {
+    let (_db, store) = store().await;
+    let mut input = app_input("demo");
+    input.sts_endpoint = Some("https://user:pw@sts.tencentcloudapi.com/".into());
+    let err = store.create_app("root", &input).await.unwrap_err();
+    assert_eq!(fields(&err), ["sts_endpoint"]);
+    input.sts_endpoint = Some("https://sts.ap-shanghai.tencentcloudapi.com/".into());
+    store.create_app("root", &input).await.unwrap();
 }
