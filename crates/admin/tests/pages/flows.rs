@@ -130,7 +130,12 @@ async fn apps_are_created_edited_and_disabled() {
         )
         .await;
     assert_eq!(res.status, 422);
-    for msg in ["at least 32 bytes", "a PEM public key", "an http(s) URL"] {
+    for msg in [
+        "at least 32 bytes",
+        "not a PEM public key",
+        "must be an https URL",
+        "the identity provider&#39;s issuer",
+    ] {
         assert!(res.body.contains(msg), "{msg}: {}", res.body);
     }
     assert!(!res.body.contains("value=\"short\""));
