@@ -120,26 +120,43 @@ impl Bench {
         CpuSample::take(gateway, self.emulator_pid)
     }
 
-    /// One wrk run, with the CPU split measured around it (and `perf record` on the gateway
-    /// when profiling).
-    fn measure(
+    /// One wrk run, with the CPU split and the gateway's group commits measured around it
+    /// (and `perf record` on the gateway when profiling).
+    async fn measure(
         &self,
         name: &str,
-        gateway: Option<u32>,
+        gateway: Option<(u32, &str)>,
         url: &str,
         load: wrk::Load<'_>,
-    ) -> (wrk::Report, CpuSplit) {
-        let perf = match (self.profile, gateway) {
+    ) -> (wrk::Report, CpuSplit, Option<f64>) {
+        let pid = gateway.map(|g| g.0);
+        let perf = match (self.profile, pid) {
             (true, Some(pid)) => Some(start_perf(pid, &self.dir.join(format!("perf-{name}.data")))),
             _ => None,
         };
-        let before = self.cpu(gateway);
+        let commits_before = match gateway {
+            Some((_, base)) => audit_counters(&self.http, base).await,
+            None => None,
+        };
+        let before = self.cpu(pid);
         let report = wrk::run(url, self.secs, load);
-        let after = self.cpu(gateway);
+        let after = self.cpu(pid);
         if let Some(perf) = perf {
             stop_perf(perf);
         }
-        (report, CpuSplit::between(&before, &after, self.cores))
+        let commits_after = match gateway {
+            Some((_, base)) => audit_counters(&self.http, base).await,
+            None => None,
+        };
+        let rows_per_commit = match (commits_before, commits_after) {
+            (Some((b0, r0)), Some((b1, r1))) if b1 > b0 => Some((r1 - r0) / (b1 - b0)),
+            _ => None,
+        };
+        (
+            report,
+            CpuSplit::between(&before, &after, self.cores),
+            rows_per_commit,
+        )
     }
 }
 
@@ -229,20 +246,35 @@ async fn fill(http: &reqwest::Client, url: &str, prefix: &str, count: usize) {
     );
 }
 
-/// The gateway's own count of cached credentials (`/metrics`).
-async fn cache_entries(http: &reqwest::Client, base: &str) -> Option<u64> {
-    let text = http
-        .get(format!("{base}/metrics"))
+async fn metrics_text(http: &reqwest::Client, base: &str) -> Option<String> {
+    http.get(format!("{base}/metrics"))
         .send()
         .await
         .ok()?
         .text()
         .await
-        .ok()?;
+        .ok()
+}
+
+fn metric(text: &str, name: &str) -> Option<f64> {
     text.lines()
-        .find_map(|l| l.strip_prefix("stsgate_credential_cache_entries "))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .map(|v| v as u64)
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The gateway's own count of cached credentials (`/metrics`).
+async fn cache_entries(http: &reqwest::Client, base: &str) -> Option<u64> {
+    let text = metrics_text(http, base).await?;
+    metric(&text, "stsgate_credential_cache_entries").map(|v| v as u64)
+}
+
+/// (group commits, rows) of the issuance log so far (`/metrics`).
+async fn audit_counters(http: &reqwest::Client, base: &str) -> Option<(f64, f64)> {
+    let text = metrics_text(http, base).await?;
+    Some((
+        metric(&text, "stsgate_audit_batches_total")?,
+        metric(&text, "stsgate_audit_rows_total")?,
+    ))
 }
 
 /// Connections of the database other than this one, and how many of them use TLS.
@@ -360,12 +392,14 @@ async fn main() {
     );
     let script = wrk::post_script(&dir.join("sts.lua"), &headers, &body);
     let (issued_before, errors_before) = emulator_issued(&http, &emulator_url).await;
-    let (direct, cpu) = bench.measure(
-        "sts",
-        None,
-        &format!("{emulator_url}/"),
-        wrk::Load::Script(&script),
-    );
+    let (direct, cpu, _) = bench
+        .measure(
+            "sts",
+            None,
+            &format!("{emulator_url}/"),
+            wrk::Load::Script(&script),
+        )
+        .await;
     let (issued_after, errors_after) = emulator_issued(&http, &emulator_url).await;
     let direct_rps = direct.rps;
     rows.push(Row::new(report::STS_ROW, direct, cpu));
@@ -378,16 +412,18 @@ async fn main() {
         }
         let (mut gateway, base) = bench.start_gateway(setting, &[]);
         gateway.wait_ready(&http, &format!("{base}/readyz")).await;
-        let pid = Some(gateway.pid());
+        let gw = Some((gateway.pid(), base.as_str()));
 
         let healthz_name = format!("healthz, {}", setting.label);
         if !profile {
-            let (r, cpu) = bench.measure(
-                "healthz",
-                pid,
-                &format!("{base}/healthz"),
-                wrk::Load::Get { headers: &[] },
-            );
+            let (r, cpu, _) = bench
+                .measure(
+                    "healthz",
+                    gw,
+                    &format!("{base}/healthz"),
+                    wrk::Load::Get { headers: &[] },
+                )
+                .await;
             rows.push(Row::new(&healthz_name, r, cpu));
         }
 
@@ -398,15 +434,18 @@ async fn main() {
         let (status, first) = get_json(&http, &hit_url, &token).await;
         assert_eq!(status, 200, "cache-hit warm-up: {first}");
         let bearer = format!("Bearer {token}");
-        let (r, cpu) = bench.measure(
-            "hit",
-            pid,
-            &hit_url,
-            wrk::Load::Get {
-                headers: &[("Authorization", &bearer)],
-            },
-        );
+        let (r, cpu, per_commit) = bench
+            .measure(
+                "hit",
+                gw,
+                &hit_url,
+                wrk::Load::Get {
+                    headers: &[("Authorization", &bearer)],
+                },
+            )
+            .await;
         let mut row = Row::new(&format!("cache hit, {}", setting.label), r, cpu);
+        row.rows_per_commit = per_commit;
         row.app = Some((hit_app, 1));
         if !profile {
             row.baseline = Some(healthz_name.clone());
@@ -428,9 +467,12 @@ async fn main() {
             &format!("/v1/apps/{miss_app}/credentials"),
             &files,
         );
-        let (r, cpu) = bench.measure("miss", pid, &base, wrk::Load::Script(&script));
+        let (r, cpu, per_commit) = bench
+            .measure("miss", gw, &base, wrk::Load::Script(&script))
+            .await;
         seed::remove_token_files(&files, wrk::THREADS);
         let mut row = Row::new(&format!("cache miss, {}", setting.label), r, cpu);
+        row.rows_per_commit = per_commit;
         row.app = Some((miss_app, 0));
         row.baseline = Some(report::STS_ROW.into());
         rows.push(row);

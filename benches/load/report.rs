@@ -15,6 +15,8 @@ pub struct Row {
     pub baseline: Option<String>,
     /// The app the run used and how many requests the harness itself sent to it.
     pub app: Option<(String, u64)>,
+    /// Issuance-log rows per group commit during the run (the gateway's /metrics).
+    pub rows_per_commit: Option<f64>,
 }
 
 impl Row {
@@ -25,6 +27,7 @@ impl Row {
             cpu,
             baseline: None,
             app: None,
+            rows_per_commit: None,
         }
     }
 }
@@ -63,6 +66,9 @@ pub struct Report {
     pub rss: Option<RssFigures>,
     pub profile: bool,
 }
+
+/// CPU (% of one core) used outside the processes under test above which a run is flagged.
+const BUSY_OTHER: f64 = 15.0;
 
 /// The name of the emulator-direct row.
 pub const STS_ROW: &str = "emulator direct (STS)";
@@ -135,7 +141,7 @@ pub fn print(r: &Report) {
     }
     println!();
     println!(
-        "{:<26} {:>9} {:>9} {:>9} {:>7} {:>7} {:>5} {:>9} {:>15} {:>15}  CPU % of one core:   gw  sts   pg  wrk other",
+        "{:<26} {:>9} {:>9} {:>9} {:>7} {:>7} {:>5} {:>9} {:>15} {:>8} {:>15}  CPU % of one core:   gw  sts   pg  wrk other",
         "run",
         "req/s",
         "p50",
@@ -145,6 +151,7 @@ pub fn print(r: &Report) {
         "err",
         "answered",
         "log rows (diff)",
+        "rows/txn",
         "ratio",
     );
     let mut notes = Vec::new();
@@ -188,6 +195,13 @@ pub fn print(r: &Report) {
                 row.name, w.non_2xx, w.socket_errors
             ));
         }
+        if row.cpu.other > BUSY_OTHER {
+            notes.push(format!(
+                "{}: something else used {:.0}% of a core during the run: rerun when the \
+                 machine is quiet",
+                row.name, row.cpu.other
+            ));
+        }
         if w.tokens_wrapped > 0 {
             notes.push(format!(
                 "{}: the token list ran out {} times, so some requests were hits",
@@ -196,7 +210,7 @@ pub fn print(r: &Report) {
         }
         let c = &row.cpu;
         println!(
-            "{:<26} {:>9.0} {:>9} {:>9} {:>7.1} {:>7} {:>5} {:>9} {:>15} {:>15}  {:>22.0} {:>4.0} {:>4.0} {:>4.0} {:>5.0}",
+            "{:<26} {:>9.0} {:>9} {:>9} {:>7.1} {:>7} {:>5} {:>9} {:>15} {:>8} {:>15}  {:>22.0} {:>4.0} {:>4.0} {:>4.0} {:>5.0}",
             row.name,
             w.rps,
             ms(w.p50),
@@ -206,6 +220,8 @@ pub fn print(r: &Report) {
             w.socket_errors,
             answered,
             rows,
+            row.rows_per_commit
+                .map_or_else(|| "-".to_owned(), |n| format!("{n:.1}")),
             ratio,
             c.gateway,
             c.emulator,
@@ -283,6 +299,9 @@ pub fn print(r: &Report) {
             rows - rss.requests as i64
         );
     }
+    println!(
+        "rows/txn: issuance-log rows per group commit during the run (the gateway's /metrics)."
+    );
     println!(
         "log rows (diff): rows minus requests answered (harness warm-up included); up to {} \
          requests in flight when wrk stops are answered and logged after wrk stops counting.",
