@@ -86,7 +86,13 @@ fn with_sslmode_disable(url: &str) -> String {
 }
 
 impl Bench {
-    fn start_gateway(&self, setting: &Setting, extra: &[(&str, &str)]) -> (Proc, String) {
+    /// Starts `stsgate serve` with `setting`; its output goes to `target/bench/gateway-<log>.log`.
+    fn start_gateway(
+        &self,
+        setting: &Setting,
+        log: &str,
+        extra: &[(&str, &str)],
+    ) -> (Proc, String) {
         let public = procs::free_port();
         let mut cmd = Command::new(BIN);
         cmd.arg("serve")
@@ -111,7 +117,7 @@ impl Bench {
         for (k, v) in extra {
             cmd.env(k, v);
         }
-        let log = self.dir.join(format!("gateway-{}.log", setting.key));
+        let log = self.dir.join(format!("gateway-{log}.log"));
         let proc = Proc::spawn(&format!("gateway ({})", setting.label), cmd, &self.dir, log);
         (proc, format!("http://127.0.0.1:{public}"))
     }
@@ -162,6 +168,8 @@ impl Bench {
 
 /// `perf record` of `pid` with DWARF call graphs (Rust code has no frame pointers).
 fn start_perf(pid: u32, out: &Path) -> Child {
+    // Otherwise perf keeps the previous recording as <out>.old.
+    let _ = std::fs::remove_file(out);
     let child = Command::new("perf")
         .args(["record", "-F", "499", "--call-graph", "dwarf,16384", "-p"])
         .arg(pid.to_string())
@@ -410,7 +418,7 @@ async fn main() {
         if profile && setting.key != "default" {
             continue;
         }
-        let (mut gateway, base) = bench.start_gateway(setting, &[]);
+        let (mut gateway, base) = bench.start_gateway(setting, setting.key, &[]);
         gateway.wait_ready(&http, &format!("{base}/readyz")).await;
         let gw = Some((gateway.pid(), base.as_str()));
 
@@ -543,8 +551,11 @@ async fn main() {
 async fn measure_rss(bench: &Bench) -> RssFigures {
     let capacity = (RSS_STEPS[1] + RSS_STEPS[1] / 3).to_string();
     let setting = &SETTINGS[2];
-    let (mut gateway, base) =
-        bench.start_gateway(setting, &[("STSGATE_CACHE__CREDENTIAL_ENTRIES", &capacity)]);
+    let (mut gateway, base) = bench.start_gateway(
+        setting,
+        "rss",
+        &[("STSGATE_CACHE__CREDENTIAL_ENTRIES", &capacity)],
+    );
     gateway
         .wait_ready(&bench.http, &format!("{base}/readyz"))
         .await;
@@ -570,7 +581,11 @@ async fn measure_rss(bench: &Bench) -> RssFigures {
             cache_entries(&bench.http, &base).await,
         ));
     }
+    let log = gateway.log.clone();
     gateway.stop();
+    if std::env::var_os("STSGATE_BENCH_KEEP_LOGS").is_none() {
+        let _ = std::fs::remove_file(log);
+    }
     RssFigures {
         steps: rss,
         credential_bytes: own,
