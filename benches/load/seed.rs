@@ -5,9 +5,8 @@ use std::path::Path;
 
 use base64::Engine as _;
 use jsonwebtoken::{EncodingKey, Header};
-use policy_store::testing::test_cipher;
-use policy_store::{AppAuthInput, AppInput, PgStore, Store, StsMode, TemplateDocument};
-use secrecy::SecretString;
+use policy_store::PgStore;
+use policy_store::testing::{SeedApp, seed_app, test_cipher};
 use serde_json::json;
 use sts_core::tc3::{self, Tc3Request};
 use sts_core::{CosResource, Effect, Policy, Statement};
@@ -34,56 +33,17 @@ pub fn master_key() -> String {
 /// counted per run.
 pub async fn create_app(pool: &sqlx::PgPool, slug: &str) {
     let store = PgStore::new(pool.clone(), test_cipher());
-    let app = store
-        .create_app(
-            "bench",
-            &AppInput {
-                slug: slug.into(),
-                name: slug.into(),
-                enabled: true,
-                region: REGION.into(),
-                bucket: BUCKET.into(),
-                mode: StsMode::FederationToken,
-                role_arn: None,
-                external_id: None,
-                secret_id: ACCOUNT_ID.into(),
-                secret_key: Some(SecretString::from(ACCOUNT_KEY)),
-                sts_endpoint: None,
-                duration_default: 1800,
-                duration_max: 7200,
-                min_remaining: None,
-                rate_subject_per_minute: 0,
-                rate_app_per_second: 0,
-            },
-        )
+    let seed = SeedApp {
+        secret_id: ACCOUNT_ID.into(),
+        secret_key: ACCOUNT_KEY.into(),
+        issuer: ISSUER.into(),
+        audience: AUDIENCE.into(),
+        hs_secret: Some(HS_SECRET.into()),
+        ..SeedApp::new(slug)
+    };
+    seed_app(&store, "bench", &seed)
         .await
         .unwrap_or_else(|e| panic!("creating app {slug}: {e}"));
-    store
-        .set_app_auth(
-            "bench",
-            app.id,
-            &AppAuthInput {
-                issuer: Some(ISSUER.into()),
-                audiences: vec![AUDIENCE.into()],
-                algorithms: vec!["HS256".into()],
-                hs_secret: Some(SecretString::from(HS_SECRET)),
-                public_keys: vec![],
-                jwks_url: None,
-                user_claim: "sub".into(),
-                leeway_seconds: 60,
-            },
-        )
-        .await
-        .unwrap();
-    store
-        .save_template(
-            "bench",
-            app.id,
-            &TemplateDocument::default_for_users(),
-            None,
-        )
-        .await
-        .unwrap();
 }
 
 pub fn unix_now() -> i64 {
