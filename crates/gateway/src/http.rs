@@ -160,16 +160,19 @@ fn parse_options(opts: Options) -> Result<Parsed, OptionsError> {
     })
 }
 
+/// The client's address: the peer, or behind a trusted proxy the last entry of the last
+/// `X-Forwarded-For` line. A proxy appends its entry to the last line or adds a line of its
+/// own after the client's, so everything before that entry (other lines included) is
+/// whatever the client sent.
 fn source_ip(req: &HttpRequest, trust_forwarded_for: bool) -> Option<String> {
     if trust_forwarded_for
-        && let Some(first) = req
+        && let Some(last) = req
             .headers()
-            .get("x-forwarded-for")
+            .get_all("x-forwarded-for")
+            .last()
             .and_then(|v| v.to_str().ok())
-            // The last entry is the one the trusted proxy added; earlier ones are whatever
-            // the client sent.
             .and_then(|v| v.rsplit(',').next())
-        && let Ok(ip) = first.trim().parse::<std::net::IpAddr>()
+        && let Ok(ip) = last.trim().parse::<std::net::IpAddr>()
     {
         return Some(ip.to_string());
     }
