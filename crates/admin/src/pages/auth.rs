@@ -90,13 +90,18 @@ pub async fn login_form(
 
 /// Where a sign-in came from: the peer, or behind a trusted reverse proxy the last entry of
 /// the last `X-Forwarded-For` line (the one that proxy added; earlier ones are the client's).
+/// (The public API's rule, `gateway::http::source_ip`; the two crates share no code.)
 fn source_ip(req: &HttpRequest, trust_forwarded_for: bool) -> Option<IpAddr> {
-    if trust_forwarded_for && let Some(last) = req.headers().get_all("x-forwarded-for").last() {
-        return last
-            .to_str()
-            .ok()
+    if trust_forwarded_for
+        && let Some(last) = req
+            .headers()
+            .get_all("x-forwarded-for")
+            .last()
+            .and_then(|v| v.to_str().ok())
             .and_then(|v| v.rsplit(',').next())
-            .and_then(|ip| ip.trim().parse().ok());
+        && let Ok(ip) = last.trim().parse()
+    {
+        return Some(ip);
     }
     req.peer_addr().map(|a| a.ip())
 }

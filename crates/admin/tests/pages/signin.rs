@@ -185,9 +185,11 @@ async fn every_failed_sign_in_does_the_same_database_work() {
 /// are answered 429 before any database work (and so before any argon2 work).
 #[tokio::test]
 async fn sign_in_floods_get_429_before_any_work() {
+    // Budgets refill one attempt every 30 s (per source) and 20 s (everybody): far longer than
+    // this test takes, so no refill happens in between.
     let t = TestAdmin::start_with(AdminConfig {
-        sign_in_per_source_per_minute: 3,
-        sign_in_per_minute: 5,
+        sign_in_per_source_per_minute: 2,
+        sign_in_per_minute: 3,
         trust_forwarded_for: true,
         ..AdminConfig::default()
     })
@@ -216,28 +218,27 @@ async fn sign_in_floods_get_429_before_any_work() {
             (res, calls() - before)
         }
     };
-    for _ in 0..3 {
+    let retry_after = |res: &Resp| res.header("retry-after").parse::<u64>().unwrap();
+    for _ in 0..2 {
         let (res, db) = attempt("198.51.100.1").await;
         assert_eq!((res.status, db), (401, 1));
     }
     let (res, db) = attempt("198.51.100.1").await;
     assert_eq!(res.status, 429, "{}", res.body);
     assert_eq!(db, 0, "no database work for a refused attempt");
-    assert_eq!(res.header("retry-after"), "20", "60 s / 3 attempts");
+    assert!((1..=30).contains(&retry_after(&res)), "{:?}", res.headers);
     assert!(
         res.body.contains("Too many sign-in attempts"),
         "{}",
         res.body
     );
 
-    // Another source has its own budget, until everybody's (5 a minute) is spent.
-    for _ in 0..2 {
-        let (res, _) = attempt("198.51.100.2").await;
-        assert_eq!(res.status, 401);
-    }
+    // Another source has its own budget, until everybody's (3 a minute) is spent.
+    let (res, _) = attempt("198.51.100.2").await;
+    assert_eq!(res.status, 401);
     let (res, db) = attempt("198.51.100.3").await;
     assert_eq!((res.status, db), (429, 0));
-    assert_eq!(res.header("retry-after"), "12", "60 s / 5 attempts");
+    assert!((1..=20).contains(&retry_after(&res)), "{:?}", res.headers);
 }
 
 /// Issue 8 "also check": a session cookie that cannot be a session token is turned away
