@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 const MAX_TRACKED: usize = 10_000;
 /// The least time between two sweeps of a full table.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// Refusals are logged as one line per this interval at most, so a flood cannot flood the log.
+const REPORT_EVERY: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
@@ -52,6 +54,18 @@ struct Buckets {
     shared: Bucket,
     by_source: HashMap<IpAddr, Bucket>,
     swept_at: Option<Instant>,
+    /// Refusals not reported yet, and when the last report went out.
+    unreported: u64,
+    reported_at: Option<Instant>,
+}
+
+/// An attempt over budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    /// When a retry can succeed (the `Retry-After`).
+    pub wait: Duration,
+    /// Set at most once per [`REPORT_EVERY`]: the refusals to log now, this one included.
+    pub report: Option<u64>,
 }
 
 /// The sign-in budgets of one admin listener.
@@ -90,16 +104,18 @@ impl SignInBudget {
                 shared: Bucket::full(shared, Instant::now()),
                 by_source: HashMap::new(),
                 swept_at: None,
+                unreported: 0,
+                reported_at: None,
             }),
         }
     }
 
     /// Spends one attempt for `source`, or says how long to wait (nothing is spent then).
-    pub fn take(&self, source: Option<IpAddr>) -> Result<(), Duration> {
+    pub fn take(&self, source: Option<IpAddr>) -> Result<(), Refusal> {
         self.take_at(source, Instant::now())
     }
 
-    fn take_at(&self, source: Option<IpAddr>, now: Instant) -> Result<(), Duration> {
+    fn take_at(&self, source: Option<IpAddr>, now: Instant) -> Result<(), Refusal> {
         let mut guard = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
         let b = &mut *guard;
         let mut wait = Duration::ZERO;
@@ -127,7 +143,15 @@ impl SignInBudget {
             _ => None,
         };
         if !wait.is_zero() {
-            return Err(wait);
+            b.unreported += 1;
+            let due = b
+                .reported_at
+                .is_none_or(|t| now.saturating_duration_since(t) >= REPORT_EVERY);
+            let report = due.then(|| {
+                b.reported_at = Some(now);
+                std::mem::take(&mut b.unreported)
+            });
+            return Err(Refusal { wait, report });
         }
         b.shared.tokens -= 1.0;
         if let Some(bucket) = tracked.and_then(|key| b.by_source.get_mut(&key)) {
@@ -165,18 +189,35 @@ mod tests {
             budget.take_at(ip("192.0.2.1"), t0).unwrap();
         }
         // The 4th attempt from the same address waits 60 / 3 = 20 s for its token.
-        let wait = budget.take_at(ip("192.0.2.1"), t0).unwrap_err();
-        assert_eq!(wait.as_secs(), 20);
+        let refusal = budget.take_at(ip("192.0.2.1"), t0).unwrap_err();
+        assert_eq!(refusal.wait.as_secs(), 20);
+        assert_eq!(refusal.report, Some(1), "the first refusal is reported");
         // Another address still gets in, until the shared budget of 5 is spent.
         budget.take_at(ip("192.0.2.2"), t0).unwrap();
         budget.take_at(ip("192.0.2.2"), t0).unwrap();
-        let wait = budget.take_at(ip("192.0.2.3"), t0).unwrap_err();
-        assert_eq!(wait.as_secs(), 12, "60 / 5");
+        let refusal = budget.take_at(ip("192.0.2.3"), t0).unwrap_err();
+        assert_eq!(refusal.wait.as_secs(), 12, "60 / 5");
+        assert_eq!(refusal.report, None, "then at most one report per interval");
         // Refused attempts spent nothing: 24 s later the shared bucket holds 2 tokens again
         // and 192.0.2.1's holds 1.2.
         let later = t0 + Duration::from_secs(24);
         budget.take_at(ip("192.0.2.1"), later).unwrap();
         budget.take_at(ip("192.0.2.3"), later).unwrap();
+    }
+
+    #[test]
+    fn refusals_are_reported_in_batches() {
+        let budget = SignInBudget::new(1, 100);
+        let t0 = Instant::now();
+        let src = ip("192.0.2.1");
+        budget.take_at(src, t0).unwrap();
+        assert_eq!(budget.take_at(src, t0).unwrap_err().report, Some(1));
+        for _ in 0..5 {
+            assert_eq!(budget.take_at(src, t0).unwrap_err().report, None);
+        }
+        let later = t0 + REPORT_EVERY;
+        // 10 s refill a sixth of a token: still refused, and the 5 held back plus this one.
+        assert_eq!(budget.take_at(src, later).unwrap_err().report, Some(6));
     }
 
     #[test]

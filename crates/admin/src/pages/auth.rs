@@ -128,9 +128,11 @@ pub async fn login(
 
     // Budgets first: a flood is answered before any database work or hashing.
     let source = source_ip(&req, config.trust_forwarded_for);
-    if let Err(wait) = state.sign_in_budget.take(source) {
-        let retry_after = (wait.as_secs_f64().ceil() as u64).max(1);
-        tracing::warn!(source_ip = ?source, retry_after, "admin sign-in refused: too many attempts");
+    if let Err(refusal) = state.sign_in_budget.take(source) {
+        let retry_after = (refusal.wait.as_secs_f64().ceil() as u64).max(1);
+        if let Some(refused) = refusal.report {
+            tracing::warn!(source_ip = ?source, refused, "admin sign-in attempts refused with 429: too many attempts (one line per 10 s at most)");
+        }
         let mut res = login_page(
             &state,
             StatusCode::TOO_MANY_REQUESTS,
