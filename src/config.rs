@@ -62,6 +62,15 @@ pub struct AdminSettings {
     /// http on 127.0.0.1 and localhost; `stsgate dev` turns it off. Turn it off only when the
     /// admin listener is reached over plain http on a trusted network.
     pub secure_cookies: bool,
+    /// Sign-in attempts a minute from one source address (IPv6: one /64); more get 429
+    /// before any password is checked.
+    pub sign_in_per_source_per_minute: u32,
+    /// Sign-in attempts a minute from all sources together; caps the argon2 work a flood
+    /// can cause.
+    pub sign_in_per_minute: u32,
+    /// The admin listener is behind a reverse proxy: take a sign-in's source address from
+    /// the last entry of the last `X-Forwarded-For` line.
+    pub trust_forwarded_for: bool,
 }
 
 impl Default for AdminSettings {
@@ -71,6 +80,9 @@ impl Default for AdminSettings {
             max_failed_logins: 5,
             lockout_secs: 15 * 60,
             secure_cookies: true,
+            sign_in_per_source_per_minute: 10,
+            sign_in_per_minute: 120,
+            trust_forwarded_for: false,
         }
     }
 }
@@ -290,6 +302,9 @@ impl Settings {
             session_ttl: Duration::from_secs(self.admin.session_ttl_secs.max(60)),
             max_failed_logins: self.admin.max_failed_logins.max(1),
             lockout: Duration::from_secs(self.admin.lockout_secs.max(1)),
+            sign_in_per_source_per_minute: self.admin.sign_in_per_source_per_minute.max(1),
+            sign_in_per_minute: self.admin.sign_in_per_minute.max(1),
+            trust_forwarded_for: self.admin.trust_forwarded_for,
         }
     }
 }

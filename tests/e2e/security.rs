@@ -143,3 +143,39 @@ async fn bad_tokens_get_401() {
     assert_eq!(invalid, 9);
     app.shutdown().await;
 }
+
+/// Issue 8 "also check": the public API reads at most 16 KiB of body, before any token, app or
+/// database work; a bigger one is refused with 413 and nothing else happens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_bodies_are_refused_before_any_work() {
+    let app = TestApp::spawn().await;
+    let loads = app.app_loads();
+    let sts = app.emulator.stats().requests;
+    let padding = "x".repeat(17 * 1024);
+    let res = app
+        .http
+        .post(format!("{}/v1/apps/{APP}/credentials", app.url))
+        .bearer_auth(app.token("alice"))
+        .header("content-type", "application/json")
+        .body(json!({ "prefix": padding }).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 413);
+    assert!(res.headers().contains_key("x-request-id"));
+    assert_eq!(app.app_loads(), loads, "the app was not even looked up");
+    assert_eq!(app.emulator.stats().requests, sts);
+    assert!(app.log_rows().await.is_empty());
+
+    // Just under the limit is read (and refused for what it says, not for its size).
+    let res = app
+        .http
+        .post(format!("{}/v1/apps/{APP}/credentials", app.url))
+        .bearer_auth(app.token("alice"))
+        .body(json!({ "prefix": "x".repeat(15 * 1024) }).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(res.status(), 413);
+    app.shutdown().await;
+}

@@ -531,6 +531,33 @@ async fn behind_a_proxy_the_address_it_added_is_logged() {
     app.shutdown().await;
 }
 
+/// Issue 8 item 6: a proxy that adds its own `X-Forwarded-For` line after the client's. Only
+/// the first line used to be read, so the client's forged address was logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_proxy_that_adds_a_line_its_address_is_logged() {
+    let app = TestApp::spawn_with(Options {
+        trust_forwarded_for: true,
+        ..Options::default()
+    })
+    .await;
+    let res = app
+        .http
+        .get(format!("{}/v1/apps/{APP}/credentials", app.url))
+        .bearer_auth(app.token("alice"))
+        // Two header lines: the client's forged one, then the proxy's.
+        .header("x-forwarded-for", "6.6.6.6, 6.6.6.7")
+        .header("x-forwarded-for", "198.51.100.9, 203.0.113.7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        app.log_rows().await[0].source_ip.as_deref(),
+        Some("203.0.113.7")
+    );
+    app.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_app_without_usable_jwt_settings_is_a_server_problem_not_a_401() {
     let app = TestApp::spawn().await;

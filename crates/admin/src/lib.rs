@@ -27,6 +27,7 @@ mod headers;
 mod pages;
 pub mod password;
 mod session;
+mod sign_in_budget;
 mod view;
 
 pub use error::AdminError;
@@ -44,6 +45,13 @@ pub struct AdminConfig {
     pub max_failed_logins: i32,
     /// How long a locked account stays locked.
     pub lockout: Duration,
+    /// Sign-in attempts a minute from one source address (IPv6: one /64) before 429.
+    pub sign_in_per_source_per_minute: u32,
+    /// Sign-in attempts a minute from everybody together before 429; caps argon2 work.
+    pub sign_in_per_minute: u32,
+    /// Take the source address of a sign-in from the last entry of the last
+    /// `X-Forwarded-For` line (the one a reverse proxy in front of the admin listener added).
+    pub trust_forwarded_for: bool,
 }
 
 impl Default for AdminConfig {
@@ -53,6 +61,9 @@ impl Default for AdminConfig {
             session_ttl: Duration::from_secs(8 * 3600),
             max_failed_logins: 5,
             lockout: Duration::from_secs(15 * 60),
+            sign_in_per_source_per_minute: 10,
+            sign_in_per_minute: 120,
+            trust_forwarded_for: false,
         }
     }
 }
@@ -61,11 +72,20 @@ impl Default for AdminConfig {
 pub struct AdminState {
     pub store: Arc<dyn Store>,
     pub config: AdminConfig,
+    sign_in_budget: sign_in_budget::SignInBudget,
 }
 
 impl AdminState {
     pub fn new(store: Arc<dyn Store>, config: AdminConfig) -> Self {
-        Self { store, config }
+        let sign_in_budget = sign_in_budget::SignInBudget::new(
+            config.sign_in_per_source_per_minute,
+            config.sign_in_per_minute,
+        );
+        Self {
+            store,
+            config,
+            sign_in_budget,
+        }
     }
 }
 

@@ -89,11 +89,23 @@ pub fn login_cookie_name(secure: bool) -> &'static str {
     }
 }
 
+/// Length of a [`random_token`]: 32 bytes in unpadded base64url.
+const TOKEN_LEN: usize = 43;
+
 /// 256 random bits, base64url.
 pub fn random_token() -> String {
     let mut buf = [0u8; 32];
     rand::rng().fill_bytes(&mut buf);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
+}
+
+/// Whether `token` has the shape [`random_token`] gives. Anything else cannot name a session,
+/// so it is turned away without asking the database.
+fn well_formed_token(token: &str) -> bool {
+    token.len() == TOKEN_LEN
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// What the database stores for a session token.
@@ -141,7 +153,7 @@ pub async fn current_session(
     let Some(token) = req.cookie(name).map(|c| c.value().to_owned()) else {
         return Ok(None);
     };
-    if token.is_empty() || token.len() > 128 {
+    if !well_formed_token(&token) {
         return Ok(None);
     }
     Ok(state.store.admin_session(&token_hash(&token)).await?)
@@ -296,6 +308,17 @@ mod tests {
         let b = random_token();
         assert_ne!(a, b);
         assert_eq!(a.len(), 43); // 32 bytes, base64url without padding
+        assert!(well_formed_token(&a));
+        for bad in [
+            "",
+            &a[1..],
+            &format!("{a}A"),
+            &format!("{}=", &a[1..]),
+            &format!("{}+", &a[1..]),
+            "' OR 1=1 --aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        ] {
+            assert!(!well_formed_token(bad), "{bad:?}");
+        }
         assert_eq!(token_hash(&a).len(), 64);
         assert_ne!(token_hash(&a), a);
         assert!(constant_time_eq(&a, &a.clone()));

@@ -1,6 +1,7 @@
 //! The public HTTP API (DESIGN §3).
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use actix_request_identifier::RequestId;
@@ -21,6 +22,45 @@ pub struct PublicState {
     pub service: Arc<Service>,
     pub store: Arc<dyn Store>,
     pub trust_forwarded_for: bool,
+    pub readiness: Readiness,
+}
+
+/// `/readyz`'s database check, one at a time: probes that arrive while a ping is under way
+/// share its answer, so a flood of unauthenticated probes holds at most one connection and
+/// cannot take the pool from issuance. An answer is never reused once its ping is over.
+#[derive(Debug, Default)]
+pub struct Readiness {
+    flight: Mutex<Option<Arc<tokio::sync::OnceCell<bool>>>>,
+    pings: AtomicU64,
+}
+
+impl Readiness {
+    async fn check(&self, store: &dyn Store) -> bool {
+        let flight = {
+            let mut current = self.flight.lock().unwrap_or_else(PoisonError::into_inner);
+            match current.as_ref() {
+                Some(flight) if !flight.initialized() => flight.clone(),
+                _ => current.insert(Arc::default()).clone(),
+            }
+        };
+        *flight
+            .get_or_init(|| async {
+                self.pings.fetch_add(1, Ordering::Relaxed);
+                match store.ping().await {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "not ready: database unreachable");
+                        false
+                    }
+                }
+            })
+            .await
+    }
+
+    /// Database pings made so far.
+    pub fn pings(&self) -> u64 {
+        self.pings.load(Ordering::Relaxed)
+    }
 }
 
 /// Largest accepted JSON body for the credential endpoint.
@@ -160,16 +200,19 @@ fn parse_options(opts: Options) -> Result<Parsed, OptionsError> {
     })
 }
 
+/// The client's address: the peer, or behind a trusted proxy the last entry of the last
+/// `X-Forwarded-For` line. A proxy appends its entry to the last line or adds a line of its
+/// own after the client's, so everything before that entry (other lines included) is
+/// whatever the client sent.
 fn source_ip(req: &HttpRequest, trust_forwarded_for: bool) -> Option<String> {
     if trust_forwarded_for
-        && let Some(first) = req
+        && let Some(last) = req
             .headers()
-            .get("x-forwarded-for")
+            .get_all("x-forwarded-for")
+            .last()
             .and_then(|v| v.to_str().ok())
-            // The last entry is the one the trusted proxy added; earlier ones are whatever
-            // the client sent.
             .and_then(|v| v.rsplit(',').next())
-        && let Ok(ip) = first.trim().parse::<std::net::IpAddr>()
+        && let Ok(ip) = last.trim().parse::<std::net::IpAddr>()
     {
         return Some(ip.to_string());
     }
@@ -267,16 +310,14 @@ async fn healthz() -> HttpResponse {
 }
 
 async fn readyz(state: web::Data<PublicState>) -> HttpResponse {
-    match state.store.ping().await {
-        Ok(()) => HttpResponse::Ok()
+    if state.readiness.check(&*state.store).await {
+        HttpResponse::Ok()
             .content_type("text/plain")
-            .body("ready\n"),
-        Err(e) => {
-            tracing::warn!(error = %e, "not ready: database unreachable");
-            HttpResponse::ServiceUnavailable()
-                .content_type("text/plain")
-                .body("database unreachable\n")
-        }
+            .body("ready\n")
+    } else {
+        HttpResponse::ServiceUnavailable()
+            .content_type("text/plain")
+            .body("database unreachable\n")
     }
 }
 
@@ -333,6 +374,41 @@ mod tests {
             body(r#"{"duration_seconds": 1.5}"#),
             Err(OptionsError::Duration)
         ));
+    }
+
+    /// Issue 8 "also check": twenty probes while the database is slow to answer make one
+    /// ping, not twenty.
+    #[tokio::test]
+    async fn readiness_probes_share_one_ping() {
+        let db = policy_store::testing::fresh_database().await.unwrap();
+        let pool = policy_store::migrate::connect_pool(&db.url, 1)
+            .await
+            .unwrap();
+        let store: Arc<dyn Store> = Arc::new(policy_store::PgStore::new(
+            pool.clone(),
+            policy_store::testing::test_cipher(),
+        ));
+        let readiness = Arc::new(Readiness::default());
+        // The pool's only connection is busy, so the first probe's ping waits for it.
+        let busy = pool.acquire().await.unwrap();
+        let probes: Vec<_> = (0..20)
+            .map(|_| {
+                let (readiness, store) = (readiness.clone(), store.clone());
+                tokio::spawn(async move { readiness.check(&*store).await })
+            })
+            .collect();
+        // A current-thread runtime: every probe runs up to its wait before this resumes.
+        for _ in 0..5 {
+            tokio::task::yield_now().await;
+        }
+        drop(busy);
+        for probe in probes {
+            assert!(probe.await.unwrap());
+        }
+        assert_eq!(readiness.pings(), 1);
+        // A later probe pings again: an answer is not kept once its ping is over.
+        assert!(readiness.check(&*store).await);
+        assert_eq!(readiness.pings(), 2);
     }
 
     #[test]

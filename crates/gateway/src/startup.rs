@@ -23,7 +23,8 @@ use crate::service::Service;
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
     pub workers: usize,
-    /// Take the client IP from the first `X-Forwarded-For` entry (only behind a trusted proxy).
+    /// Take the client IP from the last entry of the last `X-Forwarded-For` line, the one the
+    /// proxy added (only behind a trusted proxy).
     pub trust_forwarded_for: bool,
     /// Upper bound on how stale an app's settings can be if a change notification is lost.
     pub app_cache_ttl: Duration,
@@ -94,6 +95,7 @@ impl Gateway {
             service: self.service.clone(),
             store: self.store.clone(),
             trust_forwarded_for: self.config.trust_forwarded_for,
+            readiness: Default::default(),
         });
         Ok(HttpServer::new(move || {
             App::new()

@@ -176,6 +176,18 @@ pub struct AdminUser {
     pub created_at: OffsetDateTime,
 }
 
+/// What [`AdminUserStore::admit_sign_in`](crate::AdminUserStore::admit_sign_in) decided about
+/// one sign-in attempt, before any password was checked.
+#[derive(Debug, Clone)]
+pub enum SignInAdmission {
+    /// The password may be checked. The attempt is already counted as a failure (until
+    /// `record_login_success` clears the count); `locked_until` is set when this attempt
+    /// used the last one the window allows.
+    Admitted(AdminUser),
+    /// Nothing to check: the account is locked or disabled (`Some`), or no user has that name.
+    Refused(Option<AdminUser>),
+}
+
 /// The outcome recorded for every credential request (DESIGN §5.7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -132,15 +132,19 @@ pub trait AdminUserStore: Send + Sync {
     ) -> Result<AdminUser>;
 
     // Sign-in: lockout counters and server-side sessions
-    /// Counts a failed sign-in; the `max_failures`-th failure in a row locks the account for
-    /// `lock_secs` seconds. Returns the user as updated.
-    async fn record_login_failure(
+    /// Admits one sign-in attempt for `username` before its password is checked, in one
+    /// atomic statement: an enabled, unlocked user's attempt is counted as a failure right
+    /// away, and the `max_failures`-th such attempt locks the account for `lock_secs` seconds.
+    /// So however many attempts arrive at once, at most `max_failures` passwords are checked
+    /// per lockout window. A live lock is never extended. Every call writes exactly one row
+    /// (the user's, or a decoy row for unknown names), whatever the outcome.
+    async fn admit_sign_in(
         &self,
-        user_id: i64,
+        username: &str,
         max_failures: i32,
         lock_secs: i64,
-    ) -> Result<AdminUser>;
-    /// Clears the failure counter and any lockout.
+    ) -> Result<SignInAdmission>;
+    /// After a correct password: clears the failure count and any lockout.
     async fn record_login_success(&self, user_id: i64) -> Result<()>;
     /// Stores a session under the hash of its token (the token itself is never stored).
     async fn create_admin_session(

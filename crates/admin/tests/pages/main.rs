@@ -4,4 +4,5 @@
 mod flows;
 mod log;
 mod security;
+mod signin;
 mod support;

@@ -3,11 +3,12 @@
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use admin::AdminConfig;
-use policy_store::testing::{SeedApp, TestDatabase, fresh_store, seed_app};
+use policy_store::testing::{SeedApp, TestDatabase, fresh_store, seed_app, test_cipher};
 use policy_store::{AdminUserStore, PgStore, Role};
 use secrecy::SecretString;
 
@@ -25,6 +26,9 @@ pub struct TestAdmin {
     pub app_id: i64,
     pub admin_id: i64,
     pub auditor_id: i64,
+    /// Connections the admin server took from its own pool (one per statement outside a
+    /// transaction): how many times it went to the database.
+    pub server_db_calls: Arc<AtomicU64>,
     server: actix_web::dev::ServerHandle,
 }
 
@@ -41,6 +45,12 @@ impl TestAdmin {
     }
 
     pub async fn start_with(config: AdminConfig) -> Self {
+        Self::start_with_pool(config, 5).await
+    }
+
+    /// The server's store gets a pool of `connections` of its own, counted in
+    /// [`TestAdmin::server_db_calls`]; `store` and `db.pool` (for the test itself) are apart.
+    pub async fn start_with_pool(config: AdminConfig, connections: u32) -> Self {
         sts_core::install_crypto_provider();
         let (db, store) = fresh_store().await.expect("a fresh test database");
         let store = Arc::new(store);
@@ -74,7 +84,25 @@ impl TestAdmin {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let server = admin::serve(listener, store.clone(), config, 1).unwrap();
+        let server_db_calls = Arc::new(AtomicU64::new(0));
+        let (on_connect, on_acquire) = (server_db_calls.clone(), server_db_calls.clone());
+        // New connections skip `before_acquire` and idle ones skip `after_connect`: together
+        // they see every acquisition (no `min_connections`, so nothing connects in advance).
+        let server_pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(connections)
+            .after_connect(move |_, _| {
+                on_connect.fetch_add(1, Ordering::SeqCst);
+                Box::pin(async { Ok(()) })
+            })
+            .before_acquire(move |_, _| {
+                on_acquire.fetch_add(1, Ordering::SeqCst);
+                Box::pin(async { Ok(true) })
+            })
+            .connect(&db.url)
+            .await
+            .unwrap();
+        let server_store = Arc::new(PgStore::new(server_pool, test_cipher()));
+        let server = admin::serve(listener, server_store, config, 1).unwrap();
         let handle = server.handle();
         tokio::spawn(server);
         Self {
@@ -84,6 +112,7 @@ impl TestAdmin {
             app_id: app.id,
             admin_id,
             auditor_id,
+            server_db_calls,
             server: handle,
         }
     }
@@ -239,6 +268,27 @@ impl Browser {
             .body(serde_urlencoded::to_string(form).unwrap());
         if let Some(site) = sec_fetch_site {
             req = req.header("sec-fetch-site", site);
+        }
+        let res = req.send().await.unwrap();
+        self.finish(res).await
+    }
+
+    /// [`Browser::post`] with extra request headers (a name may repeat: each is one line).
+    pub async fn post_with_headers(
+        &self,
+        path: &str,
+        form: &[(&str, &str)],
+        headers: &[(&str, &str)],
+    ) -> Resp {
+        let mut req = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("cookie", self.cookie_header())
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("sec-fetch-site", "same-origin")
+            .body(serde_urlencoded::to_string(form).unwrap());
+        for (name, value) in headers {
+            req = req.header(*name, *value);
         }
         let res = req.send().await.unwrap();
         self.finish(res).await

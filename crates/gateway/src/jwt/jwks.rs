@@ -7,9 +7,12 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use policy_store::jwt::address;
 use policy_store::jwt::keys::{self, KeyError, KeyType, MAX_KID_BYTES, PublicKey};
 use policy_store::jwt::{CompileOptions, keys::algorithm_from_jose};
 use serde_json::{Map, Value};
+
+use super::resolver::{CheckedResolver, Lookup, is_non_public_host, literal_ip};
 
 /// The most keys kept from one JWKS document (the first usable ones).
 pub const MAX_JWKS_KEYS: usize = 64;
@@ -33,7 +36,9 @@ pub struct JwksConfig {
     /// The largest JWKS body accepted. Default 256 KiB.
     pub max_body: usize,
     /// Accept JWKS URLs on loopback hosts (`stsgate dev`, tests). Default off. The store must
-    /// check settings with the same value ([`JwksConfig::compile_options`]).
+    /// check settings with the same value ([`JwksConfig::compile_options`]). Every fetch also
+    /// checks the addresses it connects to ([`policy_store::jwt::address`]): private,
+    /// link-local, metadata and other non-public addresses never, loopback only with this.
     pub allow_loopback: bool,
 }
 
@@ -68,6 +73,12 @@ pub enum JwksFetchError {
     Timeout,
     #[error("could not connect")]
     Connect,
+    /// The URL's address, or every address its host resolved to, is one a fetch may not reach.
+    #[error(
+        "the host is at a private, loopback, link-local or other non-public address, which is \
+         never fetched from (loopback only with allow_loopback_jwks)"
+    )]
+    NonPublicAddress,
     #[error("the request failed")]
     Request,
     /// Anything but 200, redirects included (they are never followed).
@@ -297,13 +308,24 @@ impl fmt::Debug for JwksCache {
 }
 
 impl JwksCache {
-    /// Builds the shared client: no redirects, `fetch_timeout`, a User-Agent.
+    /// Builds the shared client: no redirects, no proxy, only checked addresses
+    /// ([`CheckedResolver`]), `fetch_timeout`, a User-Agent.
     pub(super) fn new(config: JwksConfig) -> Result<Self, JwtVerifierInitError> {
+        Self::with_lookup(config, Lookup::System)
+    }
+
+    fn with_lookup(config: JwksConfig, lookup: Lookup) -> Result<Self, JwtVerifierInitError> {
         sts_core::install_crypto_provider();
         let client = reqwest::Client::builder()
             .connect_timeout(config.fetch_timeout)
             .timeout(config.fetch_timeout)
             .redirect(reqwest::redirect::Policy::none())
+            // A proxy would connect on our behalf to whatever the name resolves to there.
+            .no_proxy()
+            .dns_resolver(CheckedResolver {
+                lookup,
+                allow_loopback: config.allow_loopback,
+            })
             .user_agent(concat!("stsgate/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| JwtVerifierInitError(e.without_url()))?;
@@ -416,8 +438,20 @@ impl JwksCache {
     }
 
     async fn fetch(&self, url: &str, host: &str) -> Result<Vec<PublicKey>, JwksFetchError> {
+        let allow_loopback = self.config.allow_loopback;
+        // An address in the URL is connected to without a lookup: check it here.
+        if let Some(ip) = literal_ip(url)
+            && !address::fetch_allowed(ip, allow_loopback)
+        {
+            tracing::warn!(jwks_host = %host, allow_loopback, "JWKS URL names a non-public address; not fetched");
+            return Err(JwksFetchError::NonPublicAddress);
+        }
         let transport = |e: reqwest::Error| {
             let e = e.without_url();
+            if is_non_public_host(&e) {
+                tracing::warn!(jwks_host = %host, allow_loopback, "JWKS host resolves only to non-public addresses; not fetched");
+                return JwksFetchError::NonPublicAddress;
+            }
             tracing::warn!(jwks_host = %host, error = ?e, "JWKS request failed");
             if e.is_timeout() {
                 JwksFetchError::Timeout
@@ -460,6 +494,216 @@ impl JwksCache {
 mod tests {
     use super::*;
     use serde_json::json;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    /// What the code under test logged, as plain text.
+    #[derive(Clone, Default)]
+    struct Logs(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Logs {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Logs {
+        /// Captures this thread's log lines (the tests run on a current-thread runtime, so
+        /// the fetch task runs here too) until the guard is dropped.
+        fn capture() -> (Self, tracing::subscriber::DefaultGuard) {
+            let logs = Logs::default();
+            let writer = logs.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer(move || writer.clone())
+                .with_ansi(false)
+                .finish();
+            (logs, tracing::subscriber::set_default(subscriber))
+        }
+
+        fn text(&self) -> String {
+            String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+        }
+    }
+
+    /// An HTTP server on 127.0.0.1 that answers every request with an empty key set, and
+    /// counts the connections it accepted.
+    async fn empty_jwks_server() -> (u16, Arc<AtomicU64>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicU64::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = stream.read(&mut buf).await;
+                    let body = r#"{"keys":[]}"#;
+                    let reply = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+                         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = stream.write_all(reply.as_bytes()).await;
+                });
+            }
+        });
+        (port, accepted)
+    }
+
+    fn cache(allow_loopback: bool, table: &[(&str, &[&str])]) -> Arc<JwksCache> {
+        let table = table
+            .iter()
+            .map(|(name, ips)| {
+                let ips = ips.iter().map(|ip| ip.parse().unwrap()).collect();
+                ((*name).to_owned(), ips)
+            })
+            .collect();
+        let config = JwksConfig {
+            allow_loopback,
+            fetch_timeout: Duration::from_secs(5),
+            ..JwksConfig::default()
+        };
+        Arc::new(JwksCache::with_lookup(config, Lookup::Fixed(Arc::new(table))).unwrap())
+    }
+
+    /// Issue 8: names that resolve to private, metadata, link-local, unique-local, CGNAT or
+    /// (without the setting) loopback addresses are refused after the lookup, with a log line
+    /// naming the addresses, and nothing is connected to.
+    #[tokio::test]
+    async fn names_resolving_to_non_public_addresses_are_never_fetched() {
+        let (port, accepted) = empty_jwks_server().await;
+        let (logs, _guard) = Logs::capture();
+        let table: &[(&str, &[&str])] = &[
+            ("private.test", &["10.0.0.1", "192.168.1.10"]),
+            ("metadata.test", &["169.254.169.254"]),
+            ("v6.test", &["fd00::1", "fe80::1", "::ffff:172.16.0.1"]),
+            ("cgnat.test", &["100.64.0.1"]),
+            ("unspecified.test", &["0.0.0.0", "::"]),
+            ("rebind.test", &["127.0.0.1"]),
+        ];
+        let jwks = cache(false, table);
+        for (name, ips) in table {
+            let url = format!("http://{name}:{port}/jwks.json");
+            assert_eq!(
+                jwks.fetch(&url, name).await.unwrap_err(),
+                JwksFetchError::NonPublicAddress,
+                "{name}"
+            );
+            let text = logs.text();
+            for ip in *ips {
+                assert!(text.contains(ip), "{ip} missing from the log:\n{text}");
+            }
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 0);
+        let text = logs.text();
+        assert!(
+            text.contains("JWKS host resolves only to non-public addresses; not fetched"),
+            "{text}"
+        );
+
+        // The same name with loopback allowed (`stsgate dev`) is fetched.
+        let jwks = cache(true, table);
+        let url = format!("http://rebind.test:{port}/jwks.json");
+        assert_eq!(
+            jwks.fetch(&url, "rebind.test").await.unwrap_err(),
+            JwksFetchError::NoUsableKeys,
+            "reached the server"
+        );
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    /// reqwest connects to the addresses the resolver handed over and no others: the table's
+    /// name exists nowhere else, and its private address is dropped before connecting.
+    #[tokio::test]
+    async fn only_the_checked_addresses_are_connected_to() {
+        let (port, accepted) = empty_jwks_server().await;
+        let (logs, _guard) = Logs::capture();
+        let jwks = cache(true, &[("idp.test", &["10.1.2.3", "127.0.0.1"])]);
+        let url = format!("http://idp.test:{port}/jwks.json");
+        assert_eq!(
+            jwks.fetch(&url, "idp.test").await.unwrap_err(),
+            JwksFetchError::NoUsableKeys
+        );
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        let text = logs.text();
+        assert!(
+            text.contains("non-public addresses; they are never fetched from")
+                && text.contains("10.1.2.3"),
+            "{text}"
+        );
+    }
+
+    /// Addresses written in the URL skip the resolver, so the fetch checks them itself.
+    #[tokio::test]
+    async fn literal_addresses_are_checked_before_connecting() {
+        let (port, accepted) = empty_jwks_server().await;
+        let jwks = cache(false, &[]);
+        for url in [
+            format!("http://127.0.0.1:{port}/jwks.json"),
+            format!("http://[::ffff:127.0.0.1]:{port}/jwks.json"),
+            "http://169.254.169.254/latest/meta-data".to_owned(),
+            "https://[fd00::1]/jwks".to_owned(),
+            "https://10.0.0.1/jwks".to_owned(),
+        ] {
+            assert_eq!(
+                jwks.fetch(&url, "literal").await.unwrap_err(),
+                JwksFetchError::NonPublicAddress,
+                "{url}"
+            );
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 0);
+        let url = format!("http://127.0.0.1:{port}/jwks.json");
+        assert_eq!(
+            cache(true, &[]).fetch(&url, "literal").await.unwrap_err(),
+            JwksFetchError::NoUsableKeys
+        );
+    }
+
+    /// A refused or unreachable JWKS leaves the cache empty with the reason, logged once per
+    /// attempt with the host (the verifier turns it into `JwksUnavailable`).
+    #[tokio::test]
+    async fn failed_fetches_are_logged_with_their_reason() {
+        let (logs, _guard) = Logs::capture();
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let jwks = cache(
+            true,
+            &[
+                ("down.test", &["127.0.0.1"]),
+                ("inside.test", &["10.9.9.9"]),
+            ],
+        );
+        let down = format!("http://down.test:{port}/jwks.json");
+        assert_eq!(
+            jwks.current(&down).await.err(),
+            Some(JwksFetchError::Connect)
+        );
+        assert_eq!(
+            jwks.current("https://inside.test/jwks.json").await.err(),
+            Some(JwksFetchError::NonPublicAddress)
+        );
+        let text = logs.text();
+        let failures: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("JWKS fetch failed"))
+            .collect();
+        assert_eq!(failures.len(), 2, "{text}");
+        assert!(
+            failures[0].contains("jwks_host=down.test")
+                && failures[0].contains("could not connect"),
+            "{text}"
+        );
+        assert!(
+            failures[1].contains("jwks_host=inside.test")
+                && failures[1].contains("non-public address"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn jwks_skips_unusable_keys() {

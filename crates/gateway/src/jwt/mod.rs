@@ -58,8 +58,17 @@
 //! are always merged into one. A request whose own TTL load just ran does not refetch again for
 //! an unknown `kid`. The JWKS URL must be `https`; loopback hosts only with
 //! [`JwksConfig::allow_loopback`].
+//!
+//! Where a fetch connects is checked at every fetch, not only when settings are saved: the
+//! client's resolver drops every resolved address that is private, link-local (the cloud
+//! metadata address included), unique-local or otherwise non-public, and loopback unless
+//! allowed, and reqwest connects only to the addresses it kept (so a DNS answer cannot change
+//! between the check and the connection). An address written in the URL is checked the same
+//! way. No proxy is used and redirects are never followed. A refused host fails the fetch with
+//! [`JwksFetchError::NonPublicAddress`] (and a log line naming the addresses).
 
 mod jwks;
+mod resolver;
 mod verify;
 
 pub use jwks::{JwksConfig, JwksFetchError, JwtVerifierInitError, MAX_JWKS_KEYS};

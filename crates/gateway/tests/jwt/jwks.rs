@@ -188,7 +188,7 @@ async fn server_down_with_a_warm_cache_still_verifies() {
     let verifier = JwtVerifier::new(JwksConfig {
         ttl: Duration::ZERO,
         refresh_cooldown: Duration::from_millis(50),
-        ..JwksConfig::default()
+        ..loopback_jwks()
     });
     let token = sign(Algorithm::RS256, &rsa(), Some("a"), &claims());
     verifier.verify(&app, &token).await.unwrap();
@@ -223,7 +223,7 @@ async fn server_errors_with_a_warm_cache_keep_the_stale_keys() {
     let verifier = JwtVerifier::new(JwksConfig {
         ttl: Duration::ZERO,
         refresh_cooldown: Duration::ZERO,
-        ..JwksConfig::default()
+        ..loopback_jwks()
     });
     let token = sign(Algorithm::RS256, &rsa(), Some("a"), &claims());
     verifier.verify(&app, &token).await.unwrap();
@@ -309,7 +309,7 @@ async fn oversized_jwks_is_refused() {
     let app = compile(&jwks_app(&["RS256"], &server.url));
     let verifier = JwtVerifier::new(JwksConfig {
         max_body: 2048,
-        ..JwksConfig::default()
+        ..loopback_jwks()
     });
     let token = sign(Algorithm::RS256, &rsa(), Some("a"), &claims());
     let err = verifier.verify(&app, &token).await.unwrap_err();
@@ -453,5 +453,55 @@ async fn loopback_jwks_needs_the_configured_option() {
         "alice"
     );
     assert_eq!(server.fetches(), 1);
+    server.stop().await;
+}
+
+/// Issue 8: the fetch itself checks where it connects, whatever the compile step let through.
+/// A host name that resolves to loopback (`localhost` here; an attacker's DNS name in real
+/// life) is refused after the lookup unless loopback is allowed, and never connected to.
+#[tokio::test]
+async fn a_name_resolving_to_loopback_is_fetched_only_when_allowed() {
+    let server =
+        JwksServer::start(jwks(&[jwk(&rsa(), Algorithm::RS256, "a")]), Duration::ZERO).await;
+    let by_name = server.url.replace("127.0.0.1", "localhost");
+    // Compiled with loopback allowed, as a name the store cannot judge would be.
+    let app = compile(&jwks_app(&["RS256"], &by_name));
+    let token = sign(Algorithm::RS256, &rsa(), Some("a"), &claims());
+
+    let closed = JwtVerifier::new(JwksConfig::default());
+    let err = closed.verify(&app, &token).await.unwrap_err();
+    assert_eq!(
+        err,
+        JwtError::JwksUnavailable(JwksFetchError::NonPublicAddress)
+    );
+    assert_eq!(
+        server.fetches(),
+        0,
+        "nothing was sent to the refused address"
+    );
+
+    let open = JwtVerifier::new(loopback_jwks());
+    assert_eq!(open.verify(&app, &token).await.unwrap().subject, "alice");
+    assert_eq!(server.fetches(), 1);
+    server.stop().await;
+}
+
+/// A URL that names a loopback address skips DNS; the fetch checks the address itself.
+#[tokio::test]
+async fn a_loopback_address_in_the_url_is_refused_at_fetch_time_too() {
+    let server =
+        JwksServer::start(jwks(&[jwk(&rsa(), Algorithm::RS256, "a")]), Duration::ZERO).await;
+    let app = compile(&jwks_app(&["RS256"], &server.url));
+    let token = sign(Algorithm::RS256, &rsa(), Some("a"), &claims());
+    let err = JwtVerifier::new(JwksConfig::default())
+        .verify(&app, &token)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        JwtError::JwksUnavailable(JwksFetchError::NonPublicAddress)
+    );
+    assert_eq!(err.code(), "jwks_unavailable");
+    assert_eq!(server.fetches(), 0);
     server.stop().await;
 }

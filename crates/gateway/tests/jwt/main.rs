@@ -93,8 +93,16 @@ fn compile(settings: &AppAuth) -> CompiledJwt {
     CompiledJwt::compile(settings, LOOPBACK).unwrap()
 }
 
+/// The JWKS settings of these tests: their JWKS servers listen on loopback.
+fn loopback_jwks() -> JwksConfig {
+    JwksConfig {
+        allow_loopback: true,
+        ..JwksConfig::default()
+    }
+}
+
 fn verifier() -> JwtVerifier {
-    JwtVerifier::new(JwksConfig::default())
+    JwtVerifier::new(loopback_jwks())
 }
 
 async fn verify(settings: &AppAuth, token: &str) -> Result<String, JwtError> {
@@ -221,6 +229,6 @@ fn jwks(keys: &[Value]) -> Value {
 fn jwks_verifier(cooldown: Duration) -> JwtVerifier {
     JwtVerifier::new(JwksConfig {
         refresh_cooldown: cooldown,
-        ..JwksConfig::default()
+        ..loopback_jwks()
     })
 }

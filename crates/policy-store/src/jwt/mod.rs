@@ -16,8 +16,10 @@
 //!   certificates are refused with a message saying how to extract the public key. Every key
 //!   must suit an allowed algorithm, and `kid`s must be unique.
 //! * `jwks_url`: `https`. A loopback host (`localhost`, `127.0.0.0/8`, `::1`), over `http` or
-//!   `https`, only with [`CompileOptions::allow_loopback_jwks`]; literal private, link-local,
-//!   unique-local and unspecified addresses never. No user name or password in the URL.
+//!   `https`, only with [`CompileOptions::allow_loopback_jwks`]; a literal address that is not
+//!   public ([`address`]: private, link-local, unique-local, unspecified, reserved…) never. No
+//!   user name or password in the URL. Host names are checked again after every DNS lookup, by
+//!   the gateway's resolver, with the same rule.
 //! * Each asymmetric algorithm needs a key source: a JWKS URL, or a static key of its type.
 //! * `issuer` and at least one of `audiences` are mandatory whenever an asymmetric algorithm is
 //!   allowed: keys from an identity provider also sign tokens for its other applications, and
@@ -28,6 +30,7 @@
 //!
 //! Every problem is reported at once, each naming its field ([`JwtConfigError::field`]).
 
+pub mod address;
 pub mod keys;
 
 use std::borrow::Cow;
@@ -85,7 +88,8 @@ pub enum JwksUrlError {
     #[error("points at this machine (loopback), which this server is not configured to allow")]
     Loopback,
     #[error(
-        "points at a private, link-local or unspecified address; use the provider's public URL"
+        "points at a private, link-local, reserved or otherwise non-public address; use the \
+         provider's public URL"
     )]
     PrivateAddress,
 }
@@ -513,30 +517,13 @@ pub fn check_jwks_url(url: &str, options: CompileOptions) -> Result<String, Jwks
     }
 }
 
-/// `Ok(true)` for a loopback address; an error for any other address that is not public.
+/// `Ok(true)` for a loopback address; an error for any other address that is not public
+/// ([`address::classify`], the rule the gateway's resolver applies to resolved addresses).
 fn is_loopback_or_refused(ip: IpAddr) -> Result<bool, JwksUrlError> {
-    let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    };
-    if ip.is_loopback() {
-        return Ok(true);
-    }
-    let private = match ip {
-        IpAddr::V4(v4) => {
-            v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                // 100.64.0.0/10, carrier-grade NAT (RFC 6598).
-                || (v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64)
-        }
-        IpAddr::V6(v6) => v6.is_unspecified() || v6.is_unique_local() || v6.is_unicast_link_local(),
-    };
-    if private {
-        Err(JwksUrlError::PrivateAddress)
-    } else {
-        Ok(false)
+    match address::classify(ip) {
+        address::AddressClass::Public => Ok(false),
+        address::AddressClass::Loopback => Ok(true),
+        address::AddressClass::NonPublic => Err(JwksUrlError::PrivateAddress),
     }
 }
 

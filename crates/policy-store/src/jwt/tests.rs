@@ -387,6 +387,12 @@ fn jwks_url_rules() {
         "https://[fd00::1]/jwks",
         "https://[fe80::1]/jwks",
         "https://[::ffff:10.0.0.1]/jwks",
+        // The shared address rule (`jwt::address`): reserved ranges and IPv6 forms that
+        // carry a private IPv4 address are refused too.
+        "https://224.0.0.1/jwks",
+        "https://198.18.0.1/jwks",
+        "https://[64:ff9b::a9fe:a9fe]/jwks",
+        "https://[2002:a00:1::1]/jwks",
     ] {
         assert_eq!(
             ok(url, LOOPBACK),

@@ -12,6 +12,9 @@ use crate::model::*;
 use crate::repo::AdminUserStore;
 use crate::validate::invalid_if_any;
 
+/// The largest `max_failures` [`AdminUserStore::admit_sign_in`] honours.
+const MAX_SIGN_IN_FAILURES: i32 = 1000;
+
 macro_rules! admin_user_columns {
     () => {
         "id, username, password_hash, role, disabled, failed_logins, locked_until, created_at"
@@ -293,34 +296,55 @@ impl AdminUserStore for PgStore {
         Ok(after)
     }
 
-    async fn record_login_failure(
+    async fn admit_sign_in(
         &self,
-        user_id: i64,
+        username: &str,
         max_failures: i32,
         lock_secs: i64,
-    ) -> Result<AdminUser> {
-        // A lock that has run out starts a fresh count; a live lock is never extended here.
+    ) -> Result<SignInAdmission> {
+        // One statement, so concurrent attempts queue on the row lock and each sees the count
+        // the previous one left. A live lock refuses and sets the count to max + 1, which is
+        // how the outcome reads back from the updated row: admitted means enabled and a count
+        // within the limit. A lock that has run out starts a fresh count. Unknown names update
+        // the decoy row instead, so every attempt writes one row.
         let row = sqlx::query(concat!(
-            "UPDATE admin_users SET \
-               failed_logins = CASE WHEN locked_until IS NOT NULL AND locked_until <= now() \
-                                    THEN 1 ELSE failed_logins + 1 END, \
-               locked_until = CASE \
-                 WHEN locked_until IS NOT NULL AND locked_until > now() THEN locked_until \
-                 WHEN (CASE WHEN locked_until IS NOT NULL AND locked_until <= now() \
-                            THEN 1 ELSE failed_logins + 1 END) >= $2 \
-                   THEN now() + make_interval(secs => $3::double precision) \
-                 ELSE NULL END \
-             WHERE id = $1 RETURNING ",
-            admin_user_columns!()
+            "WITH attempt AS ( \
+               UPDATE admin_users SET \
+                 failed_logins = CASE \
+                   WHEN disabled THEN failed_logins \
+                   WHEN locked_until > now() THEN $2 + 1 \
+                   WHEN locked_until IS NOT NULL THEN 1 \
+                   ELSE LEAST(failed_logins + 1, $2 + 1) END, \
+                 locked_until = CASE \
+                   WHEN disabled OR locked_until > now() THEN locked_until \
+                   WHEN (CASE WHEN locked_until IS NOT NULL THEN 1 \
+                              ELSE failed_logins + 1 END) >= $2 \
+                     THEN now() + make_interval(secs => $3::double precision) \
+                   ELSE NULL END \
+               WHERE username = $1 \
+               RETURNING ",
+            admin_user_columns!(),
+            "), \
+             decoy AS ( \
+               UPDATE admin_sign_in_decoy SET unknown_user_attempts = unknown_user_attempts + 1 \
+               WHERE NOT EXISTS (SELECT 1 FROM attempt)) \
+             SELECT *, NOT disabled AND failed_logins <= $2 AS admitted FROM attempt"
         ))
-        .bind(user_id)
-        .bind(max_failures.max(1))
+        .bind(username)
+        .bind(max_failures.clamp(1, MAX_SIGN_IN_FAILURES))
         .bind(lock_secs.max(1) as f64)
         .fetch_optional(&self.pool)
         .await
-        .db()?
-        .ok_or(StoreError::NotFound)?;
-        admin_user_from_row(&row).db()
+        .db()?;
+        let Some(row) = row else {
+            return Ok(SignInAdmission::Refused(None));
+        };
+        let user = admin_user_from_row(&row).db()?;
+        Ok(if row.try_get::<bool, _>("admitted").db()? {
+            SignInAdmission::Admitted(user)
+        } else {
+            SignInAdmission::Refused(Some(user))
+        })
     }
 
     async fn record_login_success(&self, user_id: i64) -> Result<()> {

@@ -1,9 +1,10 @@
 //! What the admin pages need from the store: sessions, lockout counters, user management,
 //! dashboard totals, change-log filters.
 
+use policy_store::testing::TestDatabase;
 use policy_store::{
-    AdminChangeFilter, AdminUserStore, ChangeLogStore, IssuanceFilter, IssuanceRecord,
-    IssuanceStore, Outcome, Role, StoreError,
+    AdminChangeFilter, AdminUser, AdminUserStore, ChangeLogStore, IssuanceFilter, IssuanceRecord,
+    IssuanceStore, Outcome, Role, SignInAdmission, StoreError,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -82,15 +83,29 @@ async fn sessions_live_until_expiry_or_disable() {
     assert!(store.admin_session("hash-r").await.unwrap().is_none());
 }
 
+fn admitted(a: SignInAdmission) -> AdminUser {
+    match a {
+        SignInAdmission::Admitted(u) => u,
+        other => panic!("expected Admitted, got {other:?}"),
+    }
+}
+
+async fn decoy_writes(db: &TestDatabase) -> i64 {
+    sqlx::query_scalar("SELECT unknown_user_attempts FROM admin_sign_in_decoy")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
-async fn failures_lock_the_account_and_success_resets() {
+async fn attempts_are_counted_before_checking_and_lock_the_account() {
     let (db, store) = store().await;
     let u = store
         .create_admin_user("cli", "alice", HASH, Role::Admin)
         .await
         .unwrap();
     for n in 1..=4 {
-        let after = store.record_login_failure(u.id, 5, 900).await.unwrap();
+        let after = admitted(store.admit_sign_in("alice", 5, 900).await.unwrap());
         assert_eq!(after.failed_logins, n);
         assert!(after.locked_until.is_none(), "locked after {n}");
     }
@@ -99,27 +114,37 @@ async fn failures_lock_the_account_and_success_resets() {
     assert_eq!(fresh.failed_logins, 0);
 
     for _ in 0..4 {
-        store.record_login_failure(u.id, 5, 900).await.unwrap();
+        admitted(store.admit_sign_in("alice", 5, 900).await.unwrap());
     }
-    let locked = store.record_login_failure(u.id, 5, 900).await.unwrap();
-    let until = locked.locked_until.expect("locked on the 5th failure");
+    // The 5th attempt is still checked, and locks the account for the ones after it.
+    let last = admitted(store.admit_sign_in("alice", 5, 900).await.unwrap());
+    let until = last.locked_until.expect("locked by the 5th attempt");
     assert!(until > OffsetDateTime::now_utc() + Duration::minutes(14));
-    // Further failures while locked do not extend the lock.
-    let again = store.record_login_failure(u.id, 5, 900).await.unwrap();
+    // Attempts while locked are refused and do not extend the lock.
+    let SignInAdmission::Refused(Some(again)) = store.admit_sign_in("alice", 5, 900).await.unwrap()
+    else {
+        panic!("a locked account refuses");
+    };
     assert_eq!(again.locked_until, Some(until));
+    // A correct password on the last admitted attempt still signs in: success clears the lock.
+    store.record_login_success(u.id).await.unwrap();
+    admitted(store.admit_sign_in("alice", 5, 900).await.unwrap());
 
-    // Once the lock has run out, counting starts over.
+    // Once a lock has run out, counting starts over.
+    for _ in 0..5 {
+        let _ = store.admit_sign_in("alice", 5, 900).await.unwrap();
+    }
     sqlx::query("UPDATE admin_users SET locked_until = now() - interval '1 second'")
         .execute(&db.pool)
         .await
         .unwrap();
-    let after = store.record_login_failure(u.id, 5, 900).await.unwrap();
+    let after = admitted(store.admit_sign_in("alice", 5, 900).await.unwrap());
     assert_eq!(after.failed_logins, 1);
     assert!(after.locked_until.is_none());
 
     // A password reset lifts a lock and ends sessions.
     for _ in 0..5 {
-        store.record_login_failure(u.id, 5, 900).await.unwrap();
+        let _ = store.admit_sign_in("alice", 5, 900).await.unwrap();
     }
     store
         .create_admin_session(u.id, "h", "c", 600)
@@ -138,10 +163,95 @@ async fn failures_lock_the_account_and_success_resets() {
         .await
         .unwrap_err();
     assert_eq!(fields(&err), ["password_hash"]);
+    admitted(store.admit_sign_in("alice", 5, 900).await.unwrap());
+}
+
+/// Issue 8: however many attempts arrive at once, only `max_failures` are admitted.
+#[tokio::test]
+async fn concurrent_attempts_admit_at_most_the_limit() {
+    let (_db, store) = store().await;
+    store
+        .create_admin_user("cli", "alice", HASH, Role::Admin)
+        .await
+        .unwrap();
+    let store = std::sync::Arc::new(store);
+    let attempts: Vec<_> = (0..20)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.admit_sign_in("alice", 5, 900).await.unwrap() })
+        })
+        .collect();
+    let mut admitted = 0;
+    for a in attempts {
+        if let SignInAdmission::Admitted(_) = a.await.unwrap() {
+            admitted += 1;
+        }
+    }
+    assert_eq!(admitted, 5);
+    let user = store.admin_user_by_name("alice").await.unwrap().unwrap();
+    assert!(user.locked_until.is_some());
+}
+
+/// Every attempt writes one row, whoever it names: the user's, or the decoy for unknown names.
+#[tokio::test]
+async fn refused_attempts_write_one_row_too() {
+    let (db, store) = store().await;
+    let u = store
+        .create_admin_user("cli", "alice", HASH, Role::Admin)
+        .await
+        .unwrap();
+    store
+        .create_admin_user("cli", "bob", HASH, Role::Admin)
+        .await
+        .unwrap();
+    let xmin = |name: &'static str| {
+        let pool = db.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, String>(
+                "SELECT xmin::text FROM admin_users WHERE username = $1",
+            )
+            .bind(name)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+
     assert!(matches!(
-        store.record_login_failure(9999, 5, 900).await,
-        Err(StoreError::NotFound)
+        store.admit_sign_in("nobody", 5, 900).await.unwrap(),
+        SignInAdmission::Refused(None)
     ));
+    assert!(matches!(
+        store.admit_sign_in("", 5, 900).await.unwrap(),
+        SignInAdmission::Refused(None)
+    ));
+    assert_eq!(decoy_writes(&db).await, 2);
+
+    store
+        .set_admin_user_disabled("bob", u.id, true)
+        .await
+        .unwrap();
+    let before = xmin("alice").await;
+    let SignInAdmission::Refused(Some(disabled)) =
+        store.admit_sign_in("alice", 5, 900).await.unwrap()
+    else {
+        panic!("a disabled account refuses");
+    };
+    assert!(disabled.disabled);
+    assert_eq!(
+        disabled.failed_logins, 0,
+        "a disabled account's count is left alone"
+    );
+    assert_ne!(
+        xmin("alice").await,
+        before,
+        "the row was written all the same"
+    );
+    assert_eq!(
+        decoy_writes(&db).await,
+        2,
+        "known names never touch the decoy"
+    );
 }
 
 #[tokio::test]
