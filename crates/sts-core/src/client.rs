@@ -16,6 +16,11 @@ pub const API_VERSION: &str = "2018-08-13";
 const SERVICE: &str = "sts";
 const JSON: &str = "application/json";
 
+/// The largest STS answer read, in bytes. Real answers are a few KiB (the session token is at
+/// most 4 KiB); an app's endpoint is admin-settable, so a hostile or broken one must not make
+/// the gateway buffer without bound.
+pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
 /// A permanent Tencent Cloud API key (an app's SecretId/SecretKey). Never logged.
 #[derive(Clone)]
 pub struct PermanentKey {
@@ -100,6 +105,9 @@ pub enum StsError {
     Network(reqwest::Error),
     #[error("STS answered HTTP {status}")]
     Http { status: u16 },
+    /// The answer was longer than [`MAX_RESPONSE_BYTES`]; reading stopped there.
+    #[error("STS answered with a body over {limit} bytes")]
+    TooLarge { limit: usize },
     #[error("STS answered with a body that is not an STS response: {0}")]
     Decode(#[from] DecodeError),
     #[error("STS failed {attempts} times; last error: {last}")]
@@ -163,6 +171,7 @@ impl StsError {
             StsError::Http { status } if *status >= 500 || *status == 429 => ErrorClass::Retryable,
             StsError::RetriesExhausted { last, .. } => last.class(),
             StsError::Http { .. }
+            | StsError::TooLarge { .. }
             | StsError::Decode(_)
             | StsError::Endpoint { .. }
             | StsError::Policy(_)
@@ -486,7 +495,7 @@ impl StsClient {
             header("X-TC-Timestamp", &timestamp.to_string())?,
         );
 
-        let response = self
+        let mut response = self
             .http
             .post(self.endpoint.clone())
             .headers(headers)
@@ -495,11 +504,27 @@ impl StsClient {
             .await
             .map_err(|e| self.transport_error(e))?;
         let status = response.status();
-        let bytes = response
-            .bytes()
+        let too_large = StsError::TooLarge {
+            limit: MAX_RESPONSE_BYTES,
+        };
+        if response
+            .content_length()
+            .is_some_and(|len| len > MAX_RESPONSE_BYTES as u64)
+        {
+            return Err(too_large);
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
             .await
-            .map_err(|e| self.transport_error(e))?;
-        parse_response(status.as_u16(), &bytes)
+            .map_err(|e| self.transport_error(e))?
+        {
+            if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                return Err(too_large);
+            }
+            body.extend_from_slice(&chunk);
+        }
+        parse_response(status.as_u16(), &body)
     }
 
     fn transport_error(&self, e: reqwest::Error) -> StsError {
@@ -686,5 +711,116 @@ mod tests {
     fn debug_output_hides_the_permanent_key() {
         let key = PermanentKey::new("AKIDabc", "supersecretvalue");
         assert!(!format!("{key:?}").contains("supersecretvalue"));
+    }
+
+    /// A one-connection HTTP server that answers any request with `head` and then, if
+    /// `endless`, chunk after chunk until the client hangs up. Returns its URL and the number
+    /// of body bytes it managed to write.
+    async fn hostile_sts(
+        head: &'static str,
+        endless: bool,
+    ) -> (String, tokio::task::JoinHandle<usize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            // Read the request: headers, then Content-Length bytes of body.
+            let mut req = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = conn.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the client hung up before sending its request");
+                req.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&req).to_lowercase();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let len: usize = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .map_or(0, |v| v.trim().parse().unwrap());
+                    if req.len() >= end + 4 + len {
+                        break;
+                    }
+                }
+            }
+            conn.write_all(head.as_bytes()).await.unwrap();
+            let mut written = 0;
+            if endless {
+                let chunk = format!("4000\r\n{}\r\n", "a".repeat(0x4000));
+                while conn.write_all(chunk.as_bytes()).await.is_ok() {
+                    written += 0x4000;
+                    if written > 1 << 30 {
+                        break;
+                    }
+                }
+            }
+            written
+        });
+        (url, server)
+    }
+
+    fn client_for(url: &str) -> StsClient {
+        StsClient::new(StsClientConfig {
+            endpoint: url.to_owned(),
+            timeout: Duration::from_secs(20),
+            retry: RetryPolicy {
+                max_attempts: 1,
+                ..RetryPolicy::default()
+            },
+            ..StsClientConfig::default()
+        })
+        .unwrap()
+    }
+
+    fn test_policy() -> Policy {
+        let bucket = crate::CosResource::new("ap-guangzhou", "examplebucket-1250000000").unwrap();
+        Policy::new(vec![crate::Statement::new(
+            crate::Effect::Allow,
+            vec!["name/cos:GetObject".into()],
+            vec![bucket.object("users/alice/*")],
+        )])
+    }
+
+    async fn call(sts: &StsClient) -> Result<TemporaryCredentials, StsError> {
+        sts.get_federation_token(
+            &PermanentKey::new("AKIDtest", "test-key"),
+            &GetFederationToken {
+                name: "alice",
+                policy: &test_policy(),
+                duration_seconds: 600,
+            },
+        )
+        .await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_endless_answer_is_cut_off_at_the_cap() {
+        let (url, server) = hostile_sts(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n",
+            true,
+        )
+        .await;
+        let err = call(&client_for(&url)).await.unwrap_err();
+        assert!(
+            matches!(err, StsError::TooLarge { limit } if limit == MAX_RESPONSE_BYTES),
+            "{err:?}"
+        );
+        assert_eq!(err.class(), ErrorClass::Permanent);
+        assert!(!err.is_unavailable());
+        // The client hung up: the server's writes failed long before its own 1 GiB stop.
+        let written = server.await.unwrap();
+        assert!(written < 1 << 30, "the client read {written} bytes");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_declared_huge_answer_is_refused_before_reading_it() {
+        let (url, server) = hostile_sts(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 1000000000\r\n\r\n",
+            false,
+        )
+        .await;
+        let err = call(&client_for(&url)).await.unwrap_err();
+        assert!(matches!(err, StsError::TooLarge { .. }), "{err:?}");
+        server.await.unwrap();
     }
 }
