@@ -3,6 +3,7 @@
 
 mod binary;
 mod changes;
+mod credential_cache;
 mod dev_security;
 mod failures;
 mod security;

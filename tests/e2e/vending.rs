@@ -433,6 +433,47 @@ async fn rate_limits_answer_429_with_retry_after() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_requests_do_not_spend_the_subjects_rate_limit() {
+    let app = TestApp::spawn_with(Options {
+        rate_subject_per_minute: 2,
+        ..Options::default()
+    })
+    .await;
+    // A bad duration, an action the template does not grant, a prefix that leaves home.
+    for query in [
+        "duration_seconds=99999",
+        "actions=DeleteBucket",
+        "prefix=../bob/",
+    ] {
+        for _ in 0..3 {
+            let res = app.credentials("alice", query).await;
+            assert_eq!(res.status(), 422, "{query}");
+        }
+    }
+    // A subject the template cannot take is refused every time, never rate limited.
+    for _ in 0..3 {
+        let res = app.credentials("a/b", "").await;
+        assert_eq!(res.status(), 403);
+        assert_eq!(
+            res.json::<Value>().await.unwrap()["error"]["code"],
+            "subject_not_allowed"
+        );
+    }
+    // alice's two tokens are all there.
+    assert_eq!(app.credentials("alice", "").await.status(), 200);
+    assert_eq!(app.credentials("alice", "").await.status(), 200);
+    assert_eq!(app.credentials("alice", "").await.status(), 429);
+    let rows = app.log_rows().await;
+    assert_eq!(
+        rows.iter()
+            .filter(|r| r.outcome == Outcome::RateLimited)
+            .count(),
+        1
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_outcome_has_exactly_one_log_row() {
     let app = TestApp::spawn().await;
     let mut ids = Vec::new();

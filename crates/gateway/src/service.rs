@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 use crate::apps::{AppResolver, ResolveError, ResolvedApp};
 use crate::audit::AuditWriter;
 use crate::clock::unix_now;
-use crate::credcache::{CacheKey, CachedCredential, CredentialCache, new_cache};
+use crate::credcache::{CacheKey, CachedCredential, CredentialCache, evict_if_same, new_cache};
 use crate::error::ApiError;
 use crate::jwt::{JwtError, JwtVerifier};
 use crate::metrics::Metrics;
@@ -239,15 +239,6 @@ impl Service {
         if app.blocked.contains(&subject) {
             return Err(ApiError::SubjectBlocked);
         }
-        let per_minute = u32::try_from(app.app.rate_subject_per_minute).unwrap_or(0);
-        self.subject_limits
-            .check(
-                &(app.app.id, subject.clone()),
-                per_minute,
-                Duration::from_secs(60),
-            )
-            .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
-
         let template = app.template.as_ref().ok_or(ApiError::NoPolicy)?;
         record.template_version = Some(template.version);
         let duration = match req.duration_seconds {
@@ -293,6 +284,17 @@ impl Service {
         record.actions = policy.actions.clone();
         record.prefix = Some(policy.prefix.clone());
 
+        // Only a request that would get a credential takes a token: one refused above (a bad
+        // duration or prefix, a subject the template cannot take) does not eat the quota.
+        let per_minute = u32::try_from(app.app.rate_subject_per_minute).unwrap_or(0);
+        self.subject_limits
+            .check(
+                &(app.app.id, subject.clone()),
+                per_minute,
+                Duration::from_secs(60),
+            )
+            .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
+
         let min_remaining = match app.app.min_remaining {
             Some(m) if m >= 0 => u64::try_from(m)
                 .unwrap_or(0)
@@ -307,36 +309,33 @@ impl Service {
             policy_hash: policy.policy_hash.clone(),
             duration,
         };
+        let lookup = || {
+            self.cache.entry_by_ref(&key).or_try_insert_with(self.mint(
+                &app,
+                &policy.policy,
+                &subject,
+                duration,
+                min_remaining,
+            ))
+        };
 
-        // Two tries: an entry found past its reuse window (expiry is approximate) is dropped
-        // and minted again.
-        for _ in 0..2 {
-            let entry = self
-                .cache
-                .entry_by_ref(&key)
-                .or_try_insert_with(self.mint(
-                    &app,
-                    &policy.policy,
-                    &subject,
-                    duration,
-                    min_remaining,
-                ))
-                .await
-                .map_err(|e| (*e).clone())?;
-            let credential = entry.value().clone();
-            if !entry.is_fresh() && credential.reuse_until <= unix_now() {
-                self.cache.invalidate(&key).await;
-                continue;
-            }
-            return Ok(Issued {
-                credential,
-                bucket: app.app.bucket.clone(),
-                region: app.app.region.clone(),
-                prefix: policy.prefix.clone(),
-                cached: !entry.is_fresh(),
-            });
+        let looked_up = Instant::now();
+        let mut entry = lookup().await.map_err(|e| (*e).clone())?;
+        if !entry.value().servable(looked_up) {
+            // In the cache from before this request and past its reuse window (an entry can
+            // outlive its window by a moment). Drop that entry, not whatever has replaced it
+            // meanwhile, and look again: what comes back was minted after `looked_up`, by
+            // this request or one it waited for, and is served as STS gave it.
+            evict_if_same(&self.cache, &key, entry.value()).await;
+            entry = lookup().await.map_err(|e| (*e).clone())?;
         }
-        Err(ApiError::Unavailable)
+        Ok(Issued {
+            credential: entry.value().clone(),
+            bucket: app.app.bucket.clone(),
+            region: app.app.region.clone(),
+            prefix: policy.prefix.clone(),
+            cached: !entry.is_fresh(),
+        })
     }
 
     async fn mint(
@@ -409,6 +408,7 @@ impl Service {
             creds,
             start_time,
             reuse_until,
+            minted: Instant::now(),
         }))
     }
 }
