@@ -4,6 +4,7 @@
 mod binary;
 mod changes;
 mod credential_cache;
+mod deadlines;
 mod dev_security;
 mod failures;
 mod security;

@@ -51,7 +51,12 @@ pub struct Options {
     pub rate_app_per_second: i32,
     /// Route the gateway's database connections through a proxy the test can cut.
     pub db_proxy: bool,
+    /// Route the gateway's database connections through this address instead (a proxy the
+    /// test started, in front of the server `DATABASE_URL` names).
+    pub db_via: Option<SocketAddr>,
     pub trust_forwarded_for: bool,
+    /// The gateway's `database_timeout`, also its issuance-log commit timeout.
+    pub database_timeout: Duration,
 }
 
 impl Default for Options {
@@ -62,7 +67,9 @@ impl Default for Options {
             rate_subject_per_minute: 0,
             rate_app_per_second: 0,
             db_proxy: false,
+            db_via: None,
             trust_forwarded_for: false,
+            database_timeout: Duration::from_secs(3),
         }
     }
 }
@@ -151,13 +158,15 @@ impl TestApp {
         } else {
             None
         };
-        let url = match &proxy {
-            Some(p) => p.rewrite(&db.url),
-            None => db.url.clone(),
+        let url = match (&proxy, opts.db_via) {
+            (Some(p), _) => p.rewrite(&db.url),
+            (None, Some(addr)) => through(&db.url, addr),
+            (None, None) => db.url.clone(),
         };
         let pool = PoolOptions {
             max_connections: 8,
             acquire_timeout: Duration::from_secs(2),
+            ..PoolOptions::default()
         };
         let store = Arc::new(PgStore::connect(&url, &pool, test_cipher()).await.unwrap());
 
@@ -182,9 +191,10 @@ impl TestApp {
                 workers: 2,
                 trust_forwarded_for: opts.trust_forwarded_for,
                 audit: gateway::audit::AuditConfig {
-                    commit_timeout: Duration::from_secs(3),
+                    commit_timeout: opts.database_timeout,
                     ..Default::default()
                 },
+                database_timeout: opts.database_timeout,
                 ..GatewayConfig::default()
             },
         );
@@ -355,10 +365,7 @@ impl DbProxy {
     }
 
     pub fn rewrite(&self, url: &str) -> String {
-        let (scheme, rest) = url.split_once("://").unwrap();
-        let (userinfo, after) = rest.split_once('@').unwrap();
-        let path = after.split_once('/').map_or("", |(_, p)| p);
-        format!("{scheme}://{userinfo}@{}/{path}", self.addr)
+        through(url, self.addr)
     }
 
     pub fn cut(&self) {
@@ -375,4 +382,12 @@ impl Drop for DbProxy {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// `url` (`scheme://user@host:port/db`) with its host and port replaced by `addr`.
+pub fn through(url: &str, addr: SocketAddr) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap();
+    let (userinfo, after) = rest.split_once('@').unwrap();
+    let path = after.split_once('/').map_or("", |(_, p)| p);
+    format!("{scheme}://{userinfo}@{addr}/{path}")
 }

@@ -266,18 +266,22 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("ok\n")
 }
 
+/// Ready when the database answers `SELECT 1` within the requests' database budget.
 async fn readyz(state: web::Data<PublicState>) -> HttpResponse {
-    match state.store.ping().await {
-        Ok(()) => HttpResponse::Ok()
-            .content_type("text/plain")
-            .body("ready\n"),
-        Err(e) => {
-            tracing::warn!(error = %e, "not ready: database unreachable");
-            HttpResponse::ServiceUnavailable()
+    let timeout = state.service.database_timeout();
+    let problem = match tokio::time::timeout(timeout, state.store.ping()).await {
+        Ok(Ok(())) => {
+            return HttpResponse::Ok()
                 .content_type("text/plain")
-                .body("database unreachable\n")
+                .body("ready\n");
         }
-    }
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("no answer within {timeout:?}"),
+    };
+    tracing::warn!(error = %problem, "not ready: database unreachable");
+    HttpResponse::ServiceUnavailable()
+        .content_type("text/plain")
+        .body("database unreachable\n")
 }
 
 async fn metrics(state: web::Data<PublicState>) -> HttpResponse {

@@ -52,6 +52,8 @@ pub struct Service {
     cache: CredentialCache,
     subject_limits: RateLimiter<(i64, String)>,
     app_limits: RateLimiter<i64>,
+    /// Each request's budget for its database work (see [`crate::GatewayConfig`]).
+    database_timeout: Duration,
 }
 
 /// Free text that goes into the issuance log: bounded, and without characters Postgres
@@ -105,6 +107,7 @@ impl Service {
         audit: AuditWriter,
         metrics: Arc<Metrics>,
         cache_entries: u64,
+        database_timeout: Duration,
     ) -> Self {
         Self {
             apps,
@@ -114,7 +117,14 @@ impl Service {
             cache: new_cache(cache_entries),
             subject_limits: RateLimiter::new(1_000_000, Duration::from_secs(600)),
             app_limits: RateLimiter::new(100_000, Duration::from_secs(600)),
+            database_timeout,
         }
+    }
+
+    /// How long a request's database work may take before it is answered 503 (`/readyz`
+    /// uses the same bound).
+    pub fn database_timeout(&self) -> Duration {
+        self.database_timeout
     }
 
     pub fn cached_credentials(&self) -> u64 {
@@ -201,7 +211,9 @@ impl Service {
         record: &mut IssuanceRecord,
         known_app: &mut bool,
     ) -> Result<Issued, ApiError> {
-        let app = match self.apps.resolve(&req.app).await {
+        // One budget for the app load: waiting for a connection and every query share it.
+        let deadline = tokio::time::Instant::now() + self.database_timeout;
+        let app = match self.apps.resolve(&req.app, deadline).await {
             Ok(Some(app)) => app,
             Ok(None) => {
                 // The name is the client's choice: keep it out of the app column (and so
@@ -211,8 +223,16 @@ impl Service {
                 return Err(ApiError::UnknownApp);
             }
             Err(e) => {
-                if let ResolveError::Store(s) = &*e {
-                    tracing::error!(app = %record.app, error = %s, "cannot load app");
+                match &*e {
+                    ResolveError::Store(s) => {
+                        tracing::error!(app = %record.app, error = %s, "cannot load app");
+                    }
+                    ResolveError::Deadline => tracing::error!(
+                        app = %record.app,
+                        timeout = ?self.database_timeout,
+                        "cannot load app: the database did not answer in time"
+                    ),
+                    ResolveError::NotFound => {}
                 }
                 return Err(ApiError::Unavailable);
             }
