@@ -72,27 +72,37 @@ async fn alice_gets_credentials_for_her_prefix_only() {
     app.shutdown().await;
 }
 
+/// `prefix` is a path inside the caller's own home (DESIGN §3): one naming another user's
+/// home is read relative to bob's (and served there), one that climbs out is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bobs_token_never_yields_alices_prefix() {
     let app = TestApp::spawn().await;
-    for query in [
-        "",
-        "prefix=../alice/",
-        "prefix=users/alice/",
-        "prefix=/users/alice/x/",
+    for (query, expected) in [
+        ("", Some("users/bob/")),
+        ("prefix=../alice/", None),
+        ("prefix=users/alice/", Some("users/bob/users/alice/")),
+        ("prefix=/users/alice/x/", Some("users/bob/users/alice/x/")),
+        // Bob's own home, named in full, is bob's home.
+        ("prefix=users/bob/", Some("users/bob/")),
     ] {
         let res = app.credentials("bob", query).await;
-        if res.status() != 200 {
+        let Some(prefix) = expected else {
             assert_eq!(res.status(), 422, "{query}");
+            let body: Value = res.json().await.unwrap();
+            assert_eq!(body["error"]["code"], "invalid_request", "{query}");
             continue;
-        }
+        };
+        assert_eq!(res.status(), 200, "{query}");
         let body: Value = res.json().await.unwrap();
+        assert_eq!(body["prefix"], prefix, "{query}");
         let issued = app
             .emulator
             .credential(body["credentials"]["tmpSecretId"].as_str().unwrap())
             .unwrap();
-        let home = format!("qcs::cos:{REGION}:uid/{APPID}:{BUCKET}/users/bob/");
-        for r in resources(&issued.policy.unwrap()) {
+        let home = format!("qcs::cos:{REGION}:uid/{APPID}:{BUCKET}/{prefix}");
+        let resources = resources(&issued.policy.unwrap());
+        assert!(!resources.is_empty());
+        for r in resources {
             assert!(r.starts_with(&home), "{query}: {r}");
         }
     }
@@ -406,28 +416,36 @@ async fn rate_limits_answer_429_with_retry_after() {
     );
     app.shutdown().await;
 
-    // Per app: STS calls per second.
+    // Per app: STS calls per second. Six users at once: the bucket holds two tokens and
+    // refills one per half second, far longer than the burst takes.
     let app = TestApp::spawn_with(Options {
         rate_app_per_second: 2,
         ..Options::default()
     })
     .await;
-    let statuses: Vec<u16> = {
-        let mut v = Vec::new();
-        for i in 0..4 {
-            v.push(
-                app.credentials(&format!("user{i}"), "")
-                    .await
-                    .status()
-                    .as_u16(),
+    let burst: Vec<_> = (0..6)
+        .map(|i| {
+            let (http, url, token) = (
+                app.http.clone(),
+                format!("{}/v1/apps/{APP}/credentials", app.url),
+                app.token(&format!("user{i}")),
             );
-        }
-        v
-    };
-    assert!(statuses.contains(&429), "{statuses:?}");
-    assert!(
-        app.emulator.stats().requests <= 3,
-        "the app limit holds STS calls back"
+            tokio::spawn(async move {
+                let res = http.get(url).bearer_auth(token).send().await.unwrap();
+                res.status().as_u16()
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for t in burst {
+        statuses.push(t.await.unwrap());
+    }
+    statuses.sort();
+    assert_eq!(statuses, [200, 200, 429, 429, 429, 429]);
+    assert_eq!(
+        app.emulator.stats().requests,
+        2,
+        "only the admitted requests reached STS"
     );
     app.shutdown().await;
 }
