@@ -1,8 +1,8 @@
 //! An app in AssumeRole mode end to end: the role ARN, the session name and the ExternalId
 //! reach STS, and the credential STS returns works on COS inside the user's prefix only.
 
+use policy_store::StsMode;
 use policy_store::testing::seed_app;
-use policy_store::{AppStore, StsMode};
 use serde_json::Value;
 use sts_core::cos::{self, CosRequest};
 
@@ -64,12 +64,7 @@ async fn assume_role_sends_the_role_and_its_credential_works_on_cos() {
     input.mode = StsMode::AssumeRole;
     input.role_arn = Some(ROLE_ARN.into());
     input.external_id = Some(EXTERNAL_ID.into());
-    let seen = app.invalidations();
-    app.store
-        .update_app("admin", vault.id, &input)
-        .await
-        .unwrap();
-    app.wait_for_invalidations(seen + 1).await;
+    app.edit_app(vault.id, &input).await;
 
     let res = app
         .get("/v1/apps/vault/credentials", Some(&app.token("alice")))

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use policy_store::{AppStore, Outcome};
+use policy_store::Outcome;
 use serde_json::Value;
 use sts_emulator::Faults;
 
@@ -15,12 +15,7 @@ async fn set_durations(app: &TestApp, default: i32, min_remaining: Option<i32>) 
     let mut input = app_input(APP, &Options::default());
     input.duration_default = default;
     input.min_remaining = min_remaining;
-    let seen = app.invalidations();
-    app.store
-        .update_app("admin", app.app_id, &input)
-        .await
-        .unwrap();
-    app.wait_for_invalidations(seen + 1).await;
+    app.edit_app(app.app_id, &input).await;
 }
 
 async fn tmp_secret_id(res: reqwest::Response) -> String {
@@ -32,13 +27,25 @@ async fn tmp_secret_id(res: reqwest::Response) -> String {
         .to_owned()
 }
 
-async fn outcomes(app: &TestApp) -> Vec<Outcome> {
-    app.log_rows()
-        .await
-        .iter()
-        .rev()
-        .map(|r| r.outcome)
-        .collect()
+/// alice's credential, asked for twice: minted once, then the same one from the cache.
+async fn minted_then_reused(app: &TestApp) -> String {
+    let id = tmp_secret_id(app.credentials("alice", "").await).await;
+    assert_eq!(tmp_secret_id(app.credentials("alice", "").await).await, id);
+    id
+}
+
+/// Two credentials were minted, each handed out twice (issued, then cached).
+async fn two_mints_each_reused_once(app: &TestApp) {
+    assert_eq!(app.emulator.stats().issued, 2);
+    assert_eq!(
+        app.outcomes().await,
+        [
+            Outcome::Issued,
+            Outcome::Cached,
+            Outcome::Issued,
+            Outcome::Cached
+        ]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -59,65 +66,30 @@ async fn a_credential_is_reused_while_min_remaining_is_left_then_minted_again() 
     if let Ok(wait) = until.duration_since(SystemTime::now()) {
         tokio::time::sleep(wait).await;
     }
-    let second = tmp_secret_id(app.credentials("alice", "").await).await;
+    let second = minted_then_reused(&app).await;
     assert_ne!(second, id, "reused past min_remaining");
-    assert_eq!(
-        tmp_secret_id(app.credentials("alice", "").await).await,
-        second
-    );
 
-    assert_eq!(app.emulator.stats().issued, 2);
-    assert_eq!(
-        outcomes(&app).await,
-        [
-            Outcome::Issued,
-            Outcome::Cached,
-            Outcome::Issued,
-            Outcome::Cached
-        ]
-    );
+    two_mints_each_reused_once(&app).await;
     app.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_app_edit_mints_a_new_credential() {
     let app = TestApp::spawn().await;
-    let first = tmp_secret_id(app.credentials("alice", "").await).await;
-    assert_eq!(
-        tmp_secret_id(app.credentials("alice", "").await).await,
-        first
-    );
+    let first = minted_then_reused(&app).await;
 
     // Any edit (here only the display name) is a new generation of the app: nothing cached
     // before it is served after it.
     let mut input = app_input(APP, &Options::default());
     input.name = "photos, renamed".into();
-    let seen = app.invalidations();
-    app.store
-        .update_app("admin", app.app_id, &input)
-        .await
-        .unwrap();
-    app.wait_for_invalidations(seen + 1).await;
+    app.edit_app(app.app_id, &input).await;
 
-    let second = tmp_secret_id(app.credentials("alice", "").await).await;
+    let second = minted_then_reused(&app).await;
     assert_ne!(
         second, first,
         "a credential from before the edit was served"
     );
-    assert_eq!(
-        tmp_secret_id(app.credentials("alice", "").await).await,
-        second
-    );
-    assert_eq!(app.emulator.stats().issued, 2);
-    assert_eq!(
-        outcomes(&app).await,
-        [
-            Outcome::Issued,
-            Outcome::Cached,
-            Outcome::Issued,
-            Outcome::Cached
-        ]
-    );
+    two_mints_each_reused_once(&app).await;
     app.shutdown().await;
 }
 
@@ -137,22 +109,8 @@ async fn short_durations_against_a_lagging_sts_serve_every_waiter() {
         })
         .unwrap();
 
-    let token = app.token("carol");
-    let url = format!("{}/v1/apps/{APP}/credentials", app.url);
-    let tasks: Vec<_> = (0..20)
-        .map(|_| {
-            let (http, url, token) = (app.http.clone(), url.clone(), token.clone());
-            tokio::spawn(async move {
-                let res = http.get(url).bearer_auth(token).send().await.unwrap();
-                let status = res.status().as_u16();
-                let body: Value = res.json().await.unwrap();
-                (status, body)
-            })
-        })
-        .collect();
     let mut ids = HashSet::new();
-    for t in tasks {
-        let (status, body) = t.await.unwrap();
+    for (status, body) in app.credentials_at_once(vec![app.token("carol"); 20]).await {
         assert_eq!(status, 200, "{body}");
         ids.insert(
             body["credentials"]["tmpSecretId"]

@@ -124,7 +124,6 @@ async fn with_the_database_down_no_credential_is_given_and_service_resumes() {
 /// client's cap and refused with 502, and the gateway keeps serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_sts_endpoint_that_answers_without_end_gets_502() {
-    use policy_store::AppStore;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let app = TestApp::spawn().await;
@@ -149,12 +148,7 @@ async fn an_sts_endpoint_that_answers_without_end_gets_502() {
     });
     let mut input = app_input(APP, &Options::default());
     input.sts_endpoint = Some(endpoint);
-    let seen = app.invalidations();
-    app.store
-        .update_app("admin", app.app_id, &input)
-        .await
-        .unwrap();
-    app.wait_for_invalidations(seen + 1).await;
+    app.edit_app(app.app_id, &input).await;
 
     let res = app.credentials("alice", "").await;
     assert_eq!(res.status(), 502);

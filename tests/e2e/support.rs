@@ -391,3 +391,47 @@ pub fn through(url: &str, addr: SocketAddr) -> String {
     let path = after.split_once('/').map_or("", |(_, p)| p);
     format!("{scheme}://{userinfo}@{addr}/{path}")
 }
+
+/// Helpers for app edits, concurrent requests and the issuance log.
+impl TestApp {
+    /// The issuance-log outcomes, oldest first.
+    pub async fn outcomes(&self) -> Vec<policy_store::Outcome> {
+        self.log_rows()
+            .await
+            .iter()
+            .rev()
+            .map(|r| r.outcome)
+            .collect()
+    }
+
+    /// Saves `input` over the app `id` and waits until the gateway has applied the change.
+    pub async fn edit_app(&self, id: i64, input: &AppInput) {
+        let seen = self.invalidations();
+        policy_store::AppStore::update_app(&*self.store, "admin", id, input)
+            .await
+            .unwrap();
+        self.wait_for_invalidations(seen + 1).await;
+    }
+
+    /// `GET /v1/apps/photos/credentials` once per token, all at once; the statuses and
+    /// bodies in the tokens' order.
+    pub async fn credentials_at_once(&self, tokens: Vec<String>) -> Vec<(u16, Value)> {
+        let url = format!("{}/v1/apps/{APP}/credentials", self.url);
+        let tasks: Vec<_> = tokens
+            .into_iter()
+            .map(|token| {
+                let (http, url) = (self.http.clone(), url.clone());
+                tokio::spawn(async move {
+                    let res = http.get(url).bearer_auth(token).send().await.unwrap();
+                    let status = res.status().as_u16();
+                    (status, res.json::<Value>().await.unwrap())
+                })
+            })
+            .collect();
+        let mut answers = Vec::with_capacity(tasks.len());
+        for t in tasks {
+            answers.push(t.await.unwrap());
+        }
+        answers
+    }
+}

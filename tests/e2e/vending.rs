@@ -128,15 +128,8 @@ async fn a_cached_credential_is_reused() {
         first["credentials"]["tmpSecretId"],
         third["credentials"]["tmpSecretId"]
     );
-    let outcomes: Vec<Outcome> = app
-        .log_rows()
-        .await
-        .iter()
-        .rev()
-        .map(|r| r.outcome)
-        .collect();
     assert_eq!(
-        outcomes,
+        app.outcomes().await,
         [Outcome::Issued, Outcome::Cached, Outcome::Issued]
     );
     app.shutdown().await;
@@ -145,25 +138,16 @@ async fn a_cached_credential_is_reused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_concurrent_identical_requests_make_one_sts_call() {
     let app = TestApp::spawn().await;
-    let token = app.token("carol");
-    let url = format!("{}/v1/apps/{APP}/credentials", app.url);
-    let tasks: Vec<_> = (0..50)
-        .map(|_| {
-            let (http, url, token) = (app.http.clone(), url.clone(), token.clone());
-            tokio::spawn(async move {
-                let res = http.get(url).bearer_auth(token).send().await.unwrap();
-                assert_eq!(res.status(), 200);
-                let body: Value = res.json().await.unwrap();
-                body["credentials"]["tmpSecretId"]
-                    .as_str()
-                    .unwrap()
-                    .to_owned()
-            })
-        })
-        .collect();
+    let answers = app.credentials_at_once(vec![app.token("carol"); 50]).await;
     let mut ids = HashSet::new();
-    for t in tasks {
-        ids.insert(t.await.unwrap());
+    for (status, body) in answers {
+        assert_eq!(status, 200, "{body}");
+        ids.insert(
+            body["credentials"]["tmpSecretId"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
     }
     assert_eq!(ids.len(), 1, "everyone got the same credential");
     assert_eq!(app.emulator.stats().requests, 1, "one STS call");
@@ -423,23 +407,13 @@ async fn rate_limits_answer_429_with_retry_after() {
         ..Options::default()
     })
     .await;
-    let burst: Vec<_> = (0..6)
-        .map(|i| {
-            let (http, url, token) = (
-                app.http.clone(),
-                format!("{}/v1/apps/{APP}/credentials", app.url),
-                app.token(&format!("user{i}")),
-            );
-            tokio::spawn(async move {
-                let res = http.get(url).bearer_auth(token).send().await.unwrap();
-                res.status().as_u16()
-            })
-        })
+    let tokens = (0..6).map(|i| app.token(&format!("user{i}"))).collect();
+    let mut statuses: Vec<u16> = app
+        .credentials_at_once(tokens)
+        .await
+        .into_iter()
+        .map(|(status, _)| status)
         .collect();
-    let mut statuses = Vec::new();
-    for t in burst {
-        statuses.push(t.await.unwrap());
-    }
     statuses.sort();
     assert_eq!(statuses, [200, 200, 429, 429, 429, 429]);
     assert_eq!(
