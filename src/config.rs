@@ -95,6 +95,16 @@ pub struct Settings {
     pub database_url: Option<SecretString>,
     pub database_url_file: Option<PathBuf>,
     pub database_max_connections: u32,
+    /// Each credential request's budget for its database work (waiting for a connection and
+    /// every query share it; the issuance-log commit has the same bound), and `/readyz`'s:
+    /// past it the answer is 503.
+    pub database_timeout_ms: u64,
+    /// Server-side backstop on every pool connection: PostgreSQL's `statement_timeout` and
+    /// `idle_in_transaction_session_timeout`. Admin queries share the pool, so keep it above
+    /// the slowest log search.
+    pub database_statement_timeout_ms: u64,
+    /// How long start-up waits for the migration lock another replica holds.
+    pub migration_lock_timeout_secs: u64,
     /// base64 of 32 bytes, optionally `KEYID:` first.
     #[serde(skip_serializing)]
     pub master_key: Option<SecretString>,
@@ -125,6 +135,9 @@ impl Default for Settings {
             database_url: None,
             database_url_file: None,
             database_max_connections: 16,
+            database_timeout_ms: 3000,
+            database_statement_timeout_ms: 30_000,
+            migration_lock_timeout_secs: 60,
             master_key: None,
             master_key_file: None,
             previous_master_keys: Vec::new(),
@@ -158,10 +171,13 @@ impl Default for Settings {
 }
 
 /// Top-level keys, for spotting misspelt `STSGATE_*` variables.
-const KNOWN_KEYS: [&str; 17] = [
+const KNOWN_KEYS: [&str; 20] = [
     "DATABASE_URL",
     "DATABASE_URL_FILE",
     "DATABASE_MAX_CONNECTIONS",
+    "DATABASE_TIMEOUT_MS",
+    "DATABASE_STATEMENT_TIMEOUT_MS",
+    "MIGRATION_LOCK_TIMEOUT_SECS",
     "MASTER_KEY",
     "MASTER_KEY_FILE",
     "PREVIOUS_MASTER_KEYS",
@@ -260,6 +276,30 @@ impl Settings {
         }
     }
 
+    /// The requests' database budget (at least 1 ms).
+    pub fn database_timeout(&self) -> Duration {
+        Duration::from_millis(self.database_timeout_ms.max(1))
+    }
+
+    pub fn pool_options(&self) -> policy_store::PoolOptions {
+        let backstop = Some(Duration::from_millis(
+            self.database_statement_timeout_ms.max(1),
+        ));
+        policy_store::PoolOptions {
+            max_connections: self.database_max_connections,
+            statement_timeout: backstop,
+            idle_in_transaction_timeout: backstop,
+            ..policy_store::PoolOptions::default()
+        }
+    }
+
+    pub fn migrate_options(&self) -> policy_store::migrate::MigrateOptions {
+        policy_store::migrate::MigrateOptions {
+            lock_timeout: Duration::from_secs(self.migration_lock_timeout_secs.max(1)),
+            ..policy_store::migrate::MigrateOptions::default()
+        }
+    }
+
     pub fn sts_client_config(&self) -> sts_core::StsClientConfig {
         sts_core::StsClientConfig {
             endpoint: self.sts.endpoint.clone(),
@@ -288,9 +328,11 @@ impl Settings {
             audit: gateway::audit::AuditConfig {
                 max_batch: self.audit.max_batch.max(1),
                 writers: self.audit.writers.max(1),
+                commit_timeout: self.database_timeout(),
                 ..gateway::audit::AuditConfig::default()
             },
             shutdown_timeout: self.shutdown_timeout_secs,
+            database_timeout: self.database_timeout(),
         }
     }
 }
@@ -386,6 +428,7 @@ mod tests {
             assert_eq!(s.sts.timeout_ms, 1234); // file, nested
             assert_eq!(s.sts.max_attempts, 7); // env, nested
             assert_eq!(s.sts.connect_timeout_ms, 2000); // default
+            assert_eq!(s.gateway_config().database_timeout, Duration::from_secs(3)); // default
             assert!(s.admin_config().secure_cookies); // default: Secure cookies
             assert_eq!(s.database_url().unwrap(), "postgres://u:p@db/x");
             Ok(())

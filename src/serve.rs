@@ -5,7 +5,7 @@ use std::net::TcpListener;
 use std::sync::Arc;
 
 use anyhow::Context;
-use policy_store::{AdminUserStore, AppStore, PgStore, PoolOptions, Role, Store, TemplateStore};
+use policy_store::{AdminUserStore, AppStore, PgStore, Role, Store, TemplateStore};
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 
@@ -25,23 +25,22 @@ pub fn bind(addr: &str, setting: &str) -> anyhow::Result<TcpListener> {
 pub async fn connect(settings: &Settings) -> anyhow::Result<PgStore> {
     let url = settings.database_url()?;
     let cipher = settings.cipher()?;
-    policy_store::migrate::run(url)
+    policy_store::migrate::run_with(url, &settings.migrate_options())
         .await
         .context("running database migrations (check DATABASE_URL and that PostgreSQL is up)")?;
-    let pool = PoolOptions {
-        max_connections: settings.database_max_connections,
-        ..PoolOptions::default()
-    };
-    Ok(PgStore::connect(url, &pool, cipher)
+    Ok(PgStore::connect(url, &settings.pool_options(), cipher)
         .await
         .context("connecting to PostgreSQL (check DATABASE_URL)")?
         .with_jwt_options(settings.jwt_compile_options()))
 }
 
 pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
-    let applied = policy_store::migrate::run(settings.database_url()?)
-        .await
-        .context("running database migrations (check DATABASE_URL and that PostgreSQL is up)")?;
+    let applied =
+        policy_store::migrate::run_with(settings.database_url()?, &settings.migrate_options())
+            .await
+            .context(
+                "running database migrations (check DATABASE_URL and that PostgreSQL is up)",
+            )?;
     if applied.is_empty() {
         println!("database is up to date");
     } else {

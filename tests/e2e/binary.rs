@@ -120,7 +120,12 @@ async fn no_secret_reaches_the_logs_or_the_log_rows() {
     // A refused token and an STS failure also get logged.
     let bad = format!("{}x", app.token("alice"));
     secrets.push(bad.clone());
-    http.get(&url).bearer_auth(&bad).send().await.unwrap();
+    let res = http.get(&url).bearer_auth(&bad).send().await.unwrap();
+    assert_eq!(res.status(), 401);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["error"]["code"],
+        "invalid_token"
+    );
     emu.set_faults(Faults {
         error_rate: 1.0,
         error_code: Some("InternalError".into()),

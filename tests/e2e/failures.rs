@@ -119,3 +119,44 @@ async fn with_the_database_down_no_credential_is_given_and_service_resumes() {
     assert!(issued.iter().any(|r| r.subject.as_deref() == Some("alice")));
     app.shutdown().await;
 }
+
+/// An app's STS endpoint is admin-settable: one that answers without end is cut off at the
+/// client's cap and refused with 502, and the gateway keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sts_endpoint_that_answers_without_end_gets_502() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let app = TestApp::spawn().await;
+    // Reads a request, then sends chunk after chunk until the gateway hangs up.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}/", listener.local_addr().unwrap());
+    let hostile = tokio::spawn(async move {
+        let mut written = 0usize;
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let mut buf = [0u8; 16 * 1024];
+            let _ = conn.read(&mut buf).await;
+            let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                        transfer-encoding: chunked\r\n\r\n";
+            if conn.write_all(head.as_bytes()).await.is_err() {
+                continue;
+            }
+            let chunk = format!("4000\r\n{}\r\n", "a".repeat(0x4000));
+            while written < 1 << 30 && conn.write_all(chunk.as_bytes()).await.is_ok() {
+                written += 0x4000;
+            }
+        }
+    });
+    let mut input = app_input(APP, &Options::default());
+    input.sts_endpoint = Some(endpoint);
+    app.edit_app(app.app_id, &input).await;
+
+    let res = app.credentials("alice", "").await;
+    assert_eq!(res.status(), 502);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "sts_error");
+    assert_eq!(body["error"]["stsCode"], "InvalidResponse");
+    assert_eq!(app.log_rows().await[0].outcome.as_str(), "upstream_error");
+    assert_eq!(app.get("/healthz", None).await.status(), 200);
+    hostile.abort();
+    app.shutdown().await;
+}

@@ -51,7 +51,12 @@ pub struct Options {
     pub rate_app_per_second: i32,
     /// Route the gateway's database connections through a proxy the test can cut.
     pub db_proxy: bool,
+    /// Route the gateway's database connections through this address instead (a proxy the
+    /// test started, in front of the server `DATABASE_URL` names).
+    pub db_via: Option<SocketAddr>,
     pub trust_forwarded_for: bool,
+    /// The gateway's `database_timeout`, also its issuance-log commit timeout.
+    pub database_timeout: Duration,
 }
 
 impl Default for Options {
@@ -62,7 +67,9 @@ impl Default for Options {
             rate_subject_per_minute: 0,
             rate_app_per_second: 0,
             db_proxy: false,
+            db_via: None,
             trust_forwarded_for: false,
+            database_timeout: Duration::from_secs(3),
         }
     }
 }
@@ -151,13 +158,15 @@ impl TestApp {
         } else {
             None
         };
-        let url = match &proxy {
-            Some(p) => p.rewrite(&db.url),
-            None => db.url.clone(),
+        let url = match (&proxy, opts.db_via) {
+            (Some(p), _) => p.rewrite(&db.url),
+            (None, Some(addr)) => through(&db.url, addr),
+            (None, None) => db.url.clone(),
         };
         let pool = PoolOptions {
             max_connections: 8,
             acquire_timeout: Duration::from_secs(2),
+            ..PoolOptions::default()
         };
         let store = Arc::new(PgStore::connect(&url, &pool, test_cipher()).await.unwrap());
 
@@ -182,9 +191,10 @@ impl TestApp {
                 workers: 2,
                 trust_forwarded_for: opts.trust_forwarded_for,
                 audit: gateway::audit::AuditConfig {
-                    commit_timeout: Duration::from_secs(3),
+                    commit_timeout: opts.database_timeout,
                     ..Default::default()
                 },
+                database_timeout: opts.database_timeout,
                 ..GatewayConfig::default()
             },
         );
@@ -355,10 +365,7 @@ impl DbProxy {
     }
 
     pub fn rewrite(&self, url: &str) -> String {
-        let (scheme, rest) = url.split_once("://").unwrap();
-        let (userinfo, after) = rest.split_once('@').unwrap();
-        let path = after.split_once('/').map_or("", |(_, p)| p);
-        format!("{scheme}://{userinfo}@{}/{path}", self.addr)
+        through(url, self.addr)
     }
 
     pub fn cut(&self) {
@@ -374,5 +381,57 @@ impl DbProxy {
 impl Drop for DbProxy {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// `url` (`scheme://user@host:port/db`) with its host and port replaced by `addr`.
+pub fn through(url: &str, addr: SocketAddr) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap();
+    let (userinfo, after) = rest.split_once('@').unwrap();
+    let path = after.split_once('/').map_or("", |(_, p)| p);
+    format!("{scheme}://{userinfo}@{addr}/{path}")
+}
+
+/// Helpers for app edits, concurrent requests and the issuance log.
+impl TestApp {
+    /// The issuance-log outcomes, oldest first.
+    pub async fn outcomes(&self) -> Vec<policy_store::Outcome> {
+        self.log_rows()
+            .await
+            .iter()
+            .rev()
+            .map(|r| r.outcome)
+            .collect()
+    }
+
+    /// Saves `input` over the app `id` and waits until the gateway has applied the change.
+    pub async fn edit_app(&self, id: i64, input: &AppInput) {
+        let seen = self.invalidations();
+        policy_store::AppStore::update_app(&*self.store, "admin", id, input)
+            .await
+            .unwrap();
+        self.wait_for_invalidations(seen + 1).await;
+    }
+
+    /// `GET /v1/apps/photos/credentials` once per token, all at once; the statuses and
+    /// bodies in the tokens' order.
+    pub async fn credentials_at_once(&self, tokens: Vec<String>) -> Vec<(u16, Value)> {
+        let url = format!("{}/v1/apps/{APP}/credentials", self.url);
+        let tasks: Vec<_> = tokens
+            .into_iter()
+            .map(|token| {
+                let (http, url) = (self.http.clone(), url.clone());
+                tokio::spawn(async move {
+                    let res = http.get(url).bearer_auth(token).send().await.unwrap();
+                    let status = res.status().as_u16();
+                    (status, res.json::<Value>().await.unwrap())
+                })
+            })
+            .collect();
+        let mut answers = Vec::with_capacity(tasks.len());
+        for t in tasks {
+            answers.push(t.await.unwrap());
+        }
+        answers
     }
 }

@@ -72,27 +72,37 @@ async fn alice_gets_credentials_for_her_prefix_only() {
     app.shutdown().await;
 }
 
+/// `prefix` is a path inside the caller's own home (DESIGN §3): one naming another user's
+/// home is read relative to bob's (and served there), one that climbs out is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bobs_token_never_yields_alices_prefix() {
     let app = TestApp::spawn().await;
-    for query in [
-        "",
-        "prefix=../alice/",
-        "prefix=users/alice/",
-        "prefix=/users/alice/x/",
+    for (query, expected) in [
+        ("", Some("users/bob/")),
+        ("prefix=../alice/", None),
+        ("prefix=users/alice/", Some("users/bob/users/alice/")),
+        ("prefix=/users/alice/x/", Some("users/bob/users/alice/x/")),
+        // Bob's own home, named in full, is bob's home.
+        ("prefix=users/bob/", Some("users/bob/")),
     ] {
         let res = app.credentials("bob", query).await;
-        if res.status() != 200 {
+        let Some(prefix) = expected else {
             assert_eq!(res.status(), 422, "{query}");
+            let body: Value = res.json().await.unwrap();
+            assert_eq!(body["error"]["code"], "invalid_request", "{query}");
             continue;
-        }
+        };
+        assert_eq!(res.status(), 200, "{query}");
         let body: Value = res.json().await.unwrap();
+        assert_eq!(body["prefix"], prefix, "{query}");
         let issued = app
             .emulator
             .credential(body["credentials"]["tmpSecretId"].as_str().unwrap())
             .unwrap();
-        let home = format!("qcs::cos:{REGION}:uid/{APPID}:{BUCKET}/users/bob/");
-        for r in resources(&issued.policy.unwrap()) {
+        let home = format!("qcs::cos:{REGION}:uid/{APPID}:{BUCKET}/{prefix}");
+        let resources = resources(&issued.policy.unwrap());
+        assert!(!resources.is_empty());
+        for r in resources {
             assert!(r.starts_with(&home), "{query}: {r}");
         }
     }
@@ -118,15 +128,8 @@ async fn a_cached_credential_is_reused() {
         first["credentials"]["tmpSecretId"],
         third["credentials"]["tmpSecretId"]
     );
-    let outcomes: Vec<Outcome> = app
-        .log_rows()
-        .await
-        .iter()
-        .rev()
-        .map(|r| r.outcome)
-        .collect();
     assert_eq!(
-        outcomes,
+        app.outcomes().await,
         [Outcome::Issued, Outcome::Cached, Outcome::Issued]
     );
     app.shutdown().await;
@@ -135,25 +138,16 @@ async fn a_cached_credential_is_reused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_concurrent_identical_requests_make_one_sts_call() {
     let app = TestApp::spawn().await;
-    let token = app.token("carol");
-    let url = format!("{}/v1/apps/{APP}/credentials", app.url);
-    let tasks: Vec<_> = (0..50)
-        .map(|_| {
-            let (http, url, token) = (app.http.clone(), url.clone(), token.clone());
-            tokio::spawn(async move {
-                let res = http.get(url).bearer_auth(token).send().await.unwrap();
-                assert_eq!(res.status(), 200);
-                let body: Value = res.json().await.unwrap();
-                body["credentials"]["tmpSecretId"]
-                    .as_str()
-                    .unwrap()
-                    .to_owned()
-            })
-        })
-        .collect();
+    let answers = app.credentials_at_once(vec![app.token("carol"); 50]).await;
     let mut ids = HashSet::new();
-    for t in tasks {
-        ids.insert(t.await.unwrap());
+    for (status, body) in answers {
+        assert_eq!(status, 200, "{body}");
+        ids.insert(
+            body["credentials"]["tmpSecretId"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
     }
     assert_eq!(ids.len(), 1, "everyone got the same credential");
     assert_eq!(app.emulator.stats().requests, 1, "one STS call");
@@ -406,28 +400,67 @@ async fn rate_limits_answer_429_with_retry_after() {
     );
     app.shutdown().await;
 
-    // Per app: STS calls per second.
+    // Per app: STS calls per second. Six users at once: the bucket holds two tokens and
+    // refills one per half second, far longer than the burst takes.
     let app = TestApp::spawn_with(Options {
         rate_app_per_second: 2,
         ..Options::default()
     })
     .await;
-    let statuses: Vec<u16> = {
-        let mut v = Vec::new();
-        for i in 0..4 {
-            v.push(
-                app.credentials(&format!("user{i}"), "")
-                    .await
-                    .status()
-                    .as_u16(),
-            );
+    let tokens = (0..6).map(|i| app.token(&format!("user{i}"))).collect();
+    let mut statuses: Vec<u16> = app
+        .credentials_at_once(tokens)
+        .await
+        .into_iter()
+        .map(|(status, _)| status)
+        .collect();
+    statuses.sort();
+    assert_eq!(statuses, [200, 200, 429, 429, 429, 429]);
+    assert_eq!(
+        app.emulator.stats().requests,
+        2,
+        "only the admitted requests reached STS"
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_requests_do_not_spend_the_subjects_rate_limit() {
+    let app = TestApp::spawn_with(Options {
+        rate_subject_per_minute: 2,
+        ..Options::default()
+    })
+    .await;
+    // A bad duration, an action the template does not grant, a prefix that leaves home.
+    for query in [
+        "duration_seconds=99999",
+        "actions=DeleteBucket",
+        "prefix=../bob/",
+    ] {
+        for _ in 0..3 {
+            let res = app.credentials("alice", query).await;
+            assert_eq!(res.status(), 422, "{query}");
         }
-        v
-    };
-    assert!(statuses.contains(&429), "{statuses:?}");
-    assert!(
-        app.emulator.stats().requests <= 3,
-        "the app limit holds STS calls back"
+    }
+    // A subject the template cannot take is refused every time, never rate limited.
+    for _ in 0..3 {
+        let res = app.credentials("a/b", "").await;
+        assert_eq!(res.status(), 403);
+        assert_eq!(
+            res.json::<Value>().await.unwrap()["error"]["code"],
+            "subject_not_allowed"
+        );
+    }
+    // alice's two tokens are all there.
+    assert_eq!(app.credentials("alice", "").await.status(), 200);
+    assert_eq!(app.credentials("alice", "").await.status(), 200);
+    assert_eq!(app.credentials("alice", "").await.status(), 429);
+    let rows = app.log_rows().await;
+    assert_eq!(
+        rows.iter()
+            .filter(|r| r.outcome == Outcome::RateLimited)
+            .count(),
+        1
     );
     app.shutdown().await;
 }

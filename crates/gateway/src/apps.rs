@@ -15,6 +15,7 @@ use policy_store::{
     App, AppId, Change, PolicyTemplateVersion, Store, StoreError, StsMode, valid_slug,
 };
 use sts_core::{CosResource, PermanentKey, StsClient};
+use tokio::time::Instant;
 
 use crate::jwt::{CompileOptions, CompiledJwt};
 
@@ -41,6 +42,10 @@ pub enum ResolveError {
     NotFound,
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The caller's deadline passed before the app was loaded (the database is slow or
+    /// silent). Only that caller gets it: a load it shared goes on for the others.
+    #[error("the app could not be loaded before the request's database deadline")]
+    Deadline,
 }
 
 /// When things last changed, on a clock that ticks once per applied change.
@@ -104,14 +109,34 @@ impl AppResolver {
         }
     }
 
-    /// The app, or `None` when no such app exists. Concurrent misses share one load.
+    /// The app, or `None` when no such app exists, or [`ResolveError::Deadline`] once
+    /// `deadline` has passed. Concurrent misses share one load.
+    ///
+    /// The deadline is the caller's own: everything done for it (waiting for a pool
+    /// connection, every query of the load, waiting for a load another request started) ends
+    /// there. A caller that joined a shared load gives up at its deadline without cutting the
+    /// load short for the others; if the caller running the load gives up, a waiter takes
+    /// over with a load of its own.
     ///
     /// Dropping an entry does not stop a load already under way, so a load that read the
     /// database before an admin change but finished after its notification would otherwise
     /// stay cached for the whole TTL. Entries carry the clock from when their load began, and
     /// one loaded before the last change to its app (or the last flush) is loaded again.
     /// Changes to other apps do not matter to it.
-    pub async fn resolve(&self, slug: &str) -> Result<Option<Arc<ResolvedApp>>, Arc<ResolveError>> {
+    pub async fn resolve(
+        &self,
+        slug: &str,
+        deadline: Instant,
+    ) -> Result<Option<Arc<ResolvedApp>>, Arc<ResolveError>> {
+        tokio::time::timeout_at(deadline, self.resolve_unbounded(slug))
+            .await
+            .unwrap_or_else(|_| Err(Arc::new(ResolveError::Deadline)))
+    }
+
+    async fn resolve_unbounded(
+        &self,
+        slug: &str,
+    ) -> Result<Option<Arc<ResolvedApp>>, Arc<ResolveError>> {
         if !valid_slug(slug) {
             return Ok(None);
         }
@@ -322,9 +347,14 @@ mod tests {
         }
     }
 
+    /// Far enough for any test that is not about deadlines.
+    fn later() -> Instant {
+        Instant::now() + Duration::from_secs(60)
+    }
+
     impl Fixture {
         async fn resolve(&self, slug: &str) -> Option<Arc<ResolvedApp>> {
-            self.apps.resolve(slug).await.unwrap()
+            self.apps.resolve(slug, later()).await.unwrap()
         }
     }
 
@@ -440,7 +470,8 @@ mod tests {
         let f = fixture().await;
         let lock = stall_loads(&f.db).await;
         let apps = f.apps.clone();
-        let racing = tokio::spawn(async move { apps.resolve("app-a").await.unwrap().unwrap() });
+        let racing =
+            tokio::spawn(async move { apps.resolve("app-a", later()).await.unwrap().unwrap() });
         wait_until_stalled(&f.db).await;
         // The load has read app-a as enabled; now it is disabled and the change applied.
         f.store
@@ -461,7 +492,8 @@ mod tests {
         let f = fixture().await;
         let lock = stall_loads(&f.db).await;
         let apps = f.apps.clone();
-        let racing = tokio::spawn(async move { apps.resolve("app-a").await.unwrap().unwrap() });
+        let racing =
+            tokio::spawn(async move { apps.resolve("app-a", later()).await.unwrap().unwrap() });
         wait_until_stalled(&f.db).await;
         f.apps.apply(Change::App(f.b.id));
         lock.rollback().await.unwrap();
@@ -473,5 +505,56 @@ mod tests {
             "app-a was loaded again for app-b's change"
         );
         assert!(Arc::ptr_eq(&served, &f.resolve("app-a").await.unwrap()));
+    }
+
+    fn past_deadline(result: Result<Option<Arc<ResolvedApp>>, Arc<ResolveError>>) -> bool {
+        matches!(
+            result.as_ref().map_err(|e| &**e),
+            Err(ResolveError::Deadline)
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_waiter_gives_up_at_its_own_deadline_and_the_shared_load_goes_on() {
+        let f = fixture().await;
+        let lock = stall_loads(&f.db).await;
+        let apps = f.apps.clone();
+        let leader = tokio::spawn(async move { apps.resolve("app-a", later()).await });
+        wait_until_stalled(&f.db).await;
+
+        // Joins the stalled load, and leaves at its own (short) deadline.
+        let waiter = f
+            .apps
+            .resolve("app-a", Instant::now() + Duration::from_millis(200))
+            .await;
+        assert!(past_deadline(waiter));
+        assert!(
+            !leader.is_finished(),
+            "the waiter's deadline cut the load short"
+        );
+
+        lock.rollback().await.unwrap();
+        let loaded = leader.await.unwrap().unwrap().unwrap();
+        assert_eq!(loaded.app.id, f.a.id);
+        assert_eq!(f.apps.loads(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_load_whose_caller_gave_up_is_taken_over_by_a_waiter() {
+        let f = fixture().await;
+        let lock = stall_loads(&f.db).await;
+        let apps = f.apps.clone();
+        let short = tokio::spawn(async move {
+            apps.resolve("app-a", Instant::now() + Duration::from_millis(500))
+                .await
+        });
+        wait_until_stalled(&f.db).await;
+        let apps = f.apps.clone();
+        let patient = tokio::spawn(async move { apps.resolve("app-a", later()).await });
+
+        assert!(past_deadline(short.await.unwrap()));
+        lock.rollback().await.unwrap();
+        let loaded = patient.await.unwrap().unwrap().unwrap();
+        assert_eq!(loaded.app.id, f.a.id);
     }
 }

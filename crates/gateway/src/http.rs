@@ -35,7 +35,8 @@ pub struct Readiness {
 }
 
 impl Readiness {
-    async fn check(&self, store: &dyn Store) -> bool {
+    /// Pings the database within `timeout`; probes arriving meanwhile share the answer.
+    async fn check(&self, store: &dyn Store, timeout: std::time::Duration) -> bool {
         let flight = {
             let mut current = self.flight.lock().unwrap_or_else(PoisonError::into_inner);
             match current.as_ref() {
@@ -46,13 +47,13 @@ impl Readiness {
         *flight
             .get_or_init(|| async {
                 self.pings.fetch_add(1, Ordering::Relaxed);
-                match store.ping().await {
-                    Ok(()) => true,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "not ready: database unreachable");
-                        false
-                    }
-                }
+                let problem = match tokio::time::timeout(timeout, store.ping()).await {
+                    Ok(Ok(())) => return true,
+                    Ok(Err(e)) => e.to_string(),
+                    Err(_) => format!("no answer within {timeout:?}"),
+                };
+                tracing::warn!(error = %problem, "not ready: database unreachable");
+                false
             })
             .await
     }
@@ -309,8 +310,13 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("ok\n")
 }
 
+/// Ready when the database answers `SELECT 1` within the requests' database budget.
 async fn readyz(state: web::Data<PublicState>) -> HttpResponse {
-    if state.readiness.check(&*state.store).await {
+    if state
+        .readiness
+        .check(&*state.store, state.service.database_timeout())
+        .await
+    {
         HttpResponse::Ok()
             .content_type("text/plain")
             .body("ready\n")
@@ -394,7 +400,11 @@ mod tests {
         let probes: Vec<_> = (0..20)
             .map(|_| {
                 let (readiness, store) = (readiness.clone(), store.clone());
-                tokio::spawn(async move { readiness.check(&*store).await })
+                tokio::spawn(async move {
+                    readiness
+                        .check(&*store, std::time::Duration::from_secs(5))
+                        .await
+                })
             })
             .collect();
         // A current-thread runtime: every probe runs up to its wait before this resumes.
@@ -407,7 +417,11 @@ mod tests {
         }
         assert_eq!(readiness.pings(), 1);
         // A later probe pings again: an answer is not kept once its ping is over.
-        assert!(readiness.check(&*store).await);
+        assert!(
+            readiness
+                .check(&*store, std::time::Duration::from_secs(5))
+                .await
+        );
         assert_eq!(readiness.pings(), 2);
     }
 

@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 use crate::apps::{AppResolver, ResolveError, ResolvedApp};
 use crate::audit::AuditWriter;
 use crate::clock::unix_now;
-use crate::credcache::{CacheKey, CachedCredential, CredentialCache, new_cache};
+use crate::credcache::{CacheKey, CachedCredential, CredentialCache, evict_if_same, new_cache};
 use crate::error::ApiError;
 use crate::jwt::{JwtError, JwtVerifier};
 use crate::metrics::Metrics;
@@ -52,6 +52,8 @@ pub struct Service {
     cache: CredentialCache,
     subject_limits: RateLimiter<(i64, String)>,
     app_limits: RateLimiter<i64>,
+    /// Each request's budget for its database work (see [`crate::GatewayConfig`]).
+    database_timeout: Duration,
 }
 
 /// Free text that goes into the issuance log: bounded, and without characters Postgres
@@ -105,6 +107,7 @@ impl Service {
         audit: AuditWriter,
         metrics: Arc<Metrics>,
         cache_entries: u64,
+        database_timeout: Duration,
     ) -> Self {
         Self {
             apps,
@@ -114,7 +117,14 @@ impl Service {
             cache: new_cache(cache_entries),
             subject_limits: RateLimiter::new(1_000_000, Duration::from_secs(600)),
             app_limits: RateLimiter::new(100_000, Duration::from_secs(600)),
+            database_timeout,
         }
+    }
+
+    /// How long a request's database work may take before it is answered 503 (`/readyz`
+    /// uses the same bound).
+    pub fn database_timeout(&self) -> Duration {
+        self.database_timeout
     }
 
     pub fn cached_credentials(&self) -> u64 {
@@ -201,7 +211,9 @@ impl Service {
         record: &mut IssuanceRecord,
         known_app: &mut bool,
     ) -> Result<Issued, ApiError> {
-        let app = match self.apps.resolve(&req.app).await {
+        // One budget for the app load: waiting for a connection and every query share it.
+        let deadline = tokio::time::Instant::now() + self.database_timeout;
+        let app = match self.apps.resolve(&req.app, deadline).await {
             Ok(Some(app)) => app,
             Ok(None) => {
                 // The name is the client's choice: keep it out of the app column (and so
@@ -211,8 +223,16 @@ impl Service {
                 return Err(ApiError::UnknownApp);
             }
             Err(e) => {
-                if let ResolveError::Store(s) = &*e {
-                    tracing::error!(app = %record.app, error = %s, "cannot load app");
+                match &*e {
+                    ResolveError::Store(s) => {
+                        tracing::error!(app = %record.app, error = %s, "cannot load app");
+                    }
+                    ResolveError::Deadline => tracing::error!(
+                        app = %record.app,
+                        timeout = ?self.database_timeout,
+                        "cannot load app: the database did not answer in time"
+                    ),
+                    ResolveError::NotFound => {}
                 }
                 return Err(ApiError::Unavailable);
             }
@@ -239,15 +259,6 @@ impl Service {
         if app.blocked.contains(&subject) {
             return Err(ApiError::SubjectBlocked);
         }
-        let per_minute = u32::try_from(app.app.rate_subject_per_minute).unwrap_or(0);
-        self.subject_limits
-            .check(
-                &(app.app.id, subject.clone()),
-                per_minute,
-                Duration::from_secs(60),
-            )
-            .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
-
         let template = app.template.as_ref().ok_or(ApiError::NoPolicy)?;
         record.template_version = Some(template.version);
         let duration = match req.duration_seconds {
@@ -293,6 +304,17 @@ impl Service {
         record.actions = policy.actions.clone();
         record.prefix = Some(policy.prefix.clone());
 
+        // Only a request that would get a credential takes a token: one refused above (a bad
+        // duration or prefix, a subject the template cannot take) does not eat the quota.
+        let per_minute = u32::try_from(app.app.rate_subject_per_minute).unwrap_or(0);
+        self.subject_limits
+            .check(
+                &(app.app.id, subject.clone()),
+                per_minute,
+                Duration::from_secs(60),
+            )
+            .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
+
         let min_remaining = match app.app.min_remaining {
             Some(m) if m >= 0 => u64::try_from(m)
                 .unwrap_or(0)
@@ -307,36 +329,33 @@ impl Service {
             policy_hash: policy.policy_hash.clone(),
             duration,
         };
+        let lookup = || {
+            self.cache.entry_by_ref(&key).or_try_insert_with(self.mint(
+                &app,
+                &policy.policy,
+                &subject,
+                duration,
+                min_remaining,
+            ))
+        };
 
-        // Two tries: an entry found past its reuse window (expiry is approximate) is dropped
-        // and minted again.
-        for _ in 0..2 {
-            let entry = self
-                .cache
-                .entry_by_ref(&key)
-                .or_try_insert_with(self.mint(
-                    &app,
-                    &policy.policy,
-                    &subject,
-                    duration,
-                    min_remaining,
-                ))
-                .await
-                .map_err(|e| (*e).clone())?;
-            let credential = entry.value().clone();
-            if !entry.is_fresh() && credential.reuse_until <= unix_now() {
-                self.cache.invalidate(&key).await;
-                continue;
-            }
-            return Ok(Issued {
-                credential,
-                bucket: app.app.bucket.clone(),
-                region: app.app.region.clone(),
-                prefix: policy.prefix.clone(),
-                cached: !entry.is_fresh(),
-            });
+        let looked_up = Instant::now();
+        let mut entry = lookup().await.map_err(|e| (*e).clone())?;
+        if !entry.value().servable(looked_up) {
+            // In the cache from before this request and past its reuse window (an entry can
+            // outlive its window by a moment). Drop that entry, not whatever has replaced it
+            // meanwhile, and look again: what comes back was minted after `looked_up`, by
+            // this request or one it waited for, and is served as STS gave it.
+            evict_if_same(&self.cache, &key, entry.value()).await;
+            entry = lookup().await.map_err(|e| (*e).clone())?;
         }
-        Err(ApiError::Unavailable)
+        Ok(Issued {
+            credential: entry.value().clone(),
+            bucket: app.app.bucket.clone(),
+            region: app.app.region.clone(),
+            prefix: policy.prefix.clone(),
+            cached: !entry.is_fresh(),
+        })
     }
 
     async fn mint(
@@ -409,6 +428,7 @@ impl Service {
             creds,
             start_time,
             reuse_until,
+            minted: Instant::now(),
         }))
     }
 }

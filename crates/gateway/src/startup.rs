@@ -33,6 +33,9 @@ pub struct GatewayConfig {
     pub audit: AuditConfig,
     /// Seconds in-flight requests get to finish at shutdown.
     pub shutdown_timeout: u64,
+    /// Each request's budget for its database work (waiting for a pool connection and every
+    /// query of an app load share it), and `/readyz`'s bound: past it the answer is 503.
+    pub database_timeout: Duration,
 }
 
 impl Default for GatewayConfig {
@@ -45,6 +48,7 @@ impl Default for GatewayConfig {
             jwks: JwksConfig::default(),
             audit: AuditConfig::default(),
             shutdown_timeout: 30,
+            database_timeout: Duration::from_secs(3),
         }
     }
 }
@@ -77,6 +81,7 @@ impl Gateway {
             audit,
             metrics.clone(),
             config.credential_cache_entries,
+            config.database_timeout,
         ));
         Self {
             service,

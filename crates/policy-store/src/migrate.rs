@@ -7,6 +7,7 @@
 //! together apply each migration exactly once.
 
 use std::str::FromStr;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use refinery_core::Migration;
@@ -25,19 +26,62 @@ mod embedded {
 /// `pg_advisory_lock` key held while migrating: the bytes of "STSGMIGR".
 pub const MIGRATION_LOCK_KEY: i64 = 0x5354_5347_4d49_4752;
 
-/// Applies the pending migrations under an advisory lock; returns their names
-/// (`V1__init`, …), empty when the schema was already current.
+/// How long [`run_with`] waits before giving up with a clear error.
+#[derive(Debug, Clone)]
+pub struct MigrateOptions {
+    /// Connecting to PostgreSQL (a server that accepts but never answers must not hang the
+    /// start).
+    pub connect_timeout: Duration,
+    /// Waiting for the migration lock, held by another replica that is migrating (or by a
+    /// session that never let go). PostgreSQL's `lock_timeout` ends the wait on the server; a
+    /// client-side bound of the same length plus `connect_timeout` covers a server that went
+    /// silent.
+    pub lock_timeout: Duration,
+}
+
+impl Default for MigrateOptions {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(10),
+            lock_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Why migrating could not start: waits that ran out (each says what to do).
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    #[error("PostgreSQL did not answer within {0:?} when connecting to run migrations")]
+    ConnectTimeout(Duration),
+    #[error(
+        "another session has held the migration lock for more than {0:?} (another stsgate \
+         replica may still be migrating): retry, or raise migration_lock_timeout_secs"
+    )]
+    LockTimeout(Duration),
+    #[error("PostgreSQL stopped answering while the migration lock was being taken")]
+    Silent,
+}
+
+/// [`run_with`] and the default [`MigrateOptions`].
 pub async fn run(database_url: &str) -> anyhow::Result<Vec<String>> {
-    let options = PgConnectOptions::from_str(database_url)
+    run_with(database_url, &MigrateOptions::default()).await
+}
+
+/// Applies the pending migrations under an advisory lock; returns their names
+/// (`V1__init`, …), empty when the schema was already current. Connecting and taking the
+/// lock are bounded by `options`; the migrations themselves are not (an index build on a
+/// large table may legitimately take long).
+pub async fn run_with(database_url: &str, options: &MigrateOptions) -> anyhow::Result<Vec<String>> {
+    let connect_options = PgConnectOptions::from_str(database_url)
         .context("DATABASE_URL is not a valid PostgreSQL URL")?;
-    let mut conn = PgConnection::connect_with(&options)
-        .await
-        .context("cannot connect to PostgreSQL to run migrations")?;
-    sqlx::query("SELECT pg_advisory_lock($1)")
-        .bind(MIGRATION_LOCK_KEY)
-        .execute(&mut conn)
-        .await
-        .context("cannot take the migration lock")?;
+    let mut conn = tokio::time::timeout(
+        options.connect_timeout,
+        PgConnection::connect_with(&connect_options),
+    )
+    .await
+    .map_err(|_| MigrateError::ConnectTimeout(options.connect_timeout))?
+    .context("cannot connect to PostgreSQL to run migrations")?;
+    lock(&mut conn, options).await?;
 
     let result = embedded::migrations::runner()
         .run_async(&mut SqlxMigrations { conn: &mut conn })
@@ -61,6 +105,36 @@ pub async fn run(database_url: &str) -> anyhow::Result<Vec<String>> {
         tracing::info!(migration = %name, "applied database migration");
     }
     Ok(applied)
+}
+
+/// Takes the session advisory lock [`MIGRATION_LOCK_KEY`] within `options.lock_timeout`.
+async fn lock(conn: &mut PgConnection, options: &MigrateOptions) -> anyhow::Result<()> {
+    let set_lock_timeout = |ms: u128| {
+        sqlx::query("SELECT set_config('lock_timeout', $1, false)").bind(format!("{ms}ms"))
+    };
+    let bound = options.lock_timeout + options.connect_timeout;
+    let taken = tokio::time::timeout(bound, async {
+        // At least 1 ms: 0 would mean "wait forever".
+        set_lock_timeout(options.lock_timeout.as_millis().max(1))
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(MIGRATION_LOCK_KEY)
+            .execute(&mut *conn)
+            .await?;
+        // The migrations' own lock waits keep the server's default.
+        set_lock_timeout(0).execute(&mut *conn).await
+    })
+    .await
+    .map_err(|_| MigrateError::Silent)?;
+    match taken {
+        Ok(_) => Ok(()),
+        // lock_not_available
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55P03") => {
+            Err(MigrateError::LockTimeout(options.lock_timeout).into())
+        }
+        Err(e) => Err(e).context("cannot take the migration lock"),
+    }
 }
 
 /// The migrations compiled into this binary, in order (`V1__init`, …).
@@ -135,3 +209,81 @@ impl AsyncQuery<Vec<Migration>> for SqlxMigrations<'_> {
 }
 
 impl AsyncMigrate for SqlxMigrations<'_> {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::fresh_database;
+
+    /// Bounds a test that would hang on a regression.
+    async fn within<T>(f: impl Future<Output = T>) -> T {
+        tokio::time::timeout(Duration::from_secs(20), f)
+            .await
+            .expect("no answer within 20 s")
+    }
+
+    #[tokio::test]
+    async fn a_held_migration_lock_ends_the_wait_with_a_clear_error() {
+        let db = fresh_database().await.unwrap();
+        let mut holder = db.pool.acquire().await.unwrap();
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(MIGRATION_LOCK_KEY)
+            .execute(&mut *holder)
+            .await
+            .unwrap();
+        let options = MigrateOptions {
+            lock_timeout: Duration::from_millis(300),
+            ..MigrateOptions::default()
+        };
+        let err = within(run_with(&db.url, &options)).await.unwrap_err();
+        assert!(
+            matches!(
+                err.downcast_ref::<MigrateError>(),
+                Some(MigrateError::LockTimeout(_))
+            ),
+            "{err:#}"
+        );
+        assert!(err.to_string().contains("migration lock"), "{err}");
+
+        // Once it is let go, migrating goes ahead (nothing left to apply).
+        sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(MIGRATION_LOCK_KEY)
+            .execute(&mut *holder)
+            .await
+            .unwrap();
+        assert!(
+            within(run_with(&db.url, &options))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_server_that_never_answers_fails_the_connect_with_a_clear_error() {
+        // Accepts connections and never says a word.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let silent = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((conn, _)) = listener.accept().await {
+                held.push(conn);
+            }
+        });
+        let options = MigrateOptions {
+            connect_timeout: Duration::from_millis(300),
+            ..MigrateOptions::default()
+        };
+        let err = within(run_with(&format!("postgres://postgres@{addr}/x"), &options))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err.downcast_ref::<MigrateError>(),
+                Some(MigrateError::ConnectTimeout(_))
+            ),
+            "{err:#}"
+        );
+        silent.abort();
+    }
+}

@@ -1446,6 +1446,36 @@ mod tests {
         ]
     }
 
+    /// What `narrow_never_widens`' template must do with these options: `Some(true)` succeed,
+    /// `Some(false)` refuse, `None` either (only GetObject asked for, under a prefix that may
+    /// leave none of its statements).
+    fn narrow_must_succeed(actions: &[String], sub: Option<&str>) -> Option<bool> {
+        let granted = |a: &str| {
+            matches!(
+                a,
+                "PutObject" | "name/cos:GetObject" | "cos:ListParts" | "name/cos:List*"
+            )
+        };
+        if !actions.iter().all(|a| granted(a)) {
+            return Some(false);
+        }
+        let relative = sub.map(|s| {
+            let s = s.trim_start_matches('/');
+            s.strip_suffix('/').unwrap_or(s)
+        });
+        if let Some(r) = relative
+            && !r.is_empty()
+            && !r
+                .split('/')
+                .all(|seg| !seg.is_empty() && seg != "." && seg != ".." && !seg.contains('*'))
+        {
+            return Some(false);
+        }
+        // The first statement (PutObject, List*) covers the whole home; GetObject's do not.
+        let whole_home = actions.is_empty() || actions.iter().any(|a| a != "name/cos:GetObject");
+        (whole_home || relative.is_none_or(str::is_empty)).then_some(true)
+    }
+
     fn valid_subject() -> impl Strategy<Value = String> {
         "[A-Za-z0-9._@=+|-]{1,128}".prop_filter("not . or ..", |s| s != "." && s != "..")
     }
@@ -1518,7 +1548,13 @@ mod tests {
                 .map(|res| res.trim_end_matches('*').to_owned())
                 .collect();
             let acts = (!actions.is_empty()).then_some(actions.as_slice());
-            if let Ok(n) = r.narrow(acts, sub.as_deref(), &bucket()) {
+            let narrowed = r.narrow(acts, sub.as_deref(), &bucket());
+            match narrow_must_succeed(&actions, sub.as_deref()) {
+                Some(true) => prop_assert!(narrowed.is_ok(), "refused: {:?}", narrowed.err()),
+                Some(false) => prop_assert!(narrowed.is_err(), "accepted {:?} {:?}", actions, sub),
+                None => {}
+            }
+            if let Ok(n) = narrowed {
                 for a in &n.actions {
                     prop_assert!(r.actions.iter().any(|g| grants(g, a)), "{} added", a);
                 }

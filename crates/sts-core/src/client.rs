@@ -16,6 +16,11 @@ pub const API_VERSION: &str = "2018-08-13";
 const SERVICE: &str = "sts";
 const JSON: &str = "application/json";
 
+/// The largest STS answer read, in bytes. Real answers are a few KiB (the session token is at
+/// most 4 KiB); an app's endpoint is admin-settable, so a hostile or broken one must not make
+/// the gateway buffer without bound.
+pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
 /// A permanent Tencent Cloud API key (an app's SecretId/SecretKey). Never logged.
 #[derive(Clone)]
 pub struct PermanentKey {
@@ -100,6 +105,9 @@ pub enum StsError {
     Network(reqwest::Error),
     #[error("STS answered HTTP {status}")]
     Http { status: u16 },
+    /// The answer was longer than [`MAX_RESPONSE_BYTES`]; reading stopped there.
+    #[error("STS answered with a body over {limit} bytes")]
+    TooLarge { limit: usize },
     #[error("STS answered with a body that is not an STS response: {0}")]
     Decode(#[from] DecodeError),
     #[error("STS failed {attempts} times; last error: {last}")]
@@ -163,6 +171,7 @@ impl StsError {
             StsError::Http { status } if *status >= 500 || *status == 429 => ErrorClass::Retryable,
             StsError::RetriesExhausted { last, .. } => last.class(),
             StsError::Http { .. }
+            | StsError::TooLarge { .. }
             | StsError::Decode(_)
             | StsError::Endpoint { .. }
             | StsError::Policy(_)
@@ -486,7 +495,7 @@ impl StsClient {
             header("X-TC-Timestamp", &timestamp.to_string())?,
         );
 
-        let response = self
+        let mut response = self
             .http
             .post(self.endpoint.clone())
             .headers(headers)
@@ -495,11 +504,27 @@ impl StsClient {
             .await
             .map_err(|e| self.transport_error(e))?;
         let status = response.status();
-        let bytes = response
-            .bytes()
+        let too_large = StsError::TooLarge {
+            limit: MAX_RESPONSE_BYTES,
+        };
+        if response
+            .content_length()
+            .is_some_and(|len| len > MAX_RESPONSE_BYTES as u64)
+        {
+            return Err(too_large);
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
             .await
-            .map_err(|e| self.transport_error(e))?;
-        parse_response(status.as_u16(), &bytes)
+            .map_err(|e| self.transport_error(e))?
+        {
+            if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                return Err(too_large);
+            }
+            body.extend_from_slice(&chunk);
+        }
+        parse_response(status.as_u16(), &body)
     }
 
     fn transport_error(&self, e: reqwest::Error) -> StsError {

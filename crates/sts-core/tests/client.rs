@@ -4,10 +4,12 @@ use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use secrecy::ExposeSecret;
-use sts_core::client::{AssumeRole, ErrorClass, GetFederationToken, RetryPolicy};
+use sts_core::client::{
+    AssumeRole, ErrorClass, GetFederationToken, MAX_RESPONSE_BYTES, RetryPolicy,
+};
 use sts_core::{
     CosResource, Effect, EndpointError, PermanentKey, Policy, PolicyError, Statement, StsClient,
-    StsClientConfig, StsError,
+    StsClientConfig, StsError, TemporaryCredentials,
 };
 use sts_emulator::{EmulatorConfig, EmulatorHandle, Faults};
 
@@ -412,4 +414,100 @@ fn a_bad_endpoint_is_refused_when_the_client_is_built() {
         }
         assert!(err.to_string().starts_with("STS endpoint"), "{err}");
     }
+}
+
+/// A one-connection HTTP server that answers any request with `head` and then, if
+/// `endless`, chunk after chunk until the client hangs up. Returns its URL and the number
+/// of body bytes it managed to write.
+async fn hostile_sts(
+    head: &'static str,
+    endless: bool,
+) -> (String, tokio::task::JoinHandle<usize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move {
+        let (mut conn, _) = listener.accept().await.unwrap();
+        // Read the request: headers, then Content-Length bytes of body.
+        let mut req = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = conn.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the client hung up before sending its request");
+            req.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&req).to_lowercase();
+            if let Some(end) = text.find("\r\n\r\n") {
+                let len: usize = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map_or(0, |v| v.trim().parse().unwrap());
+                if req.len() >= end + 4 + len {
+                    break;
+                }
+            }
+        }
+        conn.write_all(head.as_bytes()).await.unwrap();
+        let mut written = 0;
+        if endless {
+            let chunk = format!("4000\r\n{}\r\n", "a".repeat(0x4000));
+            while conn.write_all(chunk.as_bytes()).await.is_ok() {
+                written += 0x4000;
+                if written > 1 << 30 {
+                    break;
+                }
+            }
+        }
+        written
+    });
+    (url, server)
+}
+
+fn client_for(url: &str) -> StsClient {
+    StsClient::new(StsClientConfig {
+        endpoint: url.to_owned(),
+        timeout: Duration::from_secs(20),
+        retry: RetryPolicy {
+            max_attempts: 1,
+            ..RetryPolicy::default()
+        },
+        ..StsClientConfig::default()
+    })
+    .unwrap()
+}
+
+async fn call(sts: &StsClient) -> Result<TemporaryCredentials, StsError> {
+    let policy = policy_for("users/alice/", "examplebucket-1250000000");
+    sts.get_federation_token(&key(), &federation(&policy, 600))
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_answer_is_cut_off_at_the_cap() {
+    let (url, server) = hostile_sts(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n",
+        true,
+    )
+    .await;
+    let err = call(&client_for(&url)).await.unwrap_err();
+    assert!(
+        matches!(err, StsError::TooLarge { limit } if limit == MAX_RESPONSE_BYTES),
+        "{err:?}"
+    );
+    assert_eq!(err.class(), ErrorClass::Permanent);
+    assert!(!err.is_unavailable());
+    // The client hung up: the server's writes failed long before its own 1 GiB stop.
+    let written = server.await.unwrap();
+    assert!(written < 1 << 30, "the client read {written} bytes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declared_huge_answer_is_refused_before_reading_it() {
+    let (url, server) = hostile_sts(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 1000000000\r\n\r\n",
+        false,
+    )
+    .await;
+    let err = call(&client_for(&url)).await.unwrap_err();
+    assert!(matches!(err, StsError::TooLarge { .. }), "{err:?}");
+    server.await.unwrap();
 }

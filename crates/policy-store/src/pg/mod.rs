@@ -42,11 +42,23 @@ const REDACTED: &str = "[redacted]";
 pub const MAX_PAGE: i64 = 10_000;
 
 /// How [`PgStore::connect`] sizes and bounds its connection pool.
+///
+/// Callers on a request path bound each call with a deadline of their own (the gateway's
+/// `database_timeout`); the server-side timeouts here are the backstop that makes PostgreSQL
+/// itself give up on work nobody waits for any more, and they apply to every connection of
+/// the pool (admin queries included, so keep them above the slowest legitimate query).
 #[derive(Debug, Clone)]
 pub struct PoolOptions {
     pub max_connections: u32,
     /// How long a query waits for a free connection before it fails as timed out.
     pub acquire_timeout: Duration,
+    /// PostgreSQL's `statement_timeout`: a statement running longer is cancelled by the
+    /// server (SQLSTATE 57014, reported as [`DbErrorKind::TimedOut`](crate::DbErrorKind)).
+    /// `None` keeps the server's setting.
+    pub statement_timeout: Option<Duration>,
+    /// PostgreSQL's `idle_in_transaction_session_timeout`: a session idle inside a transaction
+    /// for longer is ended, releasing its locks. `None` keeps the server's setting.
+    pub idle_in_transaction_timeout: Option<Duration>,
 }
 
 impl Default for PoolOptions {
@@ -54,6 +66,8 @@ impl Default for PoolOptions {
         Self {
             max_connections: 10,
             acquire_timeout: Duration::from_secs(5),
+            statement_timeout: Some(Duration::from_secs(30)),
+            idle_in_transaction_timeout: Some(Duration::from_secs(60)),
         }
     }
 }
@@ -124,7 +138,21 @@ pub(crate) async fn connect_pool(
     database_url: &str,
     options: &PoolOptions,
 ) -> Result<PgPool, sqlx::Error> {
-    let connect = PgConnectOptions::from_str(database_url)?;
+    let mut connect = PgConnectOptions::from_str(database_url)?;
+    // Sent as startup parameters: every connection of the pool has them from its first query.
+    let timeouts = [
+        ("statement_timeout", options.statement_timeout),
+        (
+            "idle_in_transaction_session_timeout",
+            options.idle_in_transaction_timeout,
+        ),
+    ];
+    for (name, value) in timeouts {
+        if let Some(t) = value {
+            // At least 1 ms: 0 would mean "no timeout" to PostgreSQL.
+            connect = connect.options([(name, format!("{}ms", t.as_millis().max(1)))]);
+        }
+    }
     PgPoolOptions::new()
         .max_connections(options.max_connections)
         .acquire_timeout(options.acquire_timeout)
@@ -200,5 +228,46 @@ impl HealthStore for PgStore {
     async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await.db()?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::DbErrorKind;
+    use crate::testing::fresh_database;
+
+    #[tokio::test]
+    async fn pool_connections_carry_the_server_side_timeouts() {
+        let db = fresh_database().await.unwrap();
+        let pool = connect_pool(
+            &db.url,
+            &PoolOptions {
+                max_connections: 1,
+                statement_timeout: Some(Duration::from_millis(300)),
+                idle_in_transaction_timeout: Some(Duration::from_secs(7)),
+                ..PoolOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+        let shown: String = sqlx::query_scalar("SHOW idle_in_transaction_session_timeout")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(shown, "7s");
+        // The server cancels the statement; the store reports it as timed out.
+        let err = sqlx::query("SELECT pg_sleep(5)")
+            .execute(&pool)
+            .await
+            .db()
+            .unwrap_err();
+        match &err {
+            StoreError::Database(e) => assert_eq!(e.kind(), DbErrorKind::TimedOut, "{err}"),
+            other => panic!("{other:?}"),
+        }
+        // The connection is still usable afterwards.
+        sqlx::query("SELECT 1").execute(&pool).await.unwrap();
+        pool.close().await;
     }
 }

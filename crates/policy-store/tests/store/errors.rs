@@ -25,6 +25,7 @@ async fn an_unreachable_server_is_unavailable() {
         &PoolOptions {
             max_connections: 1,
             acquire_timeout: Duration::from_secs(1),
+            ..PoolOptions::default()
         },
         test_cipher(),
     )
