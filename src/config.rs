@@ -290,6 +290,7 @@ impl Settings {
             session_ttl: Duration::from_secs(self.admin.session_ttl_secs.max(60)),
             max_failed_logins: self.admin.max_failed_logins.max(1),
             lockout: Duration::from_secs(self.admin.lockout_secs.max(1)),
+            ..admin::AdminConfig::default()
         }
     }
 }

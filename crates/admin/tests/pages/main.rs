@@ -5,3 +5,4 @@ mod flows;
 mod log;
 mod security;
 mod support;
+mod ux;

@@ -2,6 +2,7 @@
 //! client that keeps cookies and finds CSRF tokens in pages.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,6 +18,43 @@ pub const HS_SECRET: &str = "hs-secret-that-is-long-enough-0123456789abc";
 pub const ADMIN_PASSWORD: &str = "admin-password-0123";
 pub const AUDITOR_PASSWORD: &str = "auditor-password-0123";
 pub const APP: &str = "photos";
+
+/// The admin crate cannot verify signatures (the verifier is the gateway's; the real one is
+/// tested end to end in tests/e2e). This stand-in answers by the token's first part and
+/// counts its calls, so the page's wiring, limits and wording can be tested here.
+#[derive(Default)]
+pub struct FakeTester {
+    pub calls: std::sync::atomic::AtomicUsize,
+}
+
+impl admin::TokenTester for FakeTester {
+    fn test<'a>(
+        &'a self,
+        app: &'a str,
+        token: &'a str,
+    ) -> std::pin::Pin<Box<dyn Future<Output = admin::TokenVerdict> + Send + 'a>> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let outcome = if token.starts_with("good.") {
+            admin::TokenOutcome::WouldIssue {
+                subject: "alice".into(),
+                prefix: "users/alice/".into(),
+                actions: vec!["name/cos:GetObject".into()],
+            }
+        } else {
+            admin::TokenOutcome::Refused {
+                status: 401,
+                code: "invalid_token:wrong_audience".into(),
+                reason: format!("The token's audience is “other”; {app} accepts photos-mobile."),
+            }
+        };
+        Box::pin(async move {
+            admin::TokenVerdict {
+                outcome,
+                seen: vec![("aud".into(), "other".into())],
+            }
+        })
+    }
+}
 
 pub struct TestAdmin {
     pub url: String,
@@ -74,7 +112,9 @@ impl TestAdmin {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let server = admin::serve(listener, store.clone(), config, 1).unwrap();
+        let state = admin::AdminState::new(store.clone(), config)
+            .with_token_tester(Arc::new(FakeTester::default()));
+        let server = admin::serve_state(listener, state, 1).unwrap();
         let handle = server.handle();
         tokio::spawn(server);
         Self {
