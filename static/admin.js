@@ -54,7 +54,13 @@ document.addEventListener("submit", function (event) {
     Array.prototype.forEach.call(form.querySelectorAll(".invalid"), function (e) {
       e.classList.remove("invalid");
     });
-    Array.prototype.forEach.call(result.querySelectorAll(".live-errors li"), function (li) {
+    // The "Not saved" notice of an earlier submit goes once the draft has no error left.
+    var items = result.querySelectorAll(".live-errors li");
+    var stale = document.querySelector("main > .alert[role=alert]");
+    if (stale && items.length === 0) {
+      stale.hidden = true;
+    }
+    Array.prototype.forEach.call(items, function (li) {
       var name = li.getAttribute("data-field");
       var statement = /^st(\d+)_statement$/.exec(name);
       var where = statement
