@@ -347,6 +347,7 @@ impl Settings {
             sign_in_per_source_per_minute: self.admin.sign_in_per_source_per_minute.max(1),
             sign_in_per_minute: self.admin.sign_in_per_minute.max(1),
             trust_forwarded_for: self.admin.trust_forwarded_for,
+            ..admin::AdminConfig::default()
         }
     }
 }

@@ -8,8 +8,8 @@ use anyhow::Context;
 use base64::Engine;
 use jsonwebtoken::{EncodingKey, Header};
 use policy_store::{
-    AdminUserStore, AppAuthInput, AppInput, AppStore, PgStore, Role, StsMode, TemplateDocument,
-    TemplateStatement, TemplateStore,
+    AdminUserStore, AppAuthInput, AppInput, AppStore, PgStore, Role, Shared, StsMode,
+    TemplateDocument, TemplateStatement, TemplateStore,
 };
 use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
@@ -159,6 +159,8 @@ fn demo_template() -> TemplateDocument {
         actions: vec!["name/cos:GetBucket".into()],
         resources: vec!["/".into()],
         conditions: Default::default(),
+        // Listing is limited to the user's own prefix by the condition below.
+        shared: None,
     };
     list.conditions.insert(
         "string_like".into(),
@@ -169,12 +171,17 @@ fn demo_template() -> TemplateDocument {
     doc.statements.push(list);
     // cos-python-sdk-v5's upload_file asks for in-progress uploads before a multipart upload.
     // This names other users' in-progress uploads too (reference §3.5): fine for a sandbox,
-    // think twice in production.
+    // think twice in production. It reaches beyond the user's prefix, so it is marked shared.
     doc.statements.push(TemplateStatement {
         effect: sts_core::Effect::Allow,
         actions: vec!["name/cos:ListMultipartUploads".into()],
         resources: vec!["/".into()],
         conditions: Default::default(),
+        shared: Some(Shared {
+            reason: "cos-python-sdk-v5's upload_file lists in-progress multipart uploads \
+                     (of every user) before it uploads; fine for the dev sandbox"
+                .into(),
+        }),
     });
     doc
 }
@@ -418,4 +425,23 @@ fn print_banner(f: &DevFacts, facts_path: &Path, pg_data: Option<&Path>) {
         jwt = f.sample_jwt,
         facts = facts_path.display(),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use policy_store::Reach;
+
+    /// The demo template passes the save-time checks: listing stays under the user's prefix,
+    /// and the multipart-uploads listing is marked shared, with its reason.
+    #[test]
+    fn the_demo_template_is_valid_and_says_what_it_shares() {
+        let doc = demo_template();
+        doc.validate().unwrap();
+        let reach = doc.reach();
+        assert_eq!(reach[..2], [Reach::Home, Reach::Home]);
+        assert!(
+            matches!(&reach[2], Reach::Shared { reason, outside } if reason.contains("multipart") && outside == &[0])
+        );
+    }
 }

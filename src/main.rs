@@ -5,6 +5,7 @@ mod dev;
 mod postgres;
 mod private_fs;
 mod serve;
+mod token_tester;
 
 use std::net::TcpListener;
 use std::path::PathBuf;

@@ -146,10 +146,21 @@ pub async fn start(settings: &Settings, store: PgStore) -> anyhow::Result<Runnin
     tasks.push(tokio::spawn(maintain_partitions(partitions, stop.clone())));
 
     let public_server = gateway.serve(public)?;
-    let admin_server = admin::serve(
+    let mut admin_config = settings.admin_config();
+    // The integration card's credential URL: known when the API listens on one address.
+    if admin_config.public_url.is_none() && public_addr.ip().is_loopback() {
+        admin_config.public_url = Some(format!("http://{public_addr}"));
+    }
+    // "Test a token" with the gateway's own app cache and verifier (JWKS cache shared).
+    let tester = Arc::new(crate::token_tester::GatewayTokenTester {
+        apps: gateway.apps.clone(),
+        verifier: gateway.service.jwt.clone(),
+        store: store.clone(),
+        database_timeout: gateway.service.database_timeout(),
+    });
+    let admin_server = admin::serve_state(
         admin_listener,
-        store.clone(),
-        settings.admin_config(),
+        admin::AdminState::new(store.clone(), admin_config).with_token_tester(tester),
         settings.workers.clamp(1, 2),
     )?;
     let servers = [public_server, admin_server]

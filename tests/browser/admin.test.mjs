@@ -122,7 +122,7 @@ test('admin and auditor pages in headless Chromium', { timeout: 300_000 }, async
   const { facts } = dev;
   const admin = facts.admin_url;
   const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'stsgate-chromium-'));
-  t.after(() => fs.rmSync(userDataDir, { recursive: true, force: true }));
+  t.after(() => fs.rmSync(userDataDir, { recursive: true, force: true, maxRetries: 10, retryDelay: 200 }));
   // A fresh profile directory of our own (launchPersistentContext passes it as --user-data-dir).
   const context = await chromium.launchPersistentContext(userDataDir, {
     executablePath: CHROMIUM,
@@ -204,7 +204,7 @@ test('admin and auditor pages in headless Chromium', { timeout: 300_000 }, async
   await page.click('#save-policy');
   await page.waitForSelector('.alert');
   const fieldError = await page.textContent('#st-0 .field-error');
-  assert.match(fieldError, /line 1 “users\/\$\{sub\}\*”: \$\{sub\} must be followed by `\/`/);
+  assert.match(fieldError, /line 1 “users\/\$\{sub\}\*”: put a \/ right after \$\{sub\}/);
   assert.equal(await page.inputValue('textarea[name=st1_resources]'), '/', 'the draft is kept');
   await page.fill('textarea[name=st0_resources]', 'users/${sub}/*');
 
@@ -233,6 +233,142 @@ test('admin and auditor pages in headless Chromium', { timeout: 300_000 }, async
   assert.equal(creds.prefix, `users/${SUBJECT}/`);
   const tmpSecretId = creds.credentials.tmpSecretId;
   assert.ok(tmpSecretId);
+
+  // Screenshots at both widths; at 390 px no page scrolls sideways.
+  const noSideScroll = async (p, what) => {
+    const { scroll, inner } = await p.evaluate(() => ({
+      scroll: document.documentElement.scrollWidth, inner: window.innerWidth,
+    }));
+    assert.ok(scroll <= inner, `${what}: the page scrolls sideways at ${inner} px (${scroll} px wide)`);
+  };
+  const both = async (p, url, name) => {
+    await p.setViewportSize({ width: 1400, height: 1000 });
+    await p.goto(url);
+    await p.screenshot({ path: path.join(shots, `${name}-1400.png`), fullPage: true });
+    await p.setViewportSize({ width: 390, height: 844 });
+    await p.goto(url);
+    await noSideScroll(p, url);
+    await p.screenshot({ path: path.join(shots, `${name}-390.png`), fullPage: true });
+    await p.setViewportSize({ width: 1400, height: 1000 });
+  };
+
+  // ---- Item 1: a grant beyond the home prefix is refused unless marked shared, with a reason.
+  await page.goto(`${admin}/apps/${APP}/policy`);
+  await page.click('button:has-text("Add statement")');
+  await page.waitForSelector('#st-2');
+  await page.check('input[name=st2_actions][value="name/cos:GetObject"]');
+  await page.fill('textarea[name=st2_resources]', '*');
+  // Item 5: the field is marked while typing, before any Save.
+  await page.waitForSelector('#st-2 textarea[name=st2_resources].invalid + .field-error');
+  assert.match(await page.textContent('#st-2 .field-error'), /outside the user's home prefix users\/\$\{sub\}\//);
+  await page.click('#save-policy');
+  await page.waitForSelector('.alert');
+  assert.match(await page.textContent('#st-2'), /mark the statement as shared by every user/);
+  await page.screenshot({ path: path.join(shots, 'item1-refused-1400.png'), fullPage: true });
+  await page.check('input[name=st2_shared]');
+  await page.fill('input[name=st2_shared_reason]', 'e2e: a public catalogue every user reads');
+  await page.fill('#preview-input', `{"sub": "${SUBJECT}"}`);
+  await page.waitForSelector('#preview-shared');
+  assert.match(await page.textContent('#preview-shared'), /Statement 3 is shared by every user: e2e: a public catalogue/);
+  await page.screenshot({ path: path.join(shots, 'item1-preview-shared-1400.png'), fullPage: true });
+  await Promise.all([page.waitForURL(`${admin}/apps/${APP}/policy?notice=policy_saved`), page.click('#save-policy')]);
+  await both(page, `${admin}/apps/${APP}/policy/versions`, 'item1-versions');
+  assert.match(await page.textContent('table.versions'), /Statement 3 is shared by every user: e2e: a public catalogue/);
+  await both(page, `${admin}/apps/${APP}/policy`, 'item1-policy-editor');
+
+  // JWT settings with public keys need an issuer and an audience: errors on those fields.
+  await page.goto(`${admin}/apps/${APP}/jwt`);
+  await page.fill('input[name=issuer]', '');
+  await page.fill('textarea[name=audiences]', '');
+  await page.check('input[name=algorithms][value=RS256]');
+  await page.click('button:has-text("Save JWT settings")');
+  await page.waitForSelector('.alert');
+  const claimsBox = await page.textContent('fieldset:has(legend:has-text("Claims"))');
+  assert.match(claimsBox, /the identity provider's issuer/);
+  assert.match(claimsBox, /at least one audience/);
+  assert.match(await page.textContent('fieldset:has(legend:has-text("Allowed algorithms"))'), /RS256 is allowed.*untick it/s);
+  await page.screenshot({ path: path.join(shots, 'item1-jwt-errors-1400.png'), fullPage: true });
+
+  // ---- Item 8: the integration card and the token test (the real verifier: a bad signature fails).
+  await both(page, `${admin}/apps/${APP}`, 'item8-app-integration');
+  const card = await page.textContent('#integration');
+  assert.ok(card.includes(`${facts.api_url}/v1/apps/${APP}/credentials`), card);
+  assert.match(card, new RegExp(`iss: exactly ${ISSUER.replace(/[.]/g, '\\.')}`));
+  assert.match(card, /cos-js-sdk-v5/);
+  assert.match(card, /CosS3Client/);
+  assert.equal(await page.locator('button.copy[data-copy="int-curl"]').isVisible(), true, 'the script shows the copy buttons');
+  await page.goto(`${admin}/apps/${APP}/jwt`);
+  await page.fill('textarea[name=token]', userJwt);
+  await Promise.all([page.waitForLoadState(), page.click('button:has-text("Test this token")')]);
+  assert.match(await page.textContent('#token-verdict'), /This token would get credentials/);
+  assert.equal(await page.inputValue('textarea[name=token]'), '', 'the token is not shown again');
+  const forged = jwt({ sub: SUBJECT, iss: ISSUER, aud: AUDIENCE, exp: Math.floor(Date.now() / 1000) + 600 }, 'a-different-secret-of-enough-length-0123');
+  await page.fill('textarea[name=token]', forged);
+  await Promise.all([page.waitForLoadState(), page.click('button:has-text("Test this token")')]);
+  assert.match(await page.textContent('#token-verdict'), /refused: 401 invalid_token:bad_signature/);
+  await page.screenshot({ path: path.join(shots, 'item8-token-test-1400.png'), fullPage: true });
+  await page.setViewportSize({ width: 390, height: 844 });
+  await noSideScroll(page, 'token test');
+  await page.screenshot({ path: path.join(shots, 'item8-token-test-390.png'), fullPage: true });
+  await page.setViewportSize({ width: 1400, height: 1000 });
+
+  // ---- Item 10: bugs. Blocking again keeps the reason; subjects are exact, spaces shown.
+  await page.goto(`${admin}/apps/${APP}/blocks`);
+  await page.fill('form[action$="/blocks/confirm"] input[name=subject]', ' mallory ');
+  await page.fill('form[action$="/blocks/confirm"] input[name=reason]', 'abuse');
+  await Promise.all([page.waitForURL(/\/blocks\/confirm\?/), page.click('button:has-text("Block…")')]);
+  assert.match(await page.textContent('.confirm'), /␣mallory␣/);
+  await page.screenshot({ path: path.join(shots, 'item10-confirm-block-1400.png'), fullPage: true });
+  await Promise.all([page.waitForURL(/notice=blocked/), page.click('button:has-text("Block this subject")')]);
+  await page.goto(`${admin}/apps/${APP}/blocks/confirm?subject=+mallory+`);
+  assert.match(await page.textContent('.confirm'), /already blocked.*its reason is kept/s);
+  await Promise.all([page.waitForURL(/notice=already_blocked/), page.click('button:has-text("Block this subject")')]);
+  assert.match(await page.textContent('table.data'), /abuse/);
+  await both(page, `${admin}/apps/${APP}/blocks?notice=already_blocked`, 'item10-blocks');
+
+  // The change log records the version that became active, in words.
+  await page.goto(`${admin}/changes?action=template.save`);
+  assert.match(await page.textContent('table.data tbody tr'), /Policy saved.*active_version\s*1\s*→\s*2/s);
+  await both(page, `${admin}/changes`, 'item10-changes');
+
+  // The diff is single-spaced: one rendered line per line.
+  await page.goto(`${admin}/apps/${APP}/policy/diff?from=1&to=2`);
+  const diff = await page.evaluate(() => {
+    const pre = document.querySelector('pre.diff');
+    return { spans: pre.querySelectorAll('span').length, lines: pre.innerText.replace(/\n$/, '').split('\n').length };
+  });
+  assert.equal(diff.lines, diff.spans, 'no blank line between diff lines');
+  await both(page, `${admin}/apps/${APP}/policy/diff?from=1&to=2`, 'item10-diff');
+
+  // The dashboard's _unknown "log" link shows its filter.
+  await fetch(`${facts.api_url}/v1/apps/no-such-app/credentials`, { headers: { Authorization: `Bearer ${userJwt}` } });
+  await waitFor('the _unknown row on the dashboard', async () => {
+    await page.goto(`${admin}/?window=1h`);
+    return (await page.locator('tr:has(code:has-text("_unknown"))').count()) > 0;
+  }, 15_000);
+  await Promise.all([page.waitForURL(/\/log\?app=_unknown/), page.click('tr:has(code:has-text("_unknown")) a:has-text("log")')]);
+  assert.equal(await page.inputValue('select[name=app]'), '_unknown');
+  assert.match(await page.textContent('#log-count'), /1 matching request/);
+  await both(page, `${admin}/log?app=_unknown`, 'item10-log-unknown');
+
+  // ---- Item 2: every page at 390 px: a folded menu, no sideways scrolling.
+  await both(page, `${admin}/`, 'item2-dashboard');
+  await both(page, `${admin}/log`, 'item2-log');
+  for (const p of ['/apps', '/apps/_new', `/apps/${APP}/edit`, `/apps/${APP}/jwt`, `/apps/${APP}/policy/try`,
+    `/apps/${APP}/blocks/remove?subject_b64=IG1hbGxvcnkg`, '/users', '/users/1/password', '/account']) {
+    await page.setViewportSize({ width: 390, height: 844 });
+    await page.goto(`${admin}${p}`);
+    await noSideScroll(page, p);
+  }
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.goto(`${admin}/`);
+  const header = await page.evaluate(() => document.querySelector('header.topbar').getBoundingClientRect().height);
+  assert.ok(header <= 64, `the phone header is ${header} px tall`);
+  assert.equal(await page.locator('nav[aria-label=Main] a:has-text("Apps")').isVisible(), false, 'folded');
+  await page.click('summary:has-text("Menu")');
+  assert.equal(await page.locator('nav[aria-label=Main] a:has-text("Apps")').isVisible(), true, 'unfolds without a script');
+  await page.screenshot({ path: path.join(shots, 'item2-menu-open-390.png') });
+  await page.setViewportSize({ width: 1400, height: 1000 });
 
   // ---- The admin creates an auditor, then signs out.
   await page.click('nav >> text=Users');
@@ -273,11 +409,20 @@ test('admin and auditor pages in headless Chromium', { timeout: 300_000 }, async
   }
 
   // ---- The auditor cannot open an edit page (the server refuses, whatever the UI shows).
-  for (const p of [`/apps/${APP}/edit`, `/apps/${APP}/policy`, `/apps/${APP}/jwt`, '/users']) {
+  for (const p of [`/apps/${APP}/edit`, `/apps/${APP}/policy`, `/apps/${APP}/jwt`]) {
     const resp = await auditor.goto(`${admin}${p}`);
     assert.equal(resp.status(), 403, p);
     assert.match(await auditor.textContent('main'), /can only read/);
   }
+  // /users explains itself to an auditor instead of sending them to an admin.
+  const usersResp = await auditor.goto(`${admin}/users`);
+  assert.equal(usersResp.status(), 200);
+  assert.doesNotMatch(await auditor.textContent('main'), /Ask an admin/);
+  // Auditors may try the active policy (read-only preview).
+  await auditor.goto(`${admin}/apps/${APP}/policy/try`);
+  await auditor.fill('textarea[name=preview_input]', `{"sub": "${SUBJECT}"}`);
+  await Promise.all([auditor.waitForLoadState(), auditor.click('button:has-text("Preview")')]);
+  assert.match(await auditor.textContent('.preview-panel'), new RegExp(`users/${SUBJECT}/`));
   const appPage = await auditor.goto(`${admin}/apps/${APP}`);
   assert.equal(appPage.status(), 200);
   assert.equal(await auditor.locator('text=Edit settings').count(), 0);

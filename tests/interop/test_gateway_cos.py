@@ -276,7 +276,8 @@ LIMITED_TEMPLATE = {
         {"effect": "allow", "actions": ["name/cos:GetObject", "name/cos:HeadObject"],
          "resources": ["users/${sub}/*"]},
         # This template DOES grant listing the whole bucket.
-        {"effect": "allow", "actions": ["name/cos:GetBucket"], "resources": ["/"]},
+        {"effect": "allow", "actions": ["name/cos:GetBucket"], "resources": ["/"],
+         "shared": {"reason": "interop: list the whole bucket"}},
     ],
 }
 

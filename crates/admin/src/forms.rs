@@ -139,7 +139,7 @@ pub fn int(form: &FormData, key: &str, errors: &mut Errors) -> i32 {
     match raw.parse::<i32>() {
         Ok(v) => v,
         Err(_) => {
-            errors.add(key, "a whole number");
+            errors.add(key, "enter a whole number (digits only), e.g. 1800");
             0
         }
     }
@@ -154,7 +154,7 @@ pub fn opt_int(form: &FormData, key: &str, errors: &mut Errors) -> Option<i32> {
     match raw.parse::<i32>() {
         Ok(v) => Some(v),
         Err(_) => {
-            errors.add(key, "a whole number, or empty");
+            errors.add(key, "enter a whole number (digits only), or leave it empty");
             None
         }
     }

@@ -27,11 +27,14 @@ mod headers;
 mod pages;
 pub mod password;
 mod session;
+mod shown;
 mod sign_in_budget;
+pub mod token_test;
 mod view;
 
 pub use error::AdminError;
 pub use session::{Access, CurrentUser};
+pub use token_test::{TokenOutcome, TokenTester, TokenVerdict};
 
 /// How the admin pages behave; [`AdminConfig::default`] is right for production.
 #[derive(Debug, Clone)]
@@ -52,6 +55,9 @@ pub struct AdminConfig {
     /// Take the source address of a sign-in from the last entry of the last
     /// `X-Forwarded-For` line (the one a reverse proxy in front of the admin listener added).
     pub trust_forwarded_for: bool,
+    /// The gateway's public base URL (`https://sts.example.com`), for the integration card
+    /// on each app's page. `None`: the card shows a placeholder host.
+    pub public_url: Option<String>,
 }
 
 impl Default for AdminConfig {
@@ -64,6 +70,7 @@ impl Default for AdminConfig {
             sign_in_per_source_per_minute: 10,
             sign_in_per_minute: 120,
             trust_forwarded_for: false,
+            public_url: None,
         }
     }
 }
@@ -73,6 +80,11 @@ pub struct AdminState {
     pub store: Arc<dyn Store>,
     pub config: AdminConfig,
     sign_in_budget: sign_in_budget::SignInBudget,
+    /// Verifies pasted tokens with an app's real settings (the JWT page's "test a token");
+    /// `None`: the page says the test is not available on this server.
+    pub token_tester: Option<Arc<dyn TokenTester>>,
+    /// Token tests per session, per minute.
+    pub(crate) token_tests: token_test::SessionLimiter,
 }
 
 impl AdminState {
@@ -85,7 +97,16 @@ impl AdminState {
             store,
             config,
             sign_in_budget,
+            token_tester: None,
+            token_tests: token_test::SessionLimiter::new(token_test::TESTS_PER_MINUTE),
         }
+    }
+
+    /// Adds the token tester (the binary wires the gateway's verifier in; see
+    /// [`TokenTester`]).
+    pub fn with_token_tester(mut self, tester: Arc<dyn TokenTester>) -> Self {
+        self.token_tester = Some(tester);
+        self
     }
 }
 
@@ -118,6 +139,9 @@ macro_rules! routes {
                 scope = scope.service(
                     web::resource($path)
                         .guard(guard::$method())
+                        // Runs after the session guard (wraps run outermost last): the
+                        // signed-in user's display time zone for the handler.
+                        .wrap(from_fn(pages::account::load_zone))
                         .wrap(from_fn(|req, next| session::guard(Access::$access, req, next)))
                         .to($handler),
                 );
@@ -143,23 +167,32 @@ routes! {
     Post "/apps/{slug}/enabled"              Admin   => pages::apps::set_enabled;
     Get  "/apps/{slug}/jwt"                  Admin   => pages::jwt::edit_form;
     Post "/apps/{slug}/jwt"                  Admin   => pages::jwt::update;
+    Post "/apps/{slug}/jwt/test"             Admin   => pages::jwt::test_token;
     Get  "/apps/{slug}/policy"               Admin   => pages::policy::editor;
     Post "/apps/{slug}/policy"               Admin   => pages::policy::submit;
     Post "/apps/{slug}/policy/preview"       Admin   => pages::policy::preview_fragment;
+    Get  "/apps/{slug}/policy/try"           Auditor => pages::policy::try_active;
+    Post "/apps/{slug}/policy/try"           Auditor => pages::policy::try_active;
     Get  "/apps/{slug}/policy/versions"      Auditor => pages::policy::versions;
     Get  "/apps/{slug}/policy/diff"          Auditor => pages::policy::diff;
     Post "/apps/{slug}/policy/rollback"      Admin   => pages::policy::rollback;
     Get  "/apps/{slug}/blocks"               Auditor => pages::blocks::list;
+    Get  "/apps/{slug}/blocks/confirm"       Admin   => pages::blocks::confirm_block;
     Post "/apps/{slug}/blocks"               Admin   => pages::blocks::add;
+    Get  "/apps/{slug}/blocks/remove"        Admin   => pages::blocks::confirm_unblock;
     Post "/apps/{slug}/blocks/remove"        Admin   => pages::blocks::remove;
     Get  "/log"                              Auditor => pages::log::search;
     Get  "/log/export.csv"                   Auditor => pages::log::export_csv;
     Get  "/log/export.json"                  Auditor => pages::log::export_json;
     Get  "/changes"                          Auditor => pages::changes::list;
-    Get  "/users"                            Admin   => pages::users::list;
+    Get  "/account"                          Auditor => pages::account::show;
+    Post "/account"                          Auditor => pages::account::save;
+    Get  "/users"                            Auditor => pages::users::list;
     Post "/users"                            Admin   => pages::users::create;
     Post "/users/{id}/role"                  Admin   => pages::users::set_role;
+    Get  "/users/{id}/disabled"              Admin   => pages::users::confirm_disable;
     Post "/users/{id}/disabled"              Admin   => pages::users::set_disabled;
+    Get  "/users/{id}/password"              Admin   => pages::users::confirm_reset;
     Post "/users/{id}/password"              Admin   => pages::users::reset_password;
 }
 
@@ -192,7 +225,16 @@ pub fn serve(
     config: AdminConfig,
     workers: usize,
 ) -> std::io::Result<actix_web::dev::Server> {
-    let state = web::Data::new(AdminState::new(store, config));
+    serve_state(listener, AdminState::new(store, config), workers)
+}
+
+/// [`serve`] with a state built by the caller (e.g. with a token tester).
+pub fn serve_state(
+    listener: TcpListener,
+    state: AdminState,
+    workers: usize,
+) -> std::io::Result<actix_web::dev::Server> {
+    let state = web::Data::new(state);
     Ok(
         HttpServer::new(move || App::new().app_data(state.clone()).configure(configure))
             .workers(workers.max(1))

@@ -15,7 +15,7 @@ use crate::audit::AuditWriter;
 use crate::clock::unix_now;
 use crate::credcache::{CacheKey, CachedCredential, CredentialCache, evict_if_same, new_cache};
 use crate::error::ApiError;
-use crate::jwt::{JwtError, JwtVerifier};
+use crate::jwt::{JwtError, JwtVerifier, Observed};
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
 
@@ -248,11 +248,20 @@ impl Service {
         // Unusable JWT settings are the server's fault: a 401 would make client apps sign
         // their users out.
         let jwt = app.jwt.as_ref().ok_or(ApiError::Misconfigured)?;
-        let verified = self
-            .jwt
-            .verify(jwt, token)
-            .await
-            .map_err(|e| jwt_error(&e))?;
+        let verified = match self.jwt.verify(jwt, token).await {
+            Ok(v) => v,
+            Err(e) => {
+                let err = jwt_error(&e);
+                // Which iss/aud/alg/kid arrived (read without verification), so the log says
+                // why; never the token itself.
+                if matches!(err, ApiError::InvalidToken(_)) {
+                    let observed = Observed::of(token);
+                    record.error_code =
+                        Some(log_text(&format!("{}{observed}", err.log_code()), 512));
+                }
+                return Err(err);
+            }
+        };
         let subject = verified.subject;
         record.subject = Some(log_text(&subject, 256));
 

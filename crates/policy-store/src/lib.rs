@@ -25,11 +25,14 @@ pub use pg::{
     ADMIN_NOTIFY_PAYLOAD, CHANGES_CHANNEL, Change, ChangeFeed, PgStore, PoolOptions, mask_secret_id,
 };
 pub use repo::{
-    AdminUserStore, AppStore, ChangeLogStore, FieldError, HealthStore, IssuanceStore, Store,
-    StoreError, SubjectStore, TemplateStore,
+    AdminPrefsStore, AdminUserStore, AppStore, ChangeLogStore, FieldError, HealthStore,
+    IssuanceStore, Store, StoreError, SubjectStore, TemplateStore,
 };
 pub use template::{
-    NarrowError, RenderContext, RenderError, RenderedPolicy, TemplateDocument, TemplateStatement,
-    sub_hash,
+    NarrowError, Reach, RenderContext, RenderError, RenderedPolicy, Shared, TemplateDocument,
+    TemplateStatement, sub_hash,
 };
-pub use validate::{MAX_DURATION_SECONDS, valid_claim_name, valid_ip_or_cidr, valid_slug};
+pub use validate::{
+    MAX_DURATION_SECONDS, MAX_STS_CALLS_PER_SECOND, valid_claim_name, valid_ip_or_cidr, valid_slug,
+    validate_app,
+};

@@ -139,6 +139,17 @@ pub struct BlockedSubject {
     pub created_at: OffsetDateTime,
 }
 
+/// What [`block_subject`](crate::SubjectStore::block_subject) did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockOutcome {
+    /// The subject was not blocked and now is.
+    Blocked,
+    /// It was blocked already; its reason was replaced by the new one.
+    ReasonUpdated,
+    /// It was blocked already with this reason (or no new reason was given): nothing changed.
+    AlreadyBlocked,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
@@ -265,6 +276,8 @@ pub struct IssuanceRecord {
 pub struct IssuanceFilter {
     pub app: Option<String>,
     pub subject: Option<String>,
+    /// Match subjects that start with `subject` instead of the exact subject.
+    pub subject_prefix: bool,
     pub outcome: Option<Outcome>,
     pub from: Option<OffsetDateTime>,
     pub to: Option<OffsetDateTime>,

@@ -19,6 +19,7 @@ pub trait Store:
     + TemplateStore
     + SubjectStore
     + AdminUserStore
+    + AdminPrefsStore
     + IssuanceStore
     + ChangeLogStore
     + Send
@@ -33,6 +34,7 @@ impl<T> Store for T where
         + TemplateStore
         + SubjectStore
         + AdminUserStore
+        + AdminPrefsStore
         + IssuanceStore
         + ChangeLogStore
         + Send
@@ -89,13 +91,15 @@ pub trait TemplateStore: Send + Sync {
 #[async_trait]
 pub trait SubjectStore: Send + Sync {
     async fn is_blocked(&self, id: AppId, subject: &str) -> Result<bool>;
+    /// Blocks `subject` exactly as given. Blocking a blocked subject again keeps its reason,
+    /// unless a different non-empty reason is given (recorded before/after).
     async fn block_subject(
         &self,
         actor: &str,
         id: AppId,
         subject: &str,
         reason: Option<&str>,
-    ) -> Result<()>;
+    ) -> Result<BlockOutcome>;
     async fn unblock_subject(&self, actor: &str, id: AppId, subject: &str) -> Result<()>;
     async fn blocked_subjects(&self, id: AppId) -> Result<Vec<BlockedSubject>>;
 }
@@ -161,6 +165,16 @@ pub trait AdminUserStore: Send + Sync {
     async fn delete_expired_admin_sessions(&self) -> Result<u64>;
 }
 
+/// An admin user's own display preferences (not a security setting: no change-log row).
+#[async_trait]
+pub trait AdminPrefsStore: Send + Sync {
+    /// The user's display time zone (an IANA name), `None` for UTC.
+    async fn admin_display_timezone(&self, user_id: i64) -> Result<Option<String>>;
+    /// Sets (or, with `None`, clears) the user's display time zone. The caller checks the
+    /// name against its time-zone database; the store only bounds it.
+    async fn set_admin_display_timezone(&self, user_id: i64, zone: Option<&str>) -> Result<()>;
+}
+
 /// The issuance log: group-committed inserts, search, the dashboard's traffic figures.
 #[async_trait]
 pub trait IssuanceStore: Send + Sync {
@@ -173,6 +187,9 @@ pub trait IssuanceStore: Send + Sync {
         cursor: Option<IssuanceCursor>,
         limit: i64,
     ) -> Result<Vec<IssuanceRecord>>;
+
+    /// How many rows match `filter`, counting at most `cap` (the page says "more than").
+    async fn count_issuance(&self, filter: &IssuanceFilter, cap: i64) -> Result<i64>;
 
     /// Per-app totals and p95 latency of the rows logged at or after `since`.
     async fn traffic_since(&self, since: time::OffsetDateTime) -> Result<Vec<AppTraffic>>;

@@ -11,27 +11,35 @@ use super::apps::mask_external_id;
 use super::{State, page};
 use crate::error::AdminError;
 use crate::session::CurrentUser;
-use crate::view::{Layout, fmt_time, parse_input_time};
+use crate::view::{Layout, Zone};
 
 const PAGE: i64 = 50;
 
-/// Actions the store records, for the filter's menu.
-const ACTIONS: &[&str] = &[
-    "app.create",
-    "app.update",
-    "app.enable",
-    "app.disable",
-    "auth.update",
-    "template.save",
-    "template.activate",
-    "subject.block",
-    "subject.unblock",
-    "admin_user.create",
-    "admin_user.role",
-    "admin_user.disable",
-    "admin_user.enable",
-    "admin_user.password",
+/// Actions the store records, with the label the pages show, for the table and the filter.
+const ACTIONS: &[(&str, &str)] = &[
+    ("app.create", "App created"),
+    ("app.update", "App settings changed"),
+    ("app.enable", "App enabled"),
+    ("app.disable", "App disabled"),
+    ("auth.update", "JWT settings changed"),
+    ("template.save", "Policy saved"),
+    ("template.activate", "Policy version activated"),
+    ("subject.block", "Subject blocked"),
+    ("subject.unblock", "Subject unblocked"),
+    ("admin_user.create", "User created"),
+    ("admin_user.role", "Role changed"),
+    ("admin_user.disable", "User disabled"),
+    ("admin_user.enable", "User enabled"),
+    ("admin_user.password", "Password reset"),
 ];
+
+/// The label of a recorded action (the action itself when it has none).
+fn action_label(action: &str) -> String {
+    ACTIONS
+        .iter()
+        .find(|(a, _)| *a == action)
+        .map_or_else(|| action.to_owned(), |(_, l)| (*l).to_owned())
+}
 
 #[derive(Debug, Default, Clone, serde::Deserialize, serde::Serialize)]
 pub struct ChangesQuery {
@@ -60,6 +68,7 @@ pub struct ChangeRow {
     pub at: String,
     pub actor: String,
     pub action: String,
+    pub label: String,
     pub target: String,
     pub fields: Vec<FieldChange>,
     pub before: Option<Value>,
@@ -119,9 +128,10 @@ fn masked(key: &str, value: Value) -> Value {
 }
 
 impl ChangeRow {
-    fn from(c: AdminChange) -> Self {
+    fn from(c: AdminChange, zone: &Zone) -> Self {
         Self {
-            at: fmt_time(c.at),
+            at: zone.fmt(c.at),
+            label: action_label(&c.action),
             fields: changed_fields(c.before.as_ref(), c.after.as_ref()),
             actor: c.actor,
             action: c.action,
@@ -137,7 +147,7 @@ impl ChangeRow {
 struct ChangesPage {
     layout: Layout,
     q: ChangesQuery,
-    actions: &'static [&'static str],
+    actions: &'static [(&'static str, &'static str)],
     errors: Vec<String>,
     rows: Vec<ChangeRow>,
     paged: bool,
@@ -149,24 +159,35 @@ pub async fn list(
     req: HttpRequest,
     state: State,
     user: CurrentUser,
+    zone: Zone,
     query: web::Query<ChangesQuery>,
 ) -> Result<HttpResponse, AdminError> {
     let q = query.into_inner();
     let mut errors = Vec::new();
     let opt = |s: &str| Some(s.trim().to_owned()).filter(|s| !s.is_empty());
-    let mut time = |field: &str, v: &str| {
-        let v = opt(v)?;
-        let t = parse_input_time(&v);
+    let example = format!("a date and time such as 2024-05-01T13:00 ({})", zone.name());
+    let from = opt(&q.from).and_then(|v| {
+        let t = zone.parse_input(&v);
         if t.is_none() {
-            errors.push(format!(
-                "{field}: a date and time such as 2024-05-01T13:00 (UTC)"
-            ));
+            errors.push(format!("From: enter {example}."));
         }
         t
-    };
+    });
+    let to = opt(&q.to).and_then(|v| {
+        let t = zone.parse_input_end(&v);
+        if t.is_none() {
+            errors.push(format!("To: enter {example}."));
+        }
+        t
+    });
+    if let (Some(f), Some(t)) = (from, to)
+        && f >= t
+    {
+        errors.push("From is after To, so nothing can match: swap them.".into());
+    }
     let filter = AdminChangeFilter {
-        from: time("from", &q.from),
-        to: time("to", &q.to),
+        from,
+        to,
         actor: opt(&q.actor),
         action: opt(&q.action),
         target: opt(&q.target),
@@ -191,14 +212,17 @@ pub async fn list(
                 ));
             }
         }
-        rows = found.into_iter().map(ChangeRow::from).collect();
+        rows = found
+            .into_iter()
+            .map(|c| ChangeRow::from(c, &zone))
+            .collect();
     }
     let first = ChangesQuery {
         before: None,
         ..q.clone()
     };
     page(&ChangesPage {
-        layout: Layout::new(&user, "changes", "Change log").with_notice(&req),
+        layout: Layout::new(&user, &zone, "changes", "Change log").with_notice(&req),
         paged: q.before.is_some(),
         first_url: format!(
             "/changes?{}",
@@ -234,16 +258,22 @@ mod tests {
     fn external_ids_are_masked_in_fields_and_in_before_after() {
         let before = json!({"external_id": "ext-0000000000001111", "name": "a"});
         let after = json!({"external_id": "ext-0000000000002222", "name": "a"});
-        let row = ChangeRow::from(AdminChange {
-            id: 1,
-            at: time::OffsetDateTime::UNIX_EPOCH,
-            actor: "root".into(),
-            action: "app.update".into(),
-            target: "photos".into(),
-            before: Some(before),
-            after: Some(after),
-        });
+        let row = ChangeRow::from(
+            AdminChange {
+                id: 1,
+                at: time::OffsetDateTime::UNIX_EPOCH,
+                actor: "root".into(),
+                action: "app.update".into(),
+                target: "photos".into(),
+                before: Some(before),
+                after: Some(after),
+            },
+            &Zone::UTC,
+        );
         assert_eq!(row.fields.len(), 1);
+        assert_eq!(row.label, "App settings changed");
+        assert_eq!(action_label("template.save"), "Policy saved");
+        assert_eq!(action_label("new.thing"), "new.thing");
         assert_eq!(
             (row.fields[0].before.as_str(), row.fields[0].after.as_str()),
             ("…1111", "…2222")

@@ -1,6 +1,6 @@
-//! The dashboard: the last 24 hours of the issuance log, per app.
+//! The dashboard: the issuance log of the last hour, day or week, per app.
 
-use actix_web::{HttpRequest, HttpResponse};
+use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use policy_store::AppTraffic;
 use time::{Duration, OffsetDateTime};
@@ -8,7 +8,17 @@ use time::{Duration, OffsetDateTime};
 use super::{State, page};
 use crate::error::AdminError;
 use crate::session::CurrentUser;
-use crate::view::{Layout, fmt_latency, fmt_time};
+use crate::view::{Layout, Zone, fmt_latency};
+
+/// The windows the dashboard offers: query value, label, length.
+const WINDOWS: [(&str, &str, i64); 3] =
+    [("1h", "1 h", 1), ("24h", "24 h", 24), ("7d", "7 d", 24 * 7)];
+
+#[derive(serde::Deserialize)]
+pub struct DashboardQuery {
+    #[serde(default)]
+    window: String,
+}
 
 pub struct Row {
     pub slug: String,
@@ -25,6 +35,9 @@ pub struct Row {
 struct DashboardPage {
     layout: Layout,
     since: String,
+    /// `(value, label, current)` for the window links.
+    windows: Vec<(&'static str, &'static str, bool)>,
+    window_label: &'static str,
     rows: Vec<Row>,
     totals: AppTraffic,
     refused: i64,
@@ -34,8 +47,15 @@ pub async fn show(
     req: HttpRequest,
     state: State,
     user: CurrentUser,
+    zone: Zone,
+    query: web::Query<DashboardQuery>,
 ) -> Result<HttpResponse, AdminError> {
-    let since = OffsetDateTime::now_utc() - Duration::hours(24);
+    let (window, label, hours) = WINDOWS
+        .iter()
+        .copied()
+        .find(|(v, _, _)| *v == query.window)
+        .unwrap_or(WINDOWS[1]);
+    let since = OffsetDateTime::now_utc() - Duration::hours(hours);
     let (apps, traffic) = (
         state.store.list_apps().await?,
         state.store.traffic_since(since).await?,
@@ -93,8 +113,13 @@ pub async fn show(
     }
     let refused = totals.denied + totals.invalid_token + totals.bad_request;
     page(&DashboardPage {
-        layout: Layout::new(&user, "dashboard", "Dashboard").with_notice(&req),
-        since: fmt_time(since),
+        layout: Layout::new(&user, &zone, "dashboard", "Dashboard").with_notice(&req),
+        since: zone.fmt(since),
+        windows: WINDOWS
+            .iter()
+            .map(|(v, l, _)| (*v, *l, *v == window))
+            .collect(),
+        window_label: label,
         rows,
         totals,
         refused,

@@ -1,15 +1,23 @@
-//! An app's JWT settings. The HS secret is write-only.
+//! An app's JWT settings, and "test a token". The HS secret is write-only.
+//!
+//! The settings are checked by the store with the gateway's own compile step
+//! (`policy_store::jwt`); this page puts each error on the field that must change. The token
+//! test verifies a pasted token with the saved settings, signature included (see
+//! [`crate::token_test`]).
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use askama::Template;
+use policy_store::jwt::MAX_STATIC_KEYS;
 use policy_store::{AppAuth, AppAuthInput, JWT_ALGORITHMS, MIN_HS_SECRET_BYTES, StoreError};
+use sha2::{Digest, Sha256};
 
 use super::{State, app_or_404, page_with, see_other};
 use crate::error::AdminError;
 use crate::forms::{Errors, FormData, int, lines};
 use crate::session::CurrentUser;
-use crate::view::Layout;
+use crate::token_test::{TokenOutcome, TokenVerdict};
+use crate::view::{Layout, Zone};
 
 pub struct JwtForm {
     pub issuer: String,
@@ -21,6 +29,8 @@ pub struct JwtForm {
     pub user_claim: String,
     pub leeway_seconds: String,
     pub errors: Errors,
+    /// A secret was typed but the settings were not saved: it is not sent back.
+    pub hs_secret_dropped: bool,
 }
 
 impl JwtForm {
@@ -36,17 +46,20 @@ impl JwtForm {
                 user_claim: a.user_claim.clone(),
                 leeway_seconds: a.leeway_seconds.to_string(),
                 errors: Errors::default(),
+                hs_secret_dropped: false,
             },
+            // Nothing ticked: the admin chooses the algorithms their identity provider uses.
             None => Self {
                 issuer: String::new(),
                 audiences: String::new(),
-                algorithms: vec!["RS256".into()],
+                algorithms: Vec::new(),
                 hs_secret_stored: false,
                 public_keys: String::new(),
                 jwks_url: String::new(),
                 user_claim: "sub".into(),
                 leeway_seconds: "60".into(),
                 errors: Errors::default(),
+                hs_secret_dropped: false,
             },
         }
     }
@@ -88,22 +101,77 @@ struct JwtPage {
     form: JwtForm,
     all_algorithms: &'static [&'static str],
     min_hs_bytes: usize,
+    /// The token test: available on this server, and its last result.
+    tester: bool,
+    test: Option<TestView>,
+}
+
+/// A token test's result as the page shows it.
+pub struct TestView {
+    pub ok: bool,
+    pub headline: String,
+    pub detail: Vec<String>,
+    pub seen: Vec<(String, String)>,
+}
+
+impl TestView {
+    fn from(v: TokenVerdict) -> Self {
+        match v.outcome {
+            TokenOutcome::WouldIssue {
+                subject,
+                prefix,
+                actions,
+            } => Self {
+                ok: true,
+                headline: "This token would get credentials.".into(),
+                detail: vec![
+                    format!("User: {subject}"),
+                    format!("Home prefix: {prefix}"),
+                    format!("{} action(s): {}", actions.len(), actions.join(", ")),
+                    "Nothing was issued and nothing was logged: this was only a test.".into(),
+                ],
+                seen: v.seen,
+            },
+            TokenOutcome::Refused {
+                status,
+                code,
+                reason,
+            } => Self {
+                ok: false,
+                headline: format!("This token would be refused: {status} {code}."),
+                detail: vec![reason],
+                seen: v.seen,
+            },
+        }
+    }
+
+    fn note(headline: impl Into<String>) -> Self {
+        Self {
+            ok: false,
+            headline: headline.into(),
+            detail: Vec::new(),
+            seen: Vec::new(),
+        }
+    }
 }
 
 fn jwt_page(
-    user: &CurrentUser,
-    status: StatusCode,
+    (user, zone): (&CurrentUser, &Zone),
+    (state, status): (&State, StatusCode),
     slug: String,
     form: JwtForm,
+    test: Option<TestView>,
 ) -> Result<HttpResponse, AdminError> {
     page_with(
         status,
         &JwtPage {
-            layout: Layout::new(user, "apps", format!("JWT settings of {slug}")),
+            layout: Layout::new(user, zone, "apps", format!("JWT settings of {slug}")),
             slug,
             form,
             all_algorithms: &JWT_ALGORITHMS,
             min_hs_bytes: MIN_HS_SECRET_BYTES,
+            tester: state.token_tester.is_some(),
+            test,
         },
     )
 }
@@ -111,21 +179,39 @@ fn jwt_page(
 pub async fn edit_form(
     state: State,
     user: CurrentUser,
+    zone: Zone,
     slug: web::Path<String>,
 ) -> Result<HttpResponse, AdminError> {
     let app = app_or_404(&state, &slug).await?;
     let auth = state.store.app_auth(app.id).await?;
     jwt_page(
-        &user,
-        StatusCode::OK,
+        (&user, &zone),
+        (&state, StatusCode::OK),
         app.slug,
         JwtForm::from_auth(auth.as_ref()),
+        None,
     )
+}
+
+/// Store errors on the fields that must change. A missing key source is reported on the
+/// keys (paste one) and on the algorithms (or untick the algorithm that needs it).
+fn place_errors(errors: &mut Errors, input: &AppAuthInput, errs: Vec<policy_store::FieldError>) {
+    let key_source_problem = input.public_keys.len() <= MAX_STATIC_KEYS;
+    for e in errs {
+        if e.field == "public_keys" && key_source_problem {
+            errors.add(
+                "algorithms",
+                format!("{}: untick it, or add its key below", e.message),
+            );
+        }
+        errors.add(e.field, e.message);
+    }
 }
 
 pub async fn update(
     state: State,
     user: CurrentUser,
+    zone: Zone,
     slug: web::Path<String>,
     form: FormData,
 ) -> Result<HttpResponse, AdminError> {
@@ -153,7 +239,7 @@ pub async fn update(
             .await
         {
             Ok(_) => return Ok(see_other(format!("/apps/{}?notice=saved", app.slug))),
-            Err(StoreError::Invalid(errs)) => errors.extend_store(errs),
+            Err(StoreError::Invalid(errs)) => place_errors(&mut errors, &input, errs),
             Err(e) => return Err(e.into()),
         }
     }
@@ -167,8 +253,67 @@ pub async fn update(
         user_claim: form.text("user_claim"),
         leeway_seconds: form.text("leeway_seconds"),
         errors,
+        hs_secret_dropped: input.hs_secret.is_some(),
     };
-    jwt_page(&user, StatusCode::UNPROCESSABLE_ENTITY, app.slug, view)
+    jwt_page(
+        (&user, &zone),
+        (&state, StatusCode::UNPROCESSABLE_ENTITY),
+        app.slug,
+        view,
+        None,
+    )
+}
+
+/// POST `/apps/{slug}/jwt/test`: verifies the pasted token with the saved settings. The
+/// token is neither shown again nor logged; tests are limited per session.
+pub async fn test_token(
+    state: State,
+    user: CurrentUser,
+    zone: Zone,
+    slug: web::Path<String>,
+    form: FormData,
+) -> Result<HttpResponse, AdminError> {
+    let app = app_or_404(&state, &slug).await?;
+    let auth = state.store.app_auth(app.id).await?;
+    let settings = JwtForm::from_auth(auth.as_ref());
+    let token = form.get("token").unwrap_or("").trim();
+    let token = token
+        .strip_prefix("Bearer ")
+        .or_else(|| token.strip_prefix("bearer "))
+        .unwrap_or(token)
+        .trim();
+    // The session's own key: its CSRF token, hashed (one window per signed-in browser).
+    let session = hex::encode(Sha256::digest(user.csrf.as_bytes()));
+    let (status, view) = match &state.token_tester {
+        None => (
+            StatusCode::OK,
+            TestView::note("Token tests are not available on this server."),
+        ),
+        Some(_) if token.is_empty() => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            TestView::note("Paste a token (the JWT your app would send) to test it."),
+        ),
+        Some(tester) => match state.token_tests.admit(&session) {
+            Err(wait) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                TestView::note(format!(
+                    "Too many token tests from this session: try again in {wait} s."
+                )),
+            ),
+            Ok(()) => (
+                StatusCode::OK,
+                TestView::from(tester.test(&app.slug, token).await),
+            ),
+        },
+    };
+    tracing::info!(user = %user.username, app = %app.slug, "token test");
+    jwt_page(
+        (&user, &zone),
+        (&state, status),
+        app.slug,
+        settings,
+        Some(view),
+    )
 }
 
 #[cfg(test)]

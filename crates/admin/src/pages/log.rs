@@ -14,10 +14,13 @@ use time::OffsetDateTime;
 use super::{State, page};
 use crate::error::AdminError;
 use crate::session::CurrentUser;
-use crate::view::{Layout, fmt_latency, fmt_time, input_time, parse_input_time};
+use crate::shown::{self, Piece, visible};
+use crate::view::{Layout, Zone, fmt_latency};
 
 /// Rows per page.
 const PAGE: i64 = 50;
+/// Matching rows counted at most (the page then says "more than").
+const COUNT_CAP: i64 = 10_000;
 /// Rows per database query while exporting.
 pub const EXPORT_BATCH: i64 = 1000;
 
@@ -28,6 +31,9 @@ pub struct LogQuery {
     pub app: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub subject: String,
+    /// `on`: subjects that start with `subject`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub starts: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub outcome: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -48,27 +54,36 @@ fn opt(s: &str) -> Option<String> {
 }
 
 impl LogQuery {
-    /// The store filter, or the problems with the query (shown above the table).
-    pub fn filter(&self) -> Result<IssuanceFilter, Vec<String>> {
+    /// The store filter, or the problems with the query (shown above the table), all at once.
+    /// Times are read in `zone`; "to" includes its whole minute (or second).
+    pub fn filter(&self, zone: &Zone) -> Result<IssuanceFilter, Vec<String>> {
         let mut errors = Vec::new();
-        let mut time = |field: &str, value: &str| -> Option<OffsetDateTime> {
-            let v = opt(value)?;
-            let t = parse_input_time(&v);
+        let example = format!("a date and time such as 2024-05-01T13:00 ({})", zone.name());
+        let from = opt(&self.from).and_then(|v| {
+            let t = zone.parse_input(&v);
             if t.is_none() {
-                errors.push(format!(
-                    "{field}: a date and time such as 2024-05-01T13:00 (UTC)"
-                ));
+                errors.push(format!("From: enter {example}."));
             }
             t
-        };
-        let from = time("from", &self.from);
-        let to = time("to", &self.to);
+        });
+        let to = opt(&self.to).and_then(|v| {
+            let t = zone.parse_input_end(&v);
+            if t.is_none() {
+                errors.push(format!("To: enter {example}."));
+            }
+            t
+        });
+        if let (Some(f), Some(t)) = (from, to)
+            && f >= t
+        {
+            errors.push("From is after To, so nothing can match: swap them.".into());
+        }
         let outcome = match opt(&self.outcome) {
             None => None,
             Some(o) => match Outcome::parse(&o) {
                 Some(o) => Some(o),
                 None => {
-                    errors.push("outcome: not an outcome".into());
+                    errors.push("Outcome: choose one from the list.".into());
                     None
                 }
             },
@@ -76,7 +91,9 @@ impl LogQuery {
         if errors.is_empty() {
             Ok(IssuanceFilter {
                 app: opt(&self.app),
-                subject: opt(&self.subject),
+                // Subjects are matched exactly as typed: spaces are part of a subject.
+                subject: Some(self.subject.clone()).filter(|s| !s.is_empty()),
+                subject_prefix: !self.starts.is_empty(),
                 outcome,
                 from,
                 to,
@@ -110,7 +127,11 @@ impl LogQuery {
 pub struct LogRow {
     pub at: String,
     pub app: String,
-    pub subject: String,
+    pub subject: Vec<Piece>,
+    /// The exact subject, encoded for the block link; empty when there is none.
+    pub subject_key: String,
+    /// The subject as a filter value (exact, for the "filter by this subject" link).
+    pub subject_query: String,
     pub outcome: &'static str,
     pub status: i16,
     pub error_code: String,
@@ -122,7 +143,7 @@ pub struct LogRow {
 }
 
 impl LogRow {
-    fn from(r: &IssuanceRecord) -> Self {
+    fn from(r: &IssuanceRecord, zone: &Zone) -> Self {
         let mut detail = Vec::new();
         if let Some(p) = &r.prefix {
             detail.push(format!("prefix {p}"));
@@ -131,7 +152,7 @@ impl LogRow {
             detail.push(format!("{d} s"));
         }
         if let Some(t) = r.expired_time {
-            detail.push(format!("expires {}", fmt_time(t)));
+            detail.push(format!("expires {}", zone.fmt(t)));
         }
         if let Some(v) = r.template_version {
             detail.push(format!("policy v{v}"));
@@ -142,10 +163,18 @@ impl LogRow {
         if let Some(ua) = &r.user_agent {
             detail.push(ua.clone());
         }
+        let subject = r.subject.clone().unwrap_or_default();
         Self {
-            at: fmt_time(r.at),
+            at: zone.fmt(r.at),
             app: r.app.clone(),
-            subject: r.subject.clone().unwrap_or_default(),
+            subject_key: if subject.is_empty() {
+                String::new()
+            } else {
+                shown::encode(&subject)
+            },
+            subject_query: serde_urlencoded::to_string([("subject", subject.as_str())])
+                .unwrap_or_default(),
+            subject: visible(&subject),
             outcome: r.outcome.as_str(),
             status: r.http_status,
             error_code: r.error_code.clone().unwrap_or_default(),
@@ -164,9 +193,14 @@ struct LogPage {
     layout: Layout,
     q: LogQuery,
     apps: Vec<String>,
+    /// The filter's app when no app has that slug (`_unknown`): still shown as selected.
+    other_app: Option<String>,
     outcomes: Vec<&'static str>,
     errors: Vec<String>,
     rows: Vec<LogRow>,
+    /// "1 234 matching requests" / "more than 10 000 …"; `None` when the filter is invalid.
+    count: Option<String>,
+    more_open: bool,
     paged: bool,
     first_url: String,
     older_url: Option<String>,
@@ -179,19 +213,23 @@ pub async fn search(
     req: HttpRequest,
     state: State,
     user: CurrentUser,
+    zone: Zone,
     query: web::Query<LogQuery>,
 ) -> Result<HttpResponse, AdminError> {
     let q = query.into_inner();
     let mut errors = Vec::new();
     let mut rows = Vec::new();
     let mut older_url = None;
-    match q.filter() {
+    let mut count = None;
+    match q.filter(&zone) {
         Ok(filter) => match state
             .store
             .search_issuance(&filter, q.cursor(), PAGE + 1)
             .await
         {
             Ok(mut found) => {
+                let n = state.store.count_issuance(&filter, COUNT_CAP + 1).await?;
+                count = Some(count_text(n));
                 let more = found.len() as i64 > PAGE;
                 found.truncate(PAGE as usize);
                 if more && let Some(last) = found.last() {
@@ -203,12 +241,12 @@ pub async fn search(
                         }))
                     ));
                 }
-                rows = found.iter().map(LogRow::from).collect();
+                rows = found.iter().map(|r| LogRow::from(r, &zone)).collect();
             }
             Err(StoreError::Invalid(errs)) => {
                 errors.extend(errs.into_iter().map(|e| match e.field.as_str() {
-                    "source_ip" => format!("source IP: {}", e.message),
-                    _ => format!("{}: {}", e.field, e.message),
+                    "source_ip" => format!("Source IP: enter {}.", e.message),
+                    _ => e.message,
                 }))
             }
             Err(e) => return Err(e.into()),
@@ -216,15 +254,21 @@ pub async fn search(
         Err(errs) => errors = errs,
     }
     let filter_only = q.with_before(None);
-    let apps = state
+    let apps: Vec<String> = state
         .store
         .list_apps()
         .await?
         .into_iter()
         .map(|a| a.slug)
         .collect();
+    let other_app = opt(&q.app).filter(|a| !apps.contains(a));
     page(&LogPage {
-        layout: Layout::new(&user, "log", "Issuance log").with_notice(&req),
+        layout: Layout::new(&user, &zone, "log", "Issuance log").with_notice(&req),
+        other_app,
+        count,
+        more_open: [&q.from, &q.to, &q.ip, &q.tmp_secret_id]
+            .iter()
+            .any(|v| !v.trim().is_empty()),
         paged: !q.before.is_empty(),
         first_url: format!("/log?{filter_only}"),
         csv_url: format!("/log/export.csv?{filter_only}"),
@@ -234,9 +278,29 @@ pub async fn search(
         errors,
         rows,
         older_url,
-        now_input: input_time(OffsetDateTime::now_utc()),
+        now_input: zone.input(OffsetDateTime::now_utc()),
         q,
     })
+}
+
+/// `1 row`, `1,234 matching rows`, `more than 10,000 matching rows`.
+fn count_text(n: i64) -> String {
+    fn grouped(n: i64) -> String {
+        let digits = n.to_string();
+        let mut out = String::new();
+        for (i, c) in digits.chars().enumerate() {
+            if i > 0 && (digits.len() - i).is_multiple_of(3) {
+                out.push(',');
+            }
+            out.push(c);
+        }
+        out
+    }
+    match n {
+        1 => "1 matching request".into(),
+        n if n > COUNT_CAP => format!("more than {} matching requests", grouped(COUNT_CAP)),
+        n => format!("{} matching requests", grouped(n)),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -379,16 +443,16 @@ fn valid_ip_or_cidr(s: &str) -> bool {
     }
 }
 
-fn export_filter(query: &LogQuery) -> Result<IssuanceFilter, AdminError> {
+fn export_filter(query: &LogQuery, zone: &Zone) -> Result<IssuanceFilter, AdminError> {
     let filter = query
-        .filter()
-        .map_err(|errs| AdminError::BadRequest(errs.join("; ")))?;
+        .filter(zone)
+        .map_err(|errs| AdminError::BadRequest(errs.join(" ")))?;
     // Checked before the response starts: a refusal mid-stream would truncate the file.
     if let Some(ip) = &filter.source_ip
         && !valid_ip_or_cidr(ip)
     {
         return Err(AdminError::BadRequest(
-            "source IP: an IP address or a CIDR block such as 10.0.0.0/8".into(),
+            "Source IP: enter an IP address or a CIDR block such as 10.0.0.0/8.".into(),
         ));
     }
     Ok(filter)
@@ -397,9 +461,10 @@ fn export_filter(query: &LogQuery) -> Result<IssuanceFilter, AdminError> {
 pub async fn export_csv(
     state: State,
     user: CurrentUser,
+    zone: Zone,
     query: web::Query<LogQuery>,
 ) -> Result<HttpResponse, AdminError> {
-    let filter = export_filter(&query)?;
+    let filter = export_filter(&query, &zone)?;
     tracing::info!(user = %user.username, filter = ?filter, "issuance-log CSV export");
     let header = Bytes::from(csv_line(&CSV_COLUMNS));
     let body = stream::once(async { Ok::<_, std::io::Error>(header) }).chain(
@@ -422,9 +487,10 @@ pub async fn export_csv(
 pub async fn export_json(
     state: State,
     user: CurrentUser,
+    zone: Zone,
     query: web::Query<LogQuery>,
 ) -> Result<HttpResponse, AdminError> {
-    let filter = export_filter(&query)?;
+    let filter = export_filter(&query, &zone)?;
     tracing::info!(user = %user.username, filter = ?filter, "issuance-log JSON export");
     let rows = batches(state.store.clone(), filter)
         .map_err(export_error)
@@ -509,6 +575,50 @@ mod tests {
             outcome: "maybe".into(),
             ..LogQuery::default()
         };
-        assert_eq!(bad.filter().unwrap_err().len(), 2);
+        assert_eq!(bad.filter(&Zone::UTC).unwrap_err().len(), 2);
+    }
+
+    #[test]
+    fn time_filters_are_inclusive_checked_and_read_in_the_users_zone() {
+        let at = |s: &str| {
+            OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).unwrap()
+        };
+        let q = LogQuery {
+            from: "2024-05-01T12:00".into(),
+            to: "2024-05-01T12:00".into(),
+            ..LogQuery::default()
+        };
+        // The "to" minute is included: a one-minute window, not an empty one.
+        let f = q.filter(&Zone::UTC).unwrap();
+        assert_eq!(f.from, Some(at("2024-05-01T12:00:00Z")));
+        assert_eq!(f.to, Some(at("2024-05-01T12:01:00Z")));
+        // In Shanghai the same wall-clock times are eight hours earlier in UTC.
+        let f = q.filter(&Zone::named("Asia/Shanghai").unwrap()).unwrap();
+        assert_eq!(f.from, Some(at("2024-05-01T04:00:00Z")));
+        // From after To finds nothing: said, not silently empty.
+        let swapped = LogQuery {
+            from: "2024-05-02T00:00".into(),
+            to: "2024-05-01T00:00".into(),
+            ..LogQuery::default()
+        };
+        let errs = swapped.filter(&Zone::UTC).unwrap_err();
+        assert_eq!(errs, ["From is after To, so nothing can match: swap them."]);
+        // Subjects are exact (spaces kept); "starts" asks for a prefix match.
+        let q = LogQuery {
+            subject: " alice".into(),
+            starts: "on".into(),
+            ..LogQuery::default()
+        };
+        let f = q.filter(&Zone::UTC).unwrap();
+        assert_eq!(f.subject.as_deref(), Some(" alice"));
+        assert!(f.subject_prefix);
+    }
+
+    #[test]
+    fn counts_read_well() {
+        assert_eq!(count_text(0), "0 matching requests");
+        assert_eq!(count_text(1), "1 matching request");
+        assert_eq!(count_text(1234), "1,234 matching requests");
+        assert_eq!(count_text(10_001), "more than 10,000 matching requests");
     }
 }

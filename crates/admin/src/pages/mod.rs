@@ -10,6 +10,7 @@ use policy_store::App;
 use crate::AdminState;
 use crate::error::AdminError;
 
+pub mod account;
 pub mod apps;
 pub mod auth;
 pub mod blocks;

@@ -7,12 +7,12 @@ use policy_store::{Role, StoreError};
 use secrecy::SecretString;
 use time::OffsetDateTime;
 
-use super::{State, page_with, see_other};
+use super::{State, page, page_with, see_other};
 use crate::error::AdminError;
 use crate::forms::FormData;
 use crate::password::{self, MIN_PASSWORD_LEN, PasswordError};
 use crate::session::CurrentUser;
-use crate::view::{Layout, fmt_time};
+use crate::view::{Layout, Zone};
 
 pub struct UserRow {
     pub id: i64,
@@ -39,7 +39,7 @@ struct UsersPage {
 async fn render(
     req: &HttpRequest,
     state: &State,
-    user: &CurrentUser,
+    (user, zone): (&CurrentUser, &Zone),
     status: StatusCode,
     (new_username, new_role, error): (String, String, Option<String>),
 ) -> Result<HttpResponse, AdminError> {
@@ -54,16 +54,16 @@ async fn render(
             id: u.id,
             role: u.role.as_str(),
             disabled: u.disabled,
-            locked_until: u.locked_until.filter(|t| *t > now).map(fmt_time),
+            locked_until: u.locked_until.filter(|t| *t > now).map(|t| zone.fmt(t)),
             failed_logins: u.failed_logins,
-            created_at: fmt_time(u.created_at),
+            created_at: zone.fmt(u.created_at),
             username: u.username,
         })
         .collect();
     page_with(
         status,
         &UsersPage {
-            layout: Layout::new(user, "users", "Users").with_notice(req),
+            layout: Layout::new(user, zone, "users", "Users").with_notice(req),
             users,
             min_password: MIN_PASSWORD_LEN,
             new_username,
@@ -73,15 +73,29 @@ async fn render(
     )
 }
 
+#[derive(Template)]
+#[template(path = "admin/users_auditor.html")]
+struct AuditorUsersPage {
+    layout: Layout,
+}
+
 pub async fn list(
     req: HttpRequest,
     state: State,
     user: CurrentUser,
+    zone: Zone,
 ) -> Result<HttpResponse, AdminError> {
+    // Auditors may open the page (it is in their menu's reach by URL): it says what it is
+    // for, and where their own settings are, without a list or a form.
+    if !user.is_admin() {
+        return page(&AuditorUsersPage {
+            layout: Layout::new(&user, &zone, "users", "Users"),
+        });
+    }
     render(
         &req,
         &state,
-        &user,
+        (&user, &zone),
         StatusCode::OK,
         (String::new(), "auditor".into(), None),
     )
@@ -89,14 +103,16 @@ pub async fn list(
 }
 
 fn role_of(form: &FormData) -> Result<Role, String> {
-    Role::parse(&form.text("role")).ok_or_else(|| "role: admin or auditor".to_owned())
+    Role::parse(&form.text("role")).ok_or_else(|| "Choose a role: admin or auditor.".to_owned())
 }
 
 async fn hash(form: &FormData) -> Result<String, String> {
     let pw = SecretString::from(form.get("password").unwrap_or("").to_owned());
     password::hash_password(pw).await.map_err(|e| match e {
-        PasswordError::TooShort => format!("password: at least {MIN_PASSWORD_LEN} characters"),
-        PasswordError::Hash => "password: could not be hashed".to_owned(),
+        PasswordError::TooShort => {
+            format!("Choose a password of at least {MIN_PASSWORD_LEN} characters.")
+        }
+        PasswordError::Hash => "The password could not be hashed: try again.".to_owned(),
     })
 }
 
@@ -104,9 +120,9 @@ fn store_message(e: StoreError) -> Result<String, AdminError> {
     match e {
         StoreError::Invalid(errs) => Ok(errs
             .iter()
-            .map(|e| format!("{}: {}", e.field, e.message))
+            .map(|e| e.message.clone())
             .collect::<Vec<_>>()
-            .join("; ")),
+            .join(" ")),
         StoreError::Conflict(m) => Ok(m),
         other => Err(other.into()),
     }
@@ -116,6 +132,7 @@ pub async fn create(
     req: HttpRequest,
     state: State,
     user: CurrentUser,
+    zone: Zone,
     form: FormData,
 ) -> Result<HttpResponse, AdminError> {
     let username = form.text("username");
@@ -141,7 +158,7 @@ pub async fn create(
     render(
         &req,
         &state,
-        &user,
+        (&user, &zone),
         StatusCode::UNPROCESSABLE_ENTITY,
         (username, role_text, Some(error)),
     )
@@ -157,7 +174,7 @@ async fn refuse(
     render(
         req,
         state,
-        user,
+        (user, &Zone::UTC),
         StatusCode::UNPROCESSABLE_ENTITY,
         (String::new(), "auditor".into(), Some(error)),
     )
@@ -242,4 +259,68 @@ pub async fn reset_password(
         .set_admin_user_password(&user.username, *id, &phc)
         .await?;
     Ok(see_other("/users?notice=password_reset"))
+}
+
+#[derive(Template)]
+#[template(path = "admin/confirm_user.html")]
+struct ConfirmUserPage {
+    layout: Layout,
+    id: i64,
+    username: String,
+    /// `disable`, `enable` or `password`.
+    action: &'static str,
+    min_password: usize,
+    is_self: bool,
+}
+
+async fn confirm_page(
+    state: &State,
+    (user, zone): (&CurrentUser, &Zone),
+    id: i64,
+    action: &'static str,
+) -> Result<HttpResponse, AdminError> {
+    let target = state
+        .store
+        .admin_user_by_id(id)
+        .await?
+        .ok_or(AdminError::NotFound)?;
+    let title = match action {
+        "password" => format!("Reset the password of {}", target.username),
+        "enable" => format!("Enable {}", target.username),
+        _ => format!("Disable {}", target.username),
+    };
+    page(&ConfirmUserPage {
+        layout: Layout::new(user, zone, "users", title),
+        id,
+        is_self: id == user.id,
+        username: target.username,
+        action,
+        min_password: MIN_PASSWORD_LEN,
+    })
+}
+
+/// GET `/users/{id}/password`: asks for the new password, and says what a reset does.
+pub async fn confirm_reset(
+    state: State,
+    user: CurrentUser,
+    zone: Zone,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, AdminError> {
+    confirm_page(&state, (&user, &zone), *id, "password").await
+}
+
+/// GET `/users/{id}/disabled`: asks before disabling (or enabling) a user.
+pub async fn confirm_disable(
+    state: State,
+    user: CurrentUser,
+    zone: Zone,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, AdminError> {
+    let target = state
+        .store
+        .admin_user_by_id(*id)
+        .await?
+        .ok_or(AdminError::NotFound)?;
+    let action = if target.disabled { "enable" } else { "disable" };
+    confirm_page(&state, (&user, &zone), *id, action).await
 }

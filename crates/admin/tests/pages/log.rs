@@ -114,7 +114,7 @@ async fn log_search_pages_and_exports() {
     let page = auditor.get("/log?ip=not-an-ip").await;
     assert!(
         page.body
-            .contains("source IP: an IP address or a CIDR block")
+            .contains("Source IP: enter an IP address or a CIDR block")
     );
 
     // Exports of the current filter, all pages of it, streamed.

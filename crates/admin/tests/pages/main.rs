@@ -6,3 +6,4 @@ mod log;
 mod security;
 mod signin;
 mod support;
+mod ux;

@@ -2,6 +2,7 @@
 //! client that keeps cookies and finds CSRF tokens in pages.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,6 +19,43 @@ pub const HS_SECRET: &str = "hs-secret-that-is-long-enough-0123456789abc";
 pub const ADMIN_PASSWORD: &str = "admin-password-0123";
 pub const AUDITOR_PASSWORD: &str = "auditor-password-0123";
 pub const APP: &str = "photos";
+
+/// The admin crate cannot verify signatures (the verifier is the gateway's; the real one is
+/// tested end to end in tests/e2e). This stand-in answers by the token's first part and
+/// counts its calls, so the page's wiring, limits and wording can be tested here.
+#[derive(Default)]
+pub struct FakeTester {
+    pub calls: std::sync::atomic::AtomicUsize,
+}
+
+impl admin::TokenTester for FakeTester {
+    fn test<'a>(
+        &'a self,
+        app: &'a str,
+        token: &'a str,
+    ) -> std::pin::Pin<Box<dyn Future<Output = admin::TokenVerdict> + Send + 'a>> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let outcome = if token.starts_with("good.") {
+            admin::TokenOutcome::WouldIssue {
+                subject: "alice".into(),
+                prefix: "users/alice/".into(),
+                actions: vec!["name/cos:GetObject".into()],
+            }
+        } else {
+            admin::TokenOutcome::Refused {
+                status: 401,
+                code: "invalid_token:wrong_audience".into(),
+                reason: format!("The token's audience is “other”; {app} accepts photos-mobile."),
+            }
+        };
+        Box::pin(async move {
+            admin::TokenVerdict {
+                outcome,
+                seen: vec![("aud".into(), "other".into())],
+            }
+        })
+    }
+}
 
 pub struct TestAdmin {
     pub url: String,
@@ -102,7 +140,9 @@ impl TestAdmin {
             .await
             .unwrap();
         let server_store = Arc::new(PgStore::new(server_pool, test_cipher()));
-        let server = admin::serve(listener, server_store, config, 1).unwrap();
+        let state = admin::AdminState::new(server_store, config)
+            .with_token_tester(Arc::new(FakeTester::default()));
+        let server = admin::serve_state(listener, state, 1).unwrap();
         let handle = server.handle();
         tokio::spawn(server);
         Self {

@@ -76,4 +76,4 @@ pub use policy_store::jwt::{
     CompileOptions, CompiledJwt, JwtConfigError, JwtConfigErrors, MAX_LEEWAY_SECONDS,
     MAX_STATIC_KEYS, MIN_HS_SECRET_BYTES,
 };
-pub use verify::{JwtError, JwtVerifier, MAX_TOKEN_BYTES, VerifiedToken};
+pub use verify::{JwtError, JwtVerifier, MAX_TOKEN_BYTES, Observed, VerifiedToken};

@@ -74,6 +74,95 @@ fn sanitize_alg(alg: &str) -> String {
     }
 }
 
+/// What a token says about itself (`alg`, `kid` from the header; `iss`, `aud` from the
+/// payload), read WITHOUT verification, for the issuance row of a refused token: an operator
+/// sees which issuer or audience arrived. Only these four; never the token, a signature or
+/// another claim. Each value is cut to [`Observed::MAX_CHARS`] characters and cleaned of
+/// control characters and quotes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Observed {
+    pub aud: Option<String>,
+    pub iss: Option<String>,
+    pub alg: Option<String>,
+    pub kid: Option<String>,
+}
+
+impl Observed {
+    pub const MAX_CHARS: usize = 64;
+
+    /// Reads what it can; a part that cannot be decoded is left out.
+    pub fn of(token: &str) -> Self {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Self::default();
+        }
+        let mut parts = token.split('.');
+        let decode = |part: Option<&str>| -> Option<Map<String, Value>> {
+            let bytes = URL_SAFE_NO_PAD.decode(part?).ok()?;
+            serde_json::from_slice(&bytes).ok()
+        };
+        let header = decode(parts.next()).unwrap_or_default();
+        let payload = decode(parts.next()).unwrap_or_default();
+        let text = |v: Option<&Value>| -> Option<String> {
+            let v = match v? {
+                Value::String(s) => s.clone(),
+                Value::Array(items) => items
+                    .iter()
+                    .map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_owned))
+                    .collect::<Vec<_>>()
+                    .join(","),
+                other => other.to_string(),
+            };
+            Some(Self::clean(&v))
+        };
+        Self {
+            aud: text(payload.get("aud")),
+            iss: text(payload.get("iss")),
+            alg: text(header.get("alg")),
+            kid: text(header.get("kid")),
+        }
+    }
+
+    fn clean(v: &str) -> String {
+        let mut out: String = v
+            .chars()
+            .filter(|c| !c.is_control())
+            .map(|c| if c == '"' || c == '\\' { '\'' } else { c })
+            .take(Self::MAX_CHARS)
+            .collect();
+        if v.chars().filter(|c| !c.is_control()).count() > Self::MAX_CHARS {
+            out.push('…');
+        }
+        out
+    }
+
+    /// `(name, value)` pairs for display, in the order of [`Observed`]'s `Display`.
+    pub fn pairs(&self) -> Vec<(&'static str, &str)> {
+        [
+            ("aud", &self.aud),
+            ("iss", &self.iss),
+            ("alg", &self.alg),
+            ("kid", &self.kid),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.as_deref().map(|v| (k, v)))
+        .collect()
+    }
+}
+
+/// ` aud="x" iss="y" alg=RS256 kid="k1"` (only what the token carries; empty if nothing).
+impl fmt::Display for Observed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (k, v) in self.pairs() {
+            if k == "alg" {
+                write!(f, " {k}={v}")?;
+            } else {
+                write!(f, " {k}=\"{v}\"")?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A token that passed every check.
 #[derive(Debug, Clone)]
 pub struct VerifiedToken {
@@ -415,6 +504,34 @@ mod tests {
         let verified = verifier.verify(&jwt, &token).await.unwrap();
         assert_eq!(verified.subject, "alice");
         assert_eq!(verified.algorithm, Algorithm::HS256);
+    }
+
+    #[test]
+    fn observed_claims_are_bounded_cleaned_and_only_these_four() {
+        let b64 = |v: Value| URL_SAFE_NO_PAD.encode(v.to_string());
+        let token = format!(
+            "{}.{}.c2lnbmF0dXJl",
+            b64(json!({"alg": "RS256", "kid": "k1\n\"x"})),
+            b64(json!({"iss": "https://idp", "aud": ["a", "b"], "sub": "alice", "email": "a@x"}))
+        );
+        let seen = Observed::of(&token);
+        assert_eq!(
+            seen.to_string(),
+            " aud=\"a,b\" iss=\"https://idp\" alg=RS256 kid=\"k1'x\""
+        );
+        let shown = seen.to_string();
+        for never in ["alice", "a@x", "c2lnbmF0dXJl"] {
+            assert!(!shown.contains(never), "{never} in {shown}");
+        }
+        let long = format!(
+            "{}.{}.x",
+            b64(json!({"alg": "HS256"})),
+            b64(json!({"aud": "a".repeat(500)}))
+        );
+        let aud = Observed::of(&long).aud.unwrap();
+        assert_eq!(aud.chars().count(), Observed::MAX_CHARS + 1);
+        assert!(aud.ends_with('…'));
+        assert_eq!(Observed::of("garbage").to_string(), "");
     }
 
     #[test]

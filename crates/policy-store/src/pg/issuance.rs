@@ -8,11 +8,11 @@ use sqlx::postgres::PgRow;
 use sqlx::{Postgres, QueryBuilder, Row as _};
 use time::OffsetDateTime;
 
-use super::{PgStore, clamp_limit, decode_err};
-use crate::error::{DbResult as _, FieldError, Result, StoreError};
+use super::{PgStore, clamp_limit, decode_err, issuance_filter};
+use crate::error::{DbResult as _, FieldError, Result};
 use crate::model::*;
 use crate::repo::IssuanceStore;
-use crate::validate::{MAX_DURATION_SECONDS, invalid_if_any, valid_ip_or_cidr};
+use crate::validate::{MAX_DURATION_SECONDS, invalid_if_any};
 
 macro_rules! issuance_columns {
     () => {
@@ -194,46 +194,13 @@ impl IssuanceStore for PgStore {
         cursor: Option<IssuanceCursor>,
         limit: i64,
     ) -> Result<Vec<IssuanceRecord>> {
-        if let Some(ip) = &filter.source_ip
-            && !valid_ip_or_cidr(ip.trim())
-        {
-            return Err(StoreError::Invalid(vec![FieldError::new(
-                "source_ip",
-                "an IP address or a CIDR block such as 10.0.0.0/8",
-            )]));
-        }
+        issuance_filter::check(filter)?;
         let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(concat!(
             "SELECT ",
             issuance_columns!(),
             " FROM issuance_log WHERE TRUE"
         ));
-        if let Some(app) = &filter.app {
-            qb.push(" AND app = ").push_bind(app.clone());
-        }
-        if let Some(subject) = &filter.subject {
-            qb.push(" AND subject = ").push_bind(subject.clone());
-        }
-        if let Some(outcome) = filter.outcome {
-            qb.push(" AND outcome = ").push_bind(outcome.as_str());
-        }
-        if let Some(from) = filter.from {
-            qb.push(" AND at >= ").push_bind(from);
-        }
-        if let Some(to) = filter.to {
-            qb.push(" AND at < ").push_bind(to);
-        }
-        if let Some(ip) = &filter.source_ip {
-            let ip = ip.trim();
-            // An exact address walks (source_ip, at, id) in order; a block is a range scan.
-            let op = if ip.contains('/') { " <<= " } else { " = " };
-            qb.push(" AND source_ip")
-                .push(op)
-                .push_bind(ip.to_owned())
-                .push("::inet");
-        }
-        if let Some(t) = &filter.tmp_secret_id {
-            qb.push(" AND tmp_secret_id = ").push_bind(t.clone());
-        }
+        issuance_filter::push_where(&mut qb, filter);
         if let Some(c) = cursor {
             qb.push(" AND (at, id) < (")
                 .push_bind(c.at)
@@ -272,6 +239,17 @@ impl IssuanceStore for PgStore {
             .map(traffic_from_row)
             .collect::<Result<_, _>>()
             .db()
+    }
+
+    async fn count_issuance(&self, filter: &IssuanceFilter, cap: i64) -> Result<i64> {
+        issuance_filter::check(filter)?;
+        let mut qb: QueryBuilder<Postgres> =
+            QueryBuilder::new("SELECT count(*) FROM (SELECT 1 FROM issuance_log WHERE TRUE");
+        issuance_filter::push_where(&mut qb, filter);
+        qb.push(" LIMIT ")
+            .push_bind(cap.max(0))
+            .push(") AS matching");
+        qb.build_query_scalar().fetch_one(&self.pool).await.db()
     }
 
     async fn latest_credential_expiry(

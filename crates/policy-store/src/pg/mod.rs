@@ -18,11 +18,13 @@ use crate::crypto::Cipher;
 use crate::error::{DatabaseError, DbResult as _, FieldError, Result, StoreError};
 use crate::repo::HealthStore;
 
+mod admin_prefs;
 mod admin_users;
 mod apps;
 mod change_log;
 mod feed;
 mod issuance;
+mod issuance_filter;
 mod subjects;
 mod templates;
 

@@ -29,41 +29,81 @@ impl SubjectStore for PgStore {
         id: AppId,
         subject: &str,
         reason: Option<&str>,
-    ) -> Result<()> {
+    ) -> Result<BlockOutcome> {
         validate_subject(subject)?;
         let reason = reason.map(str::trim).filter(|r| !r.is_empty());
         let mut tx = self.pool.begin().await.db()?;
-        let slug: String = sqlx::query_scalar("SELECT slug FROM apps WHERE id = $1")
+        let slug: String = sqlx::query_scalar("SELECT slug FROM apps WHERE id = $1 FOR UPDATE")
             .bind(id)
             .fetch_optional(&mut *tx)
             .await
             .db()?
             .ok_or(StoreError::NotFound)?;
-        sqlx::query(
-            "INSERT INTO blocked_subjects (app_id, subject, reason, blocked_by) \
-             VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (app_id, subject) DO UPDATE \
-             SET reason = EXCLUDED.reason, blocked_by = EXCLUDED.blocked_by",
+        // The subject is stored and matched exactly as given (no trimming): the gateway
+        // compares the token's claim byte for byte.
+        let existing: Option<Option<String>> = sqlx::query_scalar(
+            "SELECT reason FROM blocked_subjects WHERE app_id = $1 AND subject = $2 FOR UPDATE",
         )
         .bind(id)
         .bind(subject)
-        .bind(reason)
-        .bind(actor)
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await
         .db()?;
-        audit(
-            &mut tx,
-            actor,
-            "subject.block",
-            &slug,
-            None,
-            Some(json!({ "subject": subject, "reason": reason })),
-        )
-        .await?;
+        let outcome = match existing {
+            None => {
+                sqlx::query(
+                    "INSERT INTO blocked_subjects (app_id, subject, reason, blocked_by) \
+                     VALUES ($1, $2, $3, $4)",
+                )
+                .bind(id)
+                .bind(subject)
+                .bind(reason)
+                .bind(actor)
+                .execute(&mut *tx)
+                .await
+                .db()?;
+                audit(
+                    &mut tx,
+                    actor,
+                    "subject.block",
+                    &slug,
+                    None,
+                    Some(json!({ "subject": subject, "reason": reason })),
+                )
+                .await?;
+                BlockOutcome::Blocked
+            }
+            // Blocking again without a (new) reason keeps the stored one.
+            Some(old) if reason.is_none() || reason == old.as_deref() => {
+                return Ok(BlockOutcome::AlreadyBlocked);
+            }
+            Some(old) => {
+                sqlx::query(
+                    "UPDATE blocked_subjects SET reason = $3, blocked_by = $4 \
+                     WHERE app_id = $1 AND subject = $2",
+                )
+                .bind(id)
+                .bind(subject)
+                .bind(reason)
+                .bind(actor)
+                .execute(&mut *tx)
+                .await
+                .db()?;
+                audit(
+                    &mut tx,
+                    actor,
+                    "subject.block",
+                    &slug,
+                    Some(json!({ "subject": subject, "reason": old })),
+                    Some(json!({ "subject": subject, "reason": reason })),
+                )
+                .await?;
+                BlockOutcome::ReasonUpdated
+            }
+        };
         notify(&mut tx, &id.to_string()).await?;
         tx.commit().await.db()?;
-        Ok(())
+        Ok(outcome)
     }
 
     /// Unblocking a subject that is not blocked is a no-op (no audit row).

@@ -30,6 +30,21 @@ fn template_from_row(row: &PgRow) -> Result<PolicyTemplateVersion, sqlx::Error> 
     })
 }
 
+/// The statements marked shared by every user, with their reasons, for the change log
+/// (`[{"statement": 2, "reason": "…"}]`, numbered from 1 as the editor shows them).
+fn shared_reasons(document: &TemplateDocument) -> serde_json::Value {
+    document
+        .statements
+        .iter()
+        .enumerate()
+        .filter_map(|(i, st)| {
+            st.shared
+                .as_ref()
+                .map(|s| json!({ "statement": i + 1, "reason": s.reason }))
+        })
+        .collect()
+}
+
 #[async_trait]
 impl TemplateStore for PgStore {
     async fn save_template(
@@ -80,7 +95,13 @@ impl TemplateStore for PgStore {
             "template.save",
             &slug,
             Some(json!({ "active_version": active })),
-            Some(json!({ "version": saved.version, "note": note, "document": document })),
+            Some(json!({
+                "active_version": saved.version,
+                "version": saved.version,
+                "note": note,
+                "shared": shared_reasons(document),
+                "document": document,
+            })),
         )
         .await?;
         notify(&mut tx, &id.to_string()).await?;

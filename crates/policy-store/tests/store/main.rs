@@ -10,6 +10,7 @@ mod bootstrap;
 mod changes;
 mod errors;
 mod issuance;
+mod log_search;
 mod migrations;
 mod subjects;
 mod templates;

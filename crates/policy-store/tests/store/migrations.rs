@@ -9,7 +9,12 @@ async fn migrations_apply_once_and_are_idempotent() {
     assert!(migrate::run(&db.url).await.unwrap().is_empty());
     assert_eq!(
         migrate::embedded_migrations(),
-        ["V1__init", "V2__admin", "V5__sign_in_admission"]
+        [
+            "V1__init",
+            "V2__admin",
+            "V4__admin_ux",
+            "V5__sign_in_admission"
+        ]
     );
 
     let tables: Vec<String> = sqlx::query_scalar(
@@ -45,7 +50,7 @@ async fn migrations_apply_once_and_are_idempotent() {
         .fetch_one(&db.pool)
         .await
         .unwrap();
-    assert_eq!(history, 3);
+    assert_eq!(history, migrate::embedded_migrations().len() as i64);
 }
 
 #[tokio::test]
@@ -73,14 +78,22 @@ async fn concurrent_runs_are_serialised_by_the_advisory_lock() {
     // Exactly one of them applied the migrations; the other waited and found nothing to do.
     let mut applied = [a, b].concat();
     applied.sort();
-    assert_eq!(applied, ["V1__init", "V2__admin", "V5__sign_in_admission"]);
+    assert_eq!(
+        applied,
+        [
+            "V1__init",
+            "V2__admin",
+            "V4__admin_ux",
+            "V5__sign_in_admission"
+        ]
+    );
 
     let pool = migrate::connect_pool(&url, 1).await.unwrap();
     let history: i64 = sqlx::query_scalar("SELECT count(*) FROM refinery_schema_history")
         .fetch_one(&pool)
         .await
         .unwrap();
-    assert_eq!(history, 3);
+    assert_eq!(history, migrate::embedded_migrations().len() as i64);
     pool.close().await;
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "DROP DATABASE \"{name}\" WITH (FORCE)"

@@ -54,3 +54,66 @@ async fn block_and_unblock() {
         .unwrap_err();
     assert_eq!(fields(&err), ["subject"]);
 }
+
+/// Subjects are stored and matched exactly (surrounding spaces included); blocking again keeps
+/// the reason unless a new one is given, which the change log records before and after.
+#[tokio::test]
+async fn subjects_are_exact_and_reasons_kept() {
+    use policy_store::{BlockOutcome, ChangeLogStore};
+    let (_db, store) = store().await;
+    let app = store.create_app("root", &app_input("demo")).await.unwrap();
+    assert_eq!(
+        store
+            .block_subject("root", app.id, " alice ", Some("spaces"))
+            .await
+            .unwrap(),
+        BlockOutcome::Blocked
+    );
+    assert!(store.is_blocked(app.id, " alice ").await.unwrap());
+    assert!(!store.is_blocked(app.id, "alice").await.unwrap());
+    assert_eq!(
+        store.blocked_subjects(app.id).await.unwrap()[0].subject,
+        " alice "
+    );
+
+    let audit_rows = store.admin_changes(None, 100).await.unwrap().len();
+    for again in [None, Some(""), Some("  "), Some("spaces")] {
+        assert_eq!(
+            store
+                .block_subject("other-admin", app.id, " alice ", again)
+                .await
+                .unwrap(),
+            BlockOutcome::AlreadyBlocked,
+            "{again:?}"
+        );
+    }
+    let kept = &store.blocked_subjects(app.id).await.unwrap()[0];
+    assert_eq!(kept.reason.as_deref(), Some("spaces"));
+    assert_eq!(kept.blocked_by, "root");
+    assert_eq!(
+        store.admin_changes(None, 100).await.unwrap().len(),
+        audit_rows
+    );
+
+    assert_eq!(
+        store
+            .block_subject("other-admin", app.id, " alice ", Some("phishing"))
+            .await
+            .unwrap(),
+        BlockOutcome::ReasonUpdated
+    );
+    let change = store.admin_changes(None, 1).await.unwrap().remove(0);
+    assert_eq!(change.action, "subject.block");
+    assert_eq!(change.before.unwrap()["reason"], "spaces");
+    assert_eq!(change.after.unwrap()["reason"], "phishing");
+    let updated = &store.blocked_subjects(app.id).await.unwrap()[0];
+    assert_eq!(updated.reason.as_deref(), Some("phishing"));
+    assert_eq!(updated.blocked_by, "other-admin");
+
+    // Control characters are kept too (the pages show them with visible markers).
+    store
+        .block_subject("root", app.id, "tab\there", None)
+        .await
+        .unwrap();
+    assert!(store.is_blocked(app.id, "tab\there").await.unwrap());
+}

@@ -1,4 +1,4 @@
-use policy_store::{AppStore, StoreError, TemplateDocument, TemplateStore};
+use policy_store::{AppStore, ChangeLogStore, StoreError, TemplateDocument, TemplateStore};
 use serde_json::json;
 
 use super::{app_input, fields, store};
@@ -119,4 +119,58 @@ async fn invalid_templates_are_refused_with_field_paths() {
             .await,
         Err(StoreError::NotFound)
     ));
+}
+
+/// The change log records the version that became active (not "cleared"), and the reasons of
+/// the statements marked shared; an unmarked grant beyond the home prefix is never saved.
+#[tokio::test]
+async fn saving_records_the_active_version_and_shared_reasons() {
+    let (_db, store) = store().await;
+    let app = store.create_app("root", &app_input("demo")).await.unwrap();
+    let mut doc: TemplateDocument = serde_json::from_value(json!({
+        "prefix": "users/${sub}/",
+        "statements": [
+            { "effect": "allow", "actions": ["name/cos:GetObject"], "resources": ["users/${sub}/*"] },
+            { "effect": "allow", "actions": ["name/cos:GetObject"], "resources": ["*"] }
+        ]
+    }))
+    .unwrap();
+    let err = store
+        .save_template("root", app.id, &doc, None)
+        .await
+        .unwrap_err();
+    assert_eq!(fields(&err), ["statements[1].resources[0]"]);
+    assert!(store.template_versions(app.id).await.unwrap().is_empty());
+
+    doc.statements[1].shared = Some(policy_store::Shared {
+        reason: "the catalogue is public".into(),
+    });
+    for expected in [1, 2] {
+        let saved = store
+            .save_template("root", app.id, &doc, Some("with a public catalogue"))
+            .await
+            .unwrap();
+        assert_eq!(saved.version, expected);
+        assert_eq!(
+            saved.document.statements[1].shared,
+            doc.statements[1].shared
+        );
+        let change = store.admin_changes(None, 1).await.unwrap().remove(0);
+        assert_eq!(change.action, "template.save");
+        let before = change.before.unwrap();
+        let after = change.after.unwrap();
+        assert_eq!(
+            before["active_version"],
+            if expected == 1 { json!(null) } else { json!(1) }
+        );
+        assert_eq!(after["active_version"], json!(expected));
+        assert_eq!(
+            after["shared"],
+            json!([{ "statement": 2, "reason": "the catalogue is public" }])
+        );
+        assert_eq!(
+            after["document"]["statements"][1]["shared"]["reason"],
+            "the catalogue is public"
+        );
+    }
 }

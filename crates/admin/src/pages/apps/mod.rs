@@ -7,14 +7,19 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use policy_store::{
-    App, AppInput, IssuanceFilter, IssuanceRecord, StoreError, StsMode, mask_secret_id,
+    App, AppInput, IssuanceFilter, IssuanceRecord, MAX_DURATION_SECONDS, StoreError, StsMode,
+    mask_secret_id, validate_app,
 };
 
 use super::{State, app_or_404, page, page_with, see_other};
 use crate::error::AdminError;
 use crate::forms::{Errors, FormData, int, opt_int};
 use crate::session::CurrentUser;
-use crate::view::{Layout, fmt_duration, fmt_time};
+use crate::shown::{self, Piece, visible};
+use crate::view::{Layout, Zone, fmt_duration};
+
+mod integration;
+pub use integration::Integration;
 
 /// One row of the apps list.
 pub struct AppRow {
@@ -59,6 +64,7 @@ pub async fn list(
     req: HttpRequest,
     state: State,
     user: CurrentUser,
+    zone: Zone,
 ) -> Result<HttpResponse, AdminError> {
     let apps = state
         .store
@@ -85,7 +91,7 @@ pub async fn list(
         })
         .collect();
     page(&AppsPage {
-        layout: Layout::new(&user, "apps", "Apps").with_notice(&req),
+        layout: Layout::new(&user, &zone, "apps", "Apps").with_notice(&req),
         apps,
     })
 }
@@ -161,8 +167,10 @@ impl AppForm {
         }
     }
 
-    /// Reads the posted form. `stored` is the app being edited (its slug and, when the
-    /// field is left empty, its SecretId are kept).
+    /// Reads the posted form and checks it, reporting every problem at once: a field that
+    /// is not a number gets its own error, and the others are still checked (with a harmless
+    /// stand-in for the unreadable ones). `stored` is the app being edited (its slug and,
+    /// when the field is left empty, its SecretId are kept).
     fn read(form: &FormData, stored: Option<&App>) -> (Self, Option<AppInput>) {
         let mut errors = Errors::default();
         let slug = match stored {
@@ -179,7 +187,7 @@ impl AppForm {
             (true, Some(a)) => a.secret_id.clone(),
             _ => typed_secret_id.clone(),
         };
-        let input = AppInput {
+        let mut input = AppInput {
             slug: slug.clone(),
             name: form.text("name"),
             enabled: form.checked("enabled"),
@@ -197,6 +205,19 @@ impl AppForm {
             rate_subject_per_minute: int(form, "rate_subject_per_minute", &mut errors),
             rate_app_per_second: int(form, "rate_app_per_second", &mut errors),
         };
+        // Stand-ins that pass every rule, so that an unreadable number hides no other error.
+        if errors.has("duration_max") {
+            input.duration_max = MAX_DURATION_SECONDS;
+        }
+        if errors.has("duration_default") {
+            input.duration_default = input.duration_max.clamp(1, MAX_DURATION_SECONDS);
+        }
+        let unreadable = errors.clone();
+        for e in validate_app(&input, stored.is_none()) {
+            if !unreadable.has(&e.field) {
+                errors.add(e.field, e.message);
+            }
+        }
         let view = Self {
             creating: stored.is_none(),
             slug,
@@ -230,7 +251,7 @@ struct AppFormPage {
 }
 
 fn form_page(
-    user: &CurrentUser,
+    (user, zone): (&CurrentUser, &Zone),
     status: StatusCode,
     form: AppForm,
 ) -> Result<HttpResponse, AdminError> {
@@ -242,14 +263,14 @@ fn form_page(
     page_with(
         status,
         &AppFormPage {
-            layout: Layout::new(user, "apps", title),
+            layout: Layout::new(user, zone, "apps", title),
             form,
         },
     )
 }
 
-pub async fn new_form(user: CurrentUser) -> Result<HttpResponse, AdminError> {
-    form_page(&user, StatusCode::OK, AppForm::blank())
+pub async fn new_form(user: CurrentUser, zone: Zone) -> Result<HttpResponse, AdminError> {
+    form_page((&user, &zone), StatusCode::OK, AppForm::blank())
 }
 
 /// Turns store refusals into field errors on the form; other errors pass through.
@@ -270,6 +291,7 @@ fn refused(form: &mut AppForm, e: StoreError) -> Result<(), AdminError> {
 pub async fn create(
     state: State,
     user: CurrentUser,
+    zone: Zone,
     form: FormData,
 ) -> Result<HttpResponse, AdminError> {
     let (mut view, input) = AppForm::read(&form, None);
@@ -281,21 +303,23 @@ pub async fn create(
             Err(e) => refused(&mut view, e)?,
         }
     }
-    form_page(&user, StatusCode::UNPROCESSABLE_ENTITY, view)
+    form_page((&user, &zone), StatusCode::UNPROCESSABLE_ENTITY, view)
 }
 
 pub async fn edit_form(
     state: State,
     user: CurrentUser,
+    zone: Zone,
     slug: web::Path<String>,
 ) -> Result<HttpResponse, AdminError> {
     let app = app_or_404(&state, &slug).await?;
-    form_page(&user, StatusCode::OK, AppForm::from_app(&app))
+    form_page((&user, &zone), StatusCode::OK, AppForm::from_app(&app))
 }
 
 pub async fn update(
     state: State,
     user: CurrentUser,
+    zone: Zone,
     slug: web::Path<String>,
     form: FormData,
 ) -> Result<HttpResponse, AdminError> {
@@ -307,7 +331,7 @@ pub async fn update(
             Err(e) => refused(&mut view, e)?,
         }
     }
-    form_page(&user, StatusCode::UNPROCESSABLE_ENTITY, view)
+    form_page((&user, &zone), StatusCode::UNPROCESSABLE_ENTITY, view)
 }
 
 pub async fn set_enabled(
@@ -322,7 +346,7 @@ pub async fn set_enabled(
         Some("false") => false,
         _ => {
             return Err(AdminError::BadRequest(
-                "enabled must be true or false".into(),
+                "Use the Enable or Disable button on the app's page.".into(),
             ));
         }
     };
@@ -348,17 +372,32 @@ pub struct AuthView {
 
 pub struct LogRow {
     pub at: String,
-    pub subject: String,
+    pub subject: Vec<Piece>,
+    /// `app=…&subject=…` for the "this subject in the log" link.
+    pub subject_query: String,
+    /// The exact subject, encoded for the block link; empty when there is none.
+    pub subject_key: String,
     pub outcome: &'static str,
     pub status: i16,
     pub source_ip: String,
 }
 
 impl LogRow {
-    fn from(r: &IssuanceRecord) -> Self {
+    fn from(r: &IssuanceRecord, zone: &Zone) -> Self {
+        let subject = r.subject.clone().unwrap_or_default();
         Self {
-            at: fmt_time(r.at),
-            subject: r.subject.clone().unwrap_or_default(),
+            at: zone.fmt(r.at),
+            subject_query: serde_urlencoded::to_string([
+                ("app", r.app.as_str()),
+                ("subject", subject.as_str()),
+            ])
+            .unwrap_or_default(),
+            subject_key: if subject.is_empty() {
+                String::new()
+            } else {
+                shown::encode(&subject)
+            },
+            subject: visible(&subject),
             outcome: r.outcome.as_str(),
             status: r.http_status,
             source_ip: r.source_ip.clone().unwrap_or_default(),
@@ -416,16 +455,24 @@ struct AppPage {
     policy_version: String,
     blocked: usize,
     recent: Vec<LogRow>,
+    integration: Integration,
 }
 
 pub async fn show(
     req: HttpRequest,
     state: State,
     user: CurrentUser,
+    zone: Zone,
     slug: web::Path<String>,
 ) -> Result<HttpResponse, AdminError> {
     let app = app_or_404(&state, &slug).await?;
-    let auth = state.store.app_auth(app.id).await?.map(|a| AuthView {
+    let stored_auth = state.store.app_auth(app.id).await?;
+    let integration = Integration::new(
+        &app,
+        stored_auth.as_ref(),
+        state.config.public_url.as_deref(),
+    );
+    let auth = stored_auth.map(|a| AuthView {
         issuer: a.issuer.unwrap_or_default(),
         audiences: a.audiences.join(", "),
         algorithms: a.algorithms.join(", "),
@@ -438,7 +485,7 @@ pub async fn show(
     let template = state.store.active_template(app.id).await?;
     let policy_version = template
         .as_ref()
-        .map(|t| format!("v{} by {}, {}", t.version, t.author, fmt_time(t.created_at)))
+        .map(|t| format!("v{} by {}, {}", t.version, t.author, zone.fmt(t.created_at)))
         .unwrap_or_default();
     let policy_json = template
         .map(|t| serde_json::to_value(&t.document))
@@ -457,10 +504,11 @@ pub async fn show(
         )
         .await?
         .iter()
-        .map(LogRow::from)
+        .map(|r| LogRow::from(r, &zone))
         .collect();
     page(&AppPage {
-        layout: Layout::new(&user, "apps", app.name.clone()).with_notice(&req),
+        layout: Layout::new(&user, &zone, "apps", app.name.clone()).with_notice(&req),
+        integration,
         mode: mode_label(app.mode),
         secret_id: mask_secret_id(&app.secret_id),
         durations: format!(
