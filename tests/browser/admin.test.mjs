@@ -122,7 +122,6 @@ test('admin and auditor pages in headless Chromium', { timeout: 300_000 }, async
   const { facts } = dev;
   const admin = facts.admin_url;
   const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'stsgate-chromium-'));
-  t.after(() => fs.rmSync(userDataDir, { recursive: true, force: true, maxRetries: 10, retryDelay: 200 }));
   // A fresh profile directory of our own (launchPersistentContext passes it as --user-data-dir).
   const context = await chromium.launchPersistentContext(userDataDir, {
     executablePath: CHROMIUM,
@@ -132,7 +131,12 @@ test('admin and auditor pages in headless Chromium', { timeout: 300_000 }, async
     viewport: { width: 1400, height: 1000 },
     acceptDownloads: true,
   });
-  t.after(() => context.close());
+  // One hook, in this order: the browser must have exited before its profile is removed
+  // (node:test runs separate after-hooks first-registered first, which raced Chromium's writes).
+  t.after(async () => {
+    await context.close();
+    fs.rmSync(userDataDir, { recursive: true, force: true, maxRetries: 10, retryDelay: 200 });
+  });
   const errors = [];
   const newPage = async () => {
     const page = await context.newPage();

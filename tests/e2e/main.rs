@@ -7,6 +7,7 @@ mod binary;
 mod changes;
 mod credential_cache;
 mod deadlines;
+mod deploy;
 mod dev_security;
 mod failures;
 mod security;
