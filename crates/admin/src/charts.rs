@@ -10,9 +10,11 @@ use time::{Duration, OffsetDateTime};
 use crate::view::{Zone, fmt_latency};
 
 /// The drawing area, in SVG user units (the `viewBox`; the page scales it to its width).
-const WIDTH: f64 = 720.0;
-const HEIGHT: f64 = 180.0;
-const LEFT: f64 = 56.0;
+/// Sized so the three charts side by side on a desktop, or one per row on a phone, show
+/// their 12-unit labels at 9 to 12 px.
+const WIDTH: f64 = 480.0;
+const HEIGHT: f64 = 200.0;
+const LEFT: f64 = 50.0;
 const RIGHT: f64 = 8.0;
 const TOP: f64 = 10.0;
 const BOTTOM: f64 = 22.0;
@@ -128,17 +130,22 @@ fn y_of(value: f64, max: f64) -> f64 {
     TOP + plot - plot * (value / max).clamp(0.0, 1.0)
 }
 
-/// A round top for the axis (1, 2 or 5 × 10ⁿ at or above `max`) and its four ticks.
-fn nice_max(max: f64) -> f64 {
-    if max <= 0.0 {
-        return 1.0;
-    }
-    let magnitude = 10f64.powf(max.log10().floor());
-    [1.0, 2.0, 5.0, 10.0]
+/// A round tick step (1, 2, 2.5 or 5 × 10ⁿ) so that four steps reach `max`; whole numbers
+/// at least when `whole` (counts).
+fn nice_step(max: f64, whole: bool) -> f64 {
+    let raw = if max > 0.0 { max / 4.0 } else { 0.25 };
+    let magnitude = 10f64.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 2.5, 5.0, 10.0]
         .iter()
         .map(|m| m * magnitude)
-        .find(|m| *m >= max)
-        .unwrap_or(10.0 * magnitude)
+        .find(|s| *s >= raw)
+        .unwrap_or(10.0 * magnitude);
+    if whole { step.ceil().max(1.0) } else { step }
+}
+
+/// The axis top: four round steps.
+fn nice_max(max: f64, whole: bool) -> f64 {
+    nice_step(max, whole) * 4.0
 }
 
 fn y_ticks(max: f64, label: impl Fn(f64) -> String) -> Vec<Tick> {
@@ -209,7 +216,7 @@ fn outcome_class(o: Outcome) -> &'static str {
 fn requests_chart(hours: &[Hour], labels: &[String]) -> Chart {
     let totals: Vec<i64> = hours.iter().map(|h| h.by_outcome.iter().sum()).collect();
     let total: i64 = totals.iter().sum();
-    let max = nice_max(totals.iter().copied().max().unwrap_or(0) as f64);
+    let max = nice_max(totals.iter().copied().max().unwrap_or(0) as f64, true);
     let mut chart = frame(
         "chart-requests",
         "Requests per hour, by outcome",
@@ -286,7 +293,7 @@ fn latency_chart(hours: &[Hour], labels: &[String]) -> Chart {
         .iter()
         .map(|h| h.issued_latency.quantile(0.95).map(|v| v as f64))
         .collect();
-    let max = nice_max(p95.iter().flatten().copied().fold(0.0, f64::max));
+    let max = nice_max(p95.iter().flatten().copied().fold(0.0, f64::max), false);
     let worst = p95.iter().flatten().copied().fold(0.0, f64::max);
     let mut chart = frame(
         "chart-latency",
@@ -384,8 +391,9 @@ mod tests {
         assert!((cached.y + cached.h - issued.y).abs() < 1e-9, "stacked");
         assert!(issued.x > r.rects[0].x);
         assert_eq!(issued.title, "12:00: 30 issued");
-        // 40 is the tallest bar; the axis tops at 50.
-        assert_eq!(r.y_ticks.last().unwrap().label, "50");
+        // 40 is the tallest bar; the axis tops at 40, in steps of 10.
+        assert_eq!(r.y_ticks.last().unwrap().label, "40");
+        assert_eq!(r.y_ticks[1].label, "10");
         assert!(r.summary.starts_with("45 credential requests"));
         assert!(!r.empty);
 
@@ -407,11 +415,17 @@ mod tests {
     }
 
     #[test]
-    fn axis_tops_are_round() {
-        assert_eq!(nice_max(0.0), 1.0);
-        assert_eq!(nice_max(7.0), 10.0);
-        assert_eq!(nice_max(40.0), 50.0);
-        assert_eq!(nice_max(120.0), 200.0);
-        assert_eq!(nice_max(2000.0), 2000.0);
+    fn axis_tops_are_four_round_steps() {
+        // Counts: whole steps, so a day with 2 requests reads 0 1 2 3 4, not 0 0 1 2 2.
+        assert_eq!(nice_max(0.0, true), 4.0);
+        assert_eq!(nice_max(2.0, true), 4.0);
+        assert_eq!(nice_max(7.0, true), 8.0);
+        assert_eq!(nice_max(45.0, true), 80.0);
+        assert_eq!(nice_max(120.0, true), 200.0);
+        assert_eq!(nice_max(2000.0, true), 2000.0);
+        // Latencies: any round step.
+        assert_eq!(nice_max(44_600.0, false), 80_000.0);
+        assert_eq!(nice_max(38_000.0, false), 40_000.0);
+        assert_eq!(nice_max(0.5, false), 0.8);
     }
 }
