@@ -43,6 +43,9 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Refresh the dashboard's hourly rollup now (`serve` does it every minute; the first
+    /// run on a database backfills 8 days).
+    Rollup,
     /// Manage admin users.
     #[command(subcommand)]
     Admin(AdminCommand),
@@ -172,6 +175,7 @@ fn run() -> anyhow::Result<()> {
                     Command::Serve => serve::serve(settings).await,
                     Command::Migrate => serve::migrate(&settings).await,
                     Command::Retention { dry_run } => serve::retention(&settings, dry_run).await,
+                    Command::Rollup => serve::rollup(&settings).await,
                     Command::Admin(AdminCommand::CreateUser { username, role }) => {
                         serve::create_user(&settings, &username, &role).await
                     }

@@ -143,6 +143,10 @@ pub async fn start(settings: &Settings, store: PgStore) -> anyhow::Result<Runnin
         gateway.apps.clone(),
         stop.clone(),
     ))];
+    tasks.push(tokio::spawn(maintain_rollup(
+        partitions.clone(),
+        stop.clone(),
+    )));
     tasks.push(tokio::spawn(maintain_log(
         partitions,
         settings.retention_policy(),
@@ -220,6 +224,20 @@ async fn maintain_log(
     }
 }
 
+/// Keeps the dashboard's hourly rollup current: at start (the first run backfills 8 days),
+/// then every minute. Replicas may all run it; one refreshes at a time.
+async fn maintain_rollup(store: PgStore, stop: CancellationToken) {
+    loop {
+        if let Err(e) = store.refresh_rollup(time::OffsetDateTime::now_utc()).await {
+            tracing::warn!(error = %e, "could not refresh the dashboard's hourly rollup");
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
+        }
+    }
+}
+
 async fn apply_retention(store: &PgStore, policy: &policy_store::RetentionPolicy) {
     match store
         .apply_retention(policy, time::OffsetDateTime::now_utc())
@@ -233,6 +251,26 @@ async fn apply_retention(store: &PgStore, policy: &policy_store::RetentionPolicy
             tracing::error!(error = %e, "issuance-log retention failed; nothing more was dropped")
         }
     }
+}
+
+/// `stsgate rollup`: refreshes the dashboard's hourly rollup once.
+pub async fn rollup(settings: &Settings) -> anyhow::Result<()> {
+    let store = connect(settings).await?;
+    let started = std::time::Instant::now();
+    let done = store
+        .refresh_rollup(time::OffsetDateTime::now_utc())
+        .await?;
+    if done.busy {
+        println!("another replica is refreshing the rollup right now; nothing was done");
+    } else {
+        println!(
+            "rollup refreshed for {} to {} in {} ms",
+            done.from,
+            done.to,
+            started.elapsed().as_millis()
+        );
+    }
+    Ok(())
 }
 
 /// `stsgate retention`: applies the retention policy now, or with `dry_run` lists what it

@@ -20,6 +20,7 @@ use actix_web::{App, HttpServer, guard, web};
 use policy_store::Store;
 
 mod assets;
+mod charts;
 mod diff;
 mod error;
 mod forms;

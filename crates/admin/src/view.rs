@@ -147,6 +147,12 @@ impl Zone {
         }
     }
 
+    /// `14:00`: the hour `t` starts, on this zone's clock (a chart's axis label).
+    pub fn hour_label(&self, t: OffsetDateTime) -> String {
+        let local = self.local(t);
+        format!("{:02}:{:02}", local.hour(), local.minute())
+    }
+
     /// The value of a `datetime-local` input for `t`, in this zone.
     pub fn input(&self, t: OffsetDateTime) -> String {
         self.local(t).format(INPUT_TIME).unwrap_or_default()

@@ -24,11 +24,11 @@ pub use model::*;
 pub use pg::{
     ADMIN_NOTIFY_PAYLOAD, ArchiveFiles, CHANGES_CHANNEL, Change, ChangeFeed, DroppedPartition,
     MonthlyPartition, PgStore, PoolOptions, RETENTION_LOCK_KEY, RetentionError, RetentionPolicy,
-    RetentionReport, mask_secret_id,
+    RetentionReport, RollupRefresh, mask_secret_id,
 };
 pub use repo::{
     AdminPrefsStore, AdminUserStore, AppStore, ChangeLogStore, FieldError, HealthStore,
-    IssuanceStore, Store, StoreError, SubjectStore, TemplateStore,
+    IssuanceStore, RollupStore, Store, StoreError, SubjectStore, TemplateStore,
 };
 pub use template::{
     NarrowError, Reach, RenderContext, RenderError, RenderedPolicy, Shared, TemplateDocument,

@@ -139,11 +139,11 @@ async fn lock(conn: &mut PgConnection, options: &MigrateOptions) -> anyhow::Resu
 
 /// The migrations compiled into this binary, in order (`V1__init`, …).
 pub fn embedded_migrations() -> Vec<String> {
-    embedded::migrations::runner()
-        .get_migrations()
-        .iter()
-        .map(ToString::to_string)
-        .collect()
+    let mut migrations = embedded::migrations::runner().get_migrations().clone();
+    // By version, as refinery applies them (the runner lists them in file-name order, where
+    // V11 sorts before V2).
+    migrations.sort_by_key(|m| m.version());
+    migrations.iter().map(ToString::to_string).collect()
 }
 
 /// A pool of `max_connections` for `database_url`, for tests that query a database directly.

@@ -345,3 +345,86 @@ pub struct AdminChangeFilter {
     pub from: Option<OffsetDateTime>,
     pub to: Option<OffsetDateTime>,
 }
+
+/// Request latencies as a histogram that merges across hours and apps: bucket `b` counts the
+/// latencies up to `100 µs × 1.1^(b+1)` (the last bucket takes everything longer), so a
+/// percentile read from it is the bucket's upper bound: at most 10% above the true value.
+/// Stored sparse, as `{"bucket": count}` (the rollup's `latency` column).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct LatencyHistogram(pub std::collections::BTreeMap<u16, i64>);
+
+impl LatencyHistogram {
+    /// The last bucket: 100 µs × 1.1^201 ≈ 35 min and beyond.
+    pub const MAX_BUCKET: u16 = 200;
+
+    /// The bucket of one latency; the SQL of the rollup computes the same.
+    pub fn bucket(latency_us: i64) -> u16 {
+        let b = ((latency_us.max(1) as f64 / 100.0).ln() / 1.1f64.ln()).floor();
+        b.clamp(0.0, f64::from(Self::MAX_BUCKET)) as u16
+    }
+
+    /// The largest latency bucket `b` holds, in microseconds.
+    pub fn upper_bound_us(b: u16) -> i64 {
+        (100.0 * 1.1f64.powi(i32::from(b) + 1)).round() as i64
+    }
+
+    pub fn record(&mut self, latency_us: i64) {
+        *self.0.entry(Self::bucket(latency_us)).or_default() += 1;
+    }
+
+    pub fn merge(&mut self, other: &Self) {
+        for (b, n) in &other.0 {
+            *self.0.entry(*b).or_default() += n;
+        }
+    }
+
+    pub fn count(&self) -> i64 {
+        self.0.values().sum()
+    }
+
+    /// The `q` quantile (0..=1) as its bucket's upper bound; `None` when empty.
+    pub fn quantile(&self, q: f64) -> Option<i64> {
+        let total = self.count();
+        if total == 0 {
+            return None;
+        }
+        // The rank of the q-th value, 1-based (nearest-rank definition).
+        let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as i64).max(1);
+        let mut seen = 0;
+        for (b, n) in &self.0 {
+            seen += n;
+            if seen >= rank {
+                return Some(Self::upper_bound_us(*b));
+            }
+        }
+        self.0.keys().next_back().map(|b| Self::upper_bound_us(*b))
+    }
+}
+
+/// The start of the UTC hour `t` falls in (the rollup's unit).
+pub fn hour_start(t: OffsetDateTime) -> OffsetDateTime {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    t - time::Duration::seconds(i64::from(t.minute()) * 60 + i64::from(t.second()))
+        - time::Duration::nanoseconds(i64::from(t.nanosecond()))
+}
+
+/// One hour of one app's requests with one outcome (the dashboard's charts).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HourlyTraffic {
+    /// The start of the hour, UTC.
+    #[serde(with = "time::serde::rfc3339")]
+    pub hour: OffsetDateTime,
+    /// The app slug as logged (it may name an app that does not exist).
+    pub app: String,
+    pub outcome: Outcome,
+    pub requests: i64,
+    pub latency: LatencyHistogram,
+}
+
+/// The subjects and source addresses with the most requests over a window, busiest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TopRequesters {
+    pub subjects: Vec<(String, i64)>,
+    pub source_ips: Vec<(String, i64)>,
+}

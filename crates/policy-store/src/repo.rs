@@ -21,6 +21,7 @@ pub trait Store:
     + AdminUserStore
     + AdminPrefsStore
     + IssuanceStore
+    + RollupStore
     + ChangeLogStore
     + Send
     + Sync
@@ -36,6 +37,7 @@ impl<T> Store for T where
         + AdminUserStore
         + AdminPrefsStore
         + IssuanceStore
+        + RollupStore
         + ChangeLogStore
         + Send
         + Sync
@@ -173,6 +175,29 @@ pub trait AdminPrefsStore: Send + Sync {
     /// Sets (or, with `None`, clears) the user's display time zone. The caller checks the
     /// name against its time-zone database; the store only bounds it.
     async fn set_admin_display_timezone(&self, user_id: i64, zone: Option<&str>) -> Result<()>;
+}
+
+/// The dashboard's hourly figures: complete hours from the rollup, the rest live.
+#[async_trait]
+pub trait RollupStore: Send + Sync {
+    /// Requests per (hour, app, outcome) with latency histograms, from the hour of `since` up
+    /// to `now` (the current hour included, as far as it has gone).
+    async fn hourly_traffic(
+        &self,
+        since: time::OffsetDateTime,
+        now: time::OffsetDateTime,
+    ) -> Result<Vec<HourlyTraffic>>;
+    /// The `limit` subjects and source addresses with the most requests from the hour of
+    /// `since` to `now`. Complete hours count only each hour's 50 busiest, so a long tail of
+    /// small ones can be missing: good for spotting a hot client, not for billing.
+    async fn top_requesters(
+        &self,
+        since: time::OffsetDateTime,
+        now: time::OffsetDateTime,
+        limit: i64,
+    ) -> Result<TopRequesters>;
+    /// When the rollup was last refreshed (`None`: never; the figures are then all live).
+    async fn rollup_refreshed_at(&self) -> Result<Option<time::OffsetDateTime>>;
 }
 
 /// The issuance log: group-committed inserts, search, the dashboard's traffic figures.

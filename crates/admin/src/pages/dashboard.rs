@@ -1,14 +1,25 @@
-//! The dashboard: the issuance log of the last hour, day or week, per app.
+//! The dashboard: charts of the last 24 hours, and per-app totals and the busiest subjects
+//! and addresses of the last hour, day or week. Everything comes from the hourly rollup
+//! (complete hours) plus the current hour read live, so the page costs the same at millions
+//! of rows a day.
+
+use std::collections::BTreeMap;
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
-use policy_store::AppTraffic;
+use policy_store::{
+    AppTraffic, HourlyTraffic, LatencyHistogram, Outcome, TopRequesters, hour_start,
+};
 use time::{Duration, OffsetDateTime};
 
 use super::{State, page};
+use crate::charts::{self, Charts};
 use crate::error::AdminError;
 use crate::session::CurrentUser;
 use crate::view::{Layout, Zone, fmt_latency};
+
+/// Rows in each of the busiest-subjects and busiest-addresses tables.
+const TOP: i64 = 10;
 
 /// The windows the dashboard offers: query value, label, length.
 const WINDOWS: [(&str, &str, i64); 3] =
@@ -41,6 +52,47 @@ struct DashboardPage {
     rows: Vec<Row>,
     totals: AppTraffic,
     refused: i64,
+    charts: Charts,
+    top: TopRequesters,
+    /// When the rollup last ran, or why the figures are all live.
+    rollup_note: String,
+}
+
+/// Per-app totals over the window, with the p95 of all its requests (from the merged
+/// histograms: at most 10% above the exact value).
+fn per_app(rows: &[HourlyTraffic], since: OffsetDateTime) -> Vec<AppTraffic> {
+    let mut apps: BTreeMap<&str, (AppTraffic, LatencyHistogram)> = BTreeMap::new();
+    let first = since
+        - Duration::seconds(i64::from(since.minute()) * 60 + i64::from(since.second()))
+        - Duration::nanoseconds(i64::from(since.nanosecond()));
+    for r in rows.iter().filter(|r| r.hour >= first) {
+        let (t, hist) = apps.entry(&r.app).or_insert_with(|| {
+            (
+                AppTraffic {
+                    app: r.app.clone(),
+                    ..AppTraffic::default()
+                },
+                LatencyHistogram::default(),
+            )
+        });
+        t.total += r.requests;
+        *match r.outcome {
+            Outcome::Issued => &mut t.issued,
+            Outcome::Cached => &mut t.cached,
+            Outcome::Denied => &mut t.denied,
+            Outcome::InvalidToken => &mut t.invalid_token,
+            Outcome::BadRequest => &mut t.bad_request,
+            Outcome::RateLimited => &mut t.rate_limited,
+            Outcome::UpstreamError => &mut t.upstream_error,
+        } += r.requests;
+        hist.merge(&r.latency);
+    }
+    apps.into_values()
+        .map(|(mut t, hist)| {
+            t.p95_latency_us = hist.quantile(0.95);
+            t
+        })
+        .collect()
 }
 
 pub async fn show(
@@ -55,11 +107,18 @@ pub async fn show(
         .copied()
         .find(|(v, _, _)| *v == query.window)
         .unwrap_or(WINDOWS[1]);
-    let since = OffsetDateTime::now_utc() - Duration::hours(hours);
-    let (apps, traffic) = (
-        state.store.list_apps().await?,
-        state.store.traffic_since(since).await?,
+    let now = OffsetDateTime::now_utc();
+    // Whole hours: the rollup's unit.
+    let since = hour_start(now - Duration::hours(hours));
+    let chart_since = now - Duration::hours(charts::HOURS - 1);
+    let store = &state.store;
+    let hourly = store.hourly_traffic(since.min(chart_since), now).await?;
+    let (apps, top, refreshed) = (
+        store.list_apps().await?,
+        store.top_requesters(since, now, TOP).await?,
+        store.rollup_refreshed_at().await?,
     );
+    let traffic = per_app(&hourly, since);
     let mut rows: Vec<Row> = apps
         .iter()
         .map(|a| {
@@ -123,5 +182,15 @@ pub async fn show(
         rows,
         totals,
         refused,
+        charts: Charts::build(&hourly, now, &zone),
+        top,
+        rollup_note: match refreshed {
+            Some(at) => format!(
+                "Complete hours come from the hourly rollup (last refreshed {}), the current hour live from the log.",
+                zone.fmt(at)
+            ),
+            None => "The hourly rollup has not run yet: every figure is read live from the log."
+                .to_owned(),
+        },
     })
 }

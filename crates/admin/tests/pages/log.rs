@@ -252,3 +252,74 @@ async fn csv_export_quotes_every_cell_and_defuses_formulas() {
         "a `;` never ends a cell"
     );
 }
+
+/// The dashboard's charts and busiest lists: complete hours from the rollup, the current hour
+/// live, windows longer than a day from the rollup too.
+#[tokio::test]
+async fn dashboard_charts_come_from_the_rollup_and_the_live_hour() {
+    let t = TestAdmin::start().await;
+    let now = OffsetDateTime::now_utc();
+    let hour = policy_store::hour_start(now);
+    let at = |h: i64, outcome, subject: &str, ip: &str, n: usize, latency_us| {
+        (0..n)
+            .map(|i| IssuanceRecord {
+                outcome,
+                subject: Some(subject.into()),
+                source_ip: Some(ip.into()),
+                latency_us,
+                request_id: format!("req-{h}-{subject}-{i}"),
+                // record(0, t) logs at t itself: inside the hour, never after now.
+                ..record(
+                    0,
+                    (hour - Duration::hours(h) + Duration::seconds(i as i64)).min(now),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut rows = at(2, Outcome::Issued, "alice", "203.0.113.7", 5, 40_000);
+    rows.extend(at(1, Outcome::Cached, "alice", "203.0.113.7", 3, 300));
+    rows.extend(at(0, Outcome::Denied, "mallory", "198.51.100.66", 2, 200));
+    for r in &mut rows {
+        r.http_status = if r.outcome == Outcome::Denied {
+            403
+        } else {
+            200
+        };
+    }
+    // Three days ago: in the 7-day window only.
+    rows.extend(at(72, Outcome::Issued, "carol", "192.0.2.1", 4, 30_000));
+    t.store.insert_issuance_batch(&rows).await.unwrap();
+    t.store.refresh_rollup(now).await.unwrap();
+
+    let auditor = t.auditor().await;
+    let page = auditor.get("/").await;
+    assert_eq!(page.status, 200);
+    let body = &page.body;
+    // Requests stacked by outcome, one segment per (hour, outcome).
+    assert_eq!(
+        body.matches("<rect class=\"c-issued\"").count(),
+        1,
+        "{body}"
+    );
+    assert_eq!(body.matches("<rect class=\"c-cached\"").count(), 1);
+    assert_eq!(body.matches("<rect class=\"c-denied\"").count(), 1);
+    assert!(body.contains(": 5 issued</title>"));
+    assert!(body.contains("aria-label=\"10 credential requests in the last 24 hours"));
+    // Issuance latency: one hour of misses, a dot at p50 and p95 (40 ms, within 10% above).
+    assert_eq!(body.matches("<circle class=\"dot l-p50\"").count(), 1);
+    assert!(body.contains("the highest p95 is 4"), "{body}");
+    // Hit ratio: 3 of 8 credentials from the cache.
+    assert!(body.contains("38% over 24 hours"));
+    // The busiest lists link to the log, the live hour included.
+    assert!(body.contains("href=\"/log?subject=alice\""));
+    assert!(body.contains("href=\"/log?subject=mallory\""));
+    assert!(body.contains("href=\"/log?ip=198.51.100.66\""));
+    assert!(!body.contains("carol"), "outside 24 h");
+    assert!(body.contains("last refreshed"));
+
+    // Seven days: carol's hour comes from the rollup; the charts still cover 24 hours.
+    let week = auditor.get("/?window=7d").await.body;
+    assert!(week.contains("href=\"/log?subject=carol\""));
+    assert_eq!(week.matches("<rect class=\"c-issued\"").count(), 1);
+    assert!(week.contains(">14<"), "14 requests in the totals");
+}

@@ -26,6 +26,7 @@ mod feed;
 mod issuance;
 mod issuance_filter;
 mod retention;
+mod rollup;
 mod subjects;
 mod templates;
 
@@ -35,6 +36,7 @@ pub use retention::{
     ArchiveFiles, DroppedPartition, MonthlyPartition, RETENTION_LOCK_KEY, RetentionError,
     RetentionPolicy, RetentionReport,
 };
+pub use rollup::RollupRefresh;
 
 /// The `LISTEN/NOTIFY` channel for admin changes. The payload is the app id, or `admin`
 /// for admin-user changes.

@@ -13,6 +13,7 @@ mod issuance;
 mod log_search;
 mod migrations;
 mod retention;
+mod rollup;
 mod subjects;
 mod templates;
 
