@@ -1,4 +1,5 @@
-//! The dashboard: the issuance log of the last hour, day or week, per app.
+//! The dashboard: the issuance log of the last hour, day or week, per app, and the cluster's
+//! replicas.
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
@@ -18,6 +19,18 @@ const WINDOWS: [(&str, &str, i64); 3] =
 pub struct DashboardQuery {
     #[serde(default)]
     window: String,
+}
+
+/// A replica as the dashboard lists it.
+pub struct Member {
+    pub host: String,
+    pub public_addr: String,
+    pub admin_addr: String,
+    pub version: String,
+    pub started: String,
+    /// Seconds since its last heartbeat, one decimal.
+    pub beat_age: String,
+    pub live: bool,
 }
 
 pub struct Row {
@@ -41,6 +54,8 @@ struct DashboardPage {
     rows: Vec<Row>,
     totals: AppTraffic,
     refused: i64,
+    members: Vec<Member>,
+    live_members: usize,
 }
 
 pub async fn show(
@@ -56,10 +71,27 @@ pub async fn show(
         .find(|(v, _, _)| *v == query.window)
         .unwrap_or(WINDOWS[1]);
     let since = OffsetDateTime::now_utc() - Duration::hours(hours);
-    let (apps, traffic) = (
+    let (apps, traffic, cluster) = (
         state.store.list_apps().await?,
         state.store.traffic_since(since).await?,
+        state
+            .store
+            .cluster_members(state.config.member_live_within)
+            .await?,
     );
+    let members: Vec<Member> = cluster
+        .iter()
+        .map(|m| Member {
+            host: m.host.clone(),
+            public_addr: m.public_addr.clone(),
+            admin_addr: m.admin_addr.clone(),
+            version: m.version.clone(),
+            started: zone.fmt(m.started_at),
+            beat_age: format!("{:.1} s", m.beat_age_ms.max(0) as f64 / 1000.0),
+            live: m.live,
+        })
+        .collect();
+    let live_members = members.iter().filter(|m| m.live).count();
     let mut rows: Vec<Row> = apps
         .iter()
         .map(|a| {
@@ -123,5 +155,7 @@ pub async fn show(
         rows,
         totals,
         refused,
+        members,
+        live_members,
     })
 }

@@ -13,7 +13,8 @@ async fn migrations_apply_once_and_are_idempotent() {
             "V1__init",
             "V2__admin",
             "V4__admin_ux",
-            "V5__sign_in_admission"
+            "V5__sign_in_admission",
+            "V7__cluster"
         ]
     );
 
@@ -31,9 +32,12 @@ async fn migrations_apply_once_and_are_idempotent() {
         "app_auth",
         "apps",
         "blocked_subjects",
+        "cluster_members",
         "issuance_log_default",
         "policy_templates",
         "refinery_schema_history",
+        "shared_credentials",
+        "sts_budget",
     ] {
         assert!(tables.contains(&t.to_owned()), "missing {t}: {tables:?}");
     }
@@ -84,7 +88,8 @@ async fn concurrent_runs_are_serialised_by_the_advisory_lock() {
             "V1__init",
             "V2__admin",
             "V4__admin_ux",
-            "V5__sign_in_admission"
+            "V5__sign_in_admission",
+            "V7__cluster"
         ]
     );
 
