@@ -9,6 +9,9 @@ mod credential_cache;
 mod deadlines;
 mod dev_security;
 mod failures;
+// Shared with tests/cluster, which uses the rest of it.
+#[allow(dead_code)]
+mod process;
 mod security;
 mod support;
 mod vending;
