@@ -11,4 +11,5 @@ mod support;
 
 mod budget;
 mod harness;
+mod rolling;
 mod shared;
