@@ -56,6 +56,20 @@ async fn one_sts_call_for_fifty_requests_and_kill_switches_reach_every_replica()
     // Block alice on replica 0's admin listener: the others refuse her within 1 s, and her
     // shared credential is gone.
     let mut admin = cluster.admin(0).await;
+    // The dashboard lists the replicas.
+    let (status, dashboard) = admin.get("/").await;
+    assert_eq!(status, 200);
+    assert!(
+        dashboard.contains("3 live"),
+        "the dashboard does not count 3 live replicas"
+    );
+    for replica in cluster.replicas.iter().flatten() {
+        assert!(
+            dashboard.contains(&replica.public),
+            "{} is not listed",
+            replica.public
+        );
+    }
     let blocks = format!("/apps/{APP}/blocks");
     let (status, _) = admin
         .submit(
