@@ -92,6 +92,29 @@ impl Default for AdminSettings {
     }
 }
 
+/// Cluster mode (DESIGN §8, README "Several replicas").
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSettings {
+    /// How often each replica beats its membership row; three missed beats and it is out.
+    pub heartbeat_ms: u64,
+    /// On a local cache miss, look in the credentials the replicas share before calling STS.
+    pub shared_credentials: bool,
+    /// How long one replica's claim on a mint holds, and so how long the others wait for its
+    /// credential before they mint themselves.
+    pub claim_timeout_ms: u64,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        Self {
+            heartbeat_ms: 1000,
+            shared_credentials: true,
+            claim_timeout_ms: 5000,
+        }
+    }
+}
+
 /// Everything `serve` needs. Secrets are `SecretString` and never printed.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -132,6 +155,8 @@ pub struct Settings {
     pub cache: CacheSettings,
     #[serde(default)]
     pub admin: AdminSettings,
+    #[serde(default)]
+    pub cluster: ClusterSettings,
 }
 
 impl Default for Settings {
@@ -173,12 +198,13 @@ impl Default for Settings {
                 jwks_refresh_cooldown_secs: 30,
             },
             admin: AdminSettings::default(),
+            cluster: ClusterSettings::default(),
         }
     }
 }
 
 /// Top-level keys, for spotting misspelt `STSGATE_*` variables.
-const KNOWN_KEYS: [&str; 20] = [
+const KNOWN_KEYS: [&str; 21] = [
     "DATABASE_URL",
     "DATABASE_URL_FILE",
     "DATABASE_MAX_CONNECTIONS",
@@ -199,6 +225,7 @@ const KNOWN_KEYS: [&str; 20] = [
     "AUDIT",
     "CACHE",
     "ADMIN",
+    "CLUSTER",
 ];
 
 impl Settings {
@@ -348,6 +375,11 @@ impl Settings {
             },
             shutdown_timeout: self.shutdown_timeout_secs,
             database_timeout: self.database_timeout(),
+            cluster: gateway::cluster::ClusterConfig {
+                heartbeat: Duration::from_millis(self.cluster.heartbeat_ms.max(100)),
+                shared_credentials: self.cluster.shared_credentials,
+                claim_timeout: Duration::from_millis(self.cluster.claim_timeout_ms.max(100)),
+            },
         }
     }
 }

@@ -152,9 +152,15 @@ pub async fn start(settings: &Settings, store: PgStore) -> anyhow::Result<Runnin
         settings.retention_policy(),
         stop.clone(),
     )));
+    tasks.push(gateway.join_cluster(
+        public_addr.to_string(),
+        admin_addr.to_string(),
+        stop.clone(),
+    ));
 
     let public_server = gateway.serve(public)?;
     let mut admin_config = settings.admin_config();
+    admin_config.member_live_within = gateway.membership.live_within();
     // The integration card's credential URL: known when the API listens on one address.
     if admin_config.public_url.is_none() && public_addr.ip().is_loopback() {
         admin_config.public_url = Some(format!("http://{public_addr}"));

@@ -6,6 +6,8 @@
                                      settings (HS256) and a policy template, as a browser would
   stack.py credential API_URL        get a credential with a JWT signed here and check its shape
                                      (and, with --emulator, that the emulator issued it)
+  stack.py cluster URL... --emulator E  every replica counts them all as live members, and 30
+                                     identical requests spread over them make one STS call
 
 Secrets come from the environment, never from arguments: STSGATE_TEST_ADMIN_PASSWORD (seed) and
 STSGATE_TEST_HS_SECRET (seed, credential). Exits non-zero with one line saying what was wrong.
@@ -14,6 +16,7 @@ STSGATE_TEST_HS_SECRET (seed, credential). Exits non-zero with one line saying w
 
 import argparse
 import base64
+import concurrent.futures
 import hashlib
 import hmac
 import json
@@ -274,6 +277,47 @@ def credential(api_url, subject, emulator_url):
     print(f"credential for {subject} via {api_url}: {creds['tmpSecretId'][:8]}…, expires {c['expiration']}")
 
 
+# ---- cluster: the replicas behave as one gateway
+
+
+def members(api_url):
+    r = requests.get(f"{api_url}/metrics", timeout=TIMEOUT)
+    check(r.status_code == 200, f"{api_url}/metrics: HTTP {r.status_code}")
+    for line in r.text.splitlines():
+        if line.startswith("stsgate_cluster_members "):
+            return int(line.split()[1])
+    raise Failed(f"{api_url}/metrics has no stsgate_cluster_members")
+
+
+def cluster(api_urls, emulator_url):
+    deadline = time.monotonic() + 15
+    for url in api_urls:
+        while members(url) != len(api_urls):
+            check(time.monotonic() < deadline, f"{url} counts {members(url)} live members, not {len(api_urls)}")
+            time.sleep(0.2)
+    print(f"each of the {len(api_urls)} replicas counts {len(api_urls)} live members")
+
+    secret = env_secret("STSGATE_TEST_HS_SECRET")
+    now = int(time.time())
+    token = jwt_hs256({"iss": ISSUER, "aud": AUDIENCE, "sub": f"shared-{now}", "iat": now, "exp": now + 300}, secret)
+    since_ms = int(time.time() * 1000)
+
+    def get(i):
+        url = f"{api_urls[i % len(api_urls)]}/v1/apps/{APP}/credentials"
+        r = requests.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=TIMEOUT)
+        check(r.status_code == 200, f"GET {url}: HTTP {r.status_code}: {r.text[:200]}")
+        return r.json()["credentials"]["tmpSecretId"]
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=30) as pool:
+        ids = set(pool.map(get, range(30)))
+    check(len(ids) == 1, f"30 identical requests got {len(ids)} different credentials")
+    r = requests.get(f"{emulator_url}/_emulator/calls", params={"since_ms": since_ms}, timeout=TIMEOUT)
+    check(r.status_code == 200, f"emulator calls: HTTP {r.status_code}")
+    calls = [c for c in r.json().get("calls", []) if c.get("secret_id") == EMULATOR_SECRET_ID]
+    check(len(calls) == 1, f"30 identical requests over {len(api_urls)} replicas made {len(calls)} STS calls, not 1")
+    print(f"30 identical requests over {len(api_urls)} replicas: one credential, one STS call")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
@@ -287,12 +331,17 @@ def main():
     c.add_argument("api_url")
     c.add_argument("--subject", required=True)
     c.add_argument("--emulator")
+    k = sub.add_parser("cluster")
+    k.add_argument("api_urls", nargs="+")
+    k.add_argument("--emulator", required=True)
     a = p.parse_args()
     try:
         if a.command == "ready":
             wait_ready(a.url, a.timeout)
         elif a.command == "seed":
             seed(a.admin_url, a.sts_endpoint)
+        elif a.command == "cluster":
+            cluster(a.api_urls, a.emulator)
         else:
             credential(a.api_url, a.subject, a.emulator)
     except (Failed, requests.RequestException, ValueError) as e:

@@ -2,88 +2,16 @@
 //! crate's TokenTester is the gateway's own verifier: signatures are really checked, nothing
 //! is issued or logged. And a refused token's issuance row says which aud/iss/alg/kid arrived.
 
-use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use policy_store::testing::{fresh_database, test_cipher};
 use policy_store::{AdminUserStore, PgStore, Role};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
+use crate::process::{AdminBrowser, ServeProcess, csrf};
 use crate::support::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_stsgate");
 const PASSWORD: &str = "admin-password-0123";
-
-/// A minimal browser: keeps cookies, finds CSRF tokens.
-struct Admin {
-    base: String,
-    http: reqwest::Client,
-    cookies: BTreeMap<String, String>,
-}
-
-impl Admin {
-    async fn send(&mut self, req: reqwest::RequestBuilder) -> (u16, String) {
-        let cookie = self
-            .cookies
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join("; ");
-        let res = req
-            .header("cookie", cookie)
-            .header("sec-fetch-site", "same-origin")
-            .send()
-            .await
-            .unwrap();
-        for sc in res.headers().get_all("set-cookie") {
-            let sc = sc.to_str().unwrap();
-            let pair = sc.split(';').next().unwrap();
-            let (k, v) = pair.split_once('=').unwrap();
-            self.cookies.insert(k.to_owned(), v.to_owned());
-        }
-        (res.status().as_u16(), res.text().await.unwrap())
-    }
-
-    async fn get(&mut self, path: &str) -> (u16, String) {
-        let req = self.http.get(format!("{}{path}", self.base));
-        self.send(req).await
-    }
-
-    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> (u16, String) {
-        let req = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(
-                form.iter()
-                    .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
-                    .collect::<Vec<_>>()
-                    .join("&"),
-            );
-        self.send(req).await
-    }
-}
-
-/// `application/x-www-form-urlencoded` for one key or value.
-fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-fn csrf(page: &str) -> String {
-    let marker = "name=\"csrf\" value=\"";
-    let start = page.find(marker).expect("a CSRF token") + marker.len();
-    page[start..start + page[start..].find('"').unwrap()].to_owned()
-}
 
 fn hs_token(claims: Value, secret: &str) -> String {
     jsonwebtoken::encode(
@@ -128,66 +56,10 @@ async fn token_tests_verify_signatures_and_refused_rows_say_what_arrived() {
         .await
         .unwrap();
     let emu = emulator();
-    let key = {
-        use base64::Engine;
-        format!(
-            "test:{}",
-            base64::engine::general_purpose::STANDARD.encode([0x42u8; 32])
-        )
-    };
-    let mut child = Command::new(BIN)
-        .arg("serve")
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("DATABASE_URL", &db.url)
-        .env("STSGATE_MASTER_KEY", key)
-        .env("STSGATE_PUBLIC_LISTEN", "127.0.0.1:0")
-        .env("STSGATE_ADMIN_LISTEN", "127.0.0.1:0")
-        .env("STSGATE_STS__ENDPOINT", format!("{}/", emu.url()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let (public, admin_addr) = loop {
-        let mut line = String::new();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "stsgate exited early"
-        );
-        if let Ok(v) = serde_json::from_str::<Value>(&line)
-            && v["message"] == "stsgate serving"
-        {
-            break (
-                v["public"].as_str().unwrap().to_owned(),
-                v["admin"].as_str().unwrap().to_owned(),
-            );
-        }
-    };
-    std::thread::spawn(move || for _ in stderr.lines() {});
-
-    let mut admin = Admin {
-        base: format!("http://{admin_addr}"),
-        http: reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap(),
-        cookies: BTreeMap::new(),
-    };
-    let (_, login) = admin.get("/login").await;
-    let token = csrf(&login);
-    let (status, _) = admin
-        .post(
-            "/login",
-            &[
-                ("csrf", &token),
-                ("username", "root"),
-                ("password", PASSWORD),
-                ("next", "/"),
-            ],
-        )
-        .await;
-    assert_eq!(status, 303);
+    let mut serve = ServeProcess::start(&db.url, &emu.url(), &[]);
+    let public = serve.public.clone();
+    let mut admin = AdminBrowser::new(serve.admin_url());
+    admin.sign_in("root", PASSWORD).await;
 
     let test = |app: &'static str| format!("/apps/{app}/jwt/test");
     let (_, page) = admin.get(&format!("/apps/{RSA_APP}/jwt")).await;
@@ -286,9 +158,5 @@ async fn token_tests_verify_signatures_and_refused_rows_say_what_arrived() {
     );
     assert!(!error_code.contains(elsewhere.split('.').nth(2).unwrap()));
 
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    child.wait().unwrap();
+    assert!(serve.terminate());
 }

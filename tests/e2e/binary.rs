@@ -9,9 +9,8 @@ use policy_store::{AdminUserStore, AppStore, PgStore};
 use serde_json::Value;
 use sts_emulator::Faults;
 
+use crate::process::{BIN, master_key_b64};
 use crate::support::*;
-
-const BIN: &str = env!("CARGO_BIN_EXE_stsgate");
 
 /// Kills a child process by pid when a test fails before it could stop it cleanly.
 struct KillOnDrop(u32);
@@ -24,15 +23,6 @@ impl Drop for KillOnDrop {
                 .status();
         }
     }
-}
-
-fn master_key_b64() -> String {
-    // The same key as `test_cipher()`, so rows seeded here decrypt in the binary.
-    use base64::Engine;
-    format!(
-        "test:{}",
-        base64::engine::general_purpose::STANDARD.encode([0x42u8; 32])
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,6 +10,9 @@ mod deadlines;
 mod deploy;
 mod dev_security;
 mod failures;
+// Shared with tests/cluster, which uses the rest of it.
+#[allow(dead_code)]
+mod process;
 mod security;
 mod support;
 mod vending;

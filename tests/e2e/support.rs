@@ -90,6 +90,21 @@ pub struct TestApp {
     _db: TestDatabase,
 }
 
+/// An HS256 token for the `photos` app with `iss`, `aud`, `iat`, `exp` filled in unless
+/// given.
+pub fn hs256_token(extra: Value) -> String {
+    let mut claims = json!({"iss": ISSUER, "aud": AUDIENCE, "iat": now(), "exp": now() + 600});
+    for (k, v) in extra.as_object().unwrap() {
+        claims[k] = v.clone();
+    }
+    jsonwebtoken::encode(
+        &Header::default(),
+        &claims,
+        &EncodingKey::from_secret(HS_SECRET.as_bytes()).unwrap(),
+    )
+    .unwrap()
+}
+
 pub fn emulator() -> EmulatorHandle {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
@@ -236,16 +251,7 @@ impl TestApp {
 
     /// An HS256 token with `iss`, `aud`, `iat`, `exp` filled in unless given.
     pub fn token_with(&self, extra: Value) -> String {
-        let mut claims = json!({"iss": ISSUER, "aud": AUDIENCE, "iat": now(), "exp": now() + 600});
-        for (k, v) in extra.as_object().unwrap() {
-            claims[k] = v.clone();
-        }
-        jsonwebtoken::encode(
-            &Header::default(),
-            &claims,
-            &EncodingKey::from_secret(HS_SECRET.as_bytes()).unwrap(),
-        )
-        .unwrap()
+        hs256_token(extra)
     }
 
     /// `GET {url}{path}`, with a bearer token when given.

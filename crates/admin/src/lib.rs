@@ -59,6 +59,9 @@ pub struct AdminConfig {
     /// The gateway's public base URL (`https://sts.example.com`), for the integration card
     /// on each app's page. `None`: the card shows a placeholder host.
     pub public_url: Option<String>,
+    /// How old a replica's last heartbeat may be for the dashboard to list it as live
+    /// (three heartbeats).
+    pub member_live_within: Duration,
 }
 
 impl Default for AdminConfig {
@@ -72,6 +75,7 @@ impl Default for AdminConfig {
             sign_in_per_minute: 120,
             trust_forwarded_for: false,
             public_url: None,
+            member_live_within: Duration::from_secs(3),
         }
     }
 }

@@ -32,6 +32,8 @@ pub struct CachedCredential {
     /// When STS's answer arrived (monotonic): tells a credential minted for a request that was
     /// already waiting from one that was in the cache before it.
     pub minted: Instant,
+    /// Minted by another replica and taken from the shared table (served as a cache hit).
+    pub from_peer: bool,
 }
 
 impl CachedCredential {
@@ -123,6 +125,7 @@ mod tests {
             start_time: unix_now(),
             reuse_until: unix_now() + reuse_for,
             minted: Instant::now(),
+            from_peer: false,
         })
     }
 

@@ -65,6 +65,10 @@ pub struct Metrics {
     audit_batches: AtomicU64,
     audit_rows: AtomicU64,
     audit_failures: AtomicU64,
+    /// Live replicas, this one included (membership).
+    cluster_members: AtomicU64,
+    /// Local misses answered through the shared credential table, by result.
+    shared_credentials: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 /// Prometheus label values escape `\`, `"` and newlines.
@@ -107,6 +111,22 @@ impl Metrics {
         if !ok {
             self.audit_failures.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    pub fn set_cluster_members(&self, live: u64) {
+        self.cluster_members.store(live, Ordering::Relaxed);
+    }
+
+    /// `result` of a local miss in the shared credential table: `hit` (another replica's
+    /// credential), `waited` (after waiting for another replica's mint), `minted` (this
+    /// replica claimed the mint), `gave_up` (waited out another's claim) or `error`.
+    pub fn shared_credential(&self, result: &'static str) {
+        *self
+            .shared_credentials
+            .lock()
+            .unwrap()
+            .entry(result)
+            .or_default() += 1;
     }
 
     pub fn render(&self, cache_entries: u64) -> String {
@@ -174,6 +194,19 @@ impl Metrics {
             "# HELP stsgate_audit_failures_total Issuance-log batches that failed to commit.\n# TYPE stsgate_audit_failures_total counter\nstsgate_audit_failures_total {}",
             self.audit_failures.load(Ordering::Relaxed)
         );
+        let _ = writeln!(
+            out,
+            "# HELP stsgate_cluster_members Live replicas in the cluster, this one included.\n# TYPE stsgate_cluster_members gauge\nstsgate_cluster_members {}",
+            self.cluster_members.load(Ordering::Relaxed)
+        );
+        out.push_str("# HELP stsgate_shared_credentials_total Local cache misses looked up in the cluster's shared credential table, by result.\n");
+        out.push_str("# TYPE stsgate_shared_credentials_total counter\n");
+        for (result, n) in self.shared_credentials.lock().unwrap().iter() {
+            let _ = writeln!(
+                out,
+                "stsgate_shared_credentials_total{{result=\"{result}\"}} {n}"
+            );
+        }
         out
     }
 }

@@ -1,4 +1,5 @@
-//! Token-bucket rate limits, per subject and per app. Per replica (DESIGN §8).
+//! Token-bucket rate limits. The buckets are per replica; in a cluster each replica enforces
+//! its share of a limit, the limit divided by the live replicas (DESIGN §8).
 
 use std::hash::Hash;
 use std::sync::{Arc, Mutex};
@@ -61,9 +62,32 @@ impl<K: Hash + Eq + Send + Sync + Clone + 'static> RateLimiter<K> {
     }
 }
 
+/// A replica's share of a cluster-wide `limit` among `live` replicas: rounded up, so the
+/// cluster as a whole allows at most `limit + live - 1`; 0 (unlimited) stays 0.
+pub fn replica_share(limit: u32, live: u32) -> u32 {
+    if limit == 0 {
+        return 0;
+    }
+    limit.div_ceil(live.max(1)).max(1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_replica_enforces_its_share() {
+        assert_eq!(replica_share(60, 1), 60);
+        assert_eq!(replica_share(60, 3), 20);
+        assert_eq!(replica_share(10, 3), 4);
+        assert_eq!(
+            replica_share(2, 3),
+            1,
+            "never 0, which would mean unlimited"
+        );
+        assert_eq!(replica_share(0, 3), 0);
+        assert_eq!(replica_share(5, 0), 5);
+    }
 
     #[test]
     fn allows_a_burst_then_refuses_then_refills() {

@@ -13,11 +13,12 @@ use time::OffsetDateTime;
 use crate::apps::{AppResolver, ResolveError, ResolvedApp};
 use crate::audit::AuditWriter;
 use crate::clock::unix_now;
+use crate::cluster::{Budget, Membership, SharedCredentials};
 use crate::credcache::{CacheKey, CachedCredential, CredentialCache, evict_if_same, new_cache};
 use crate::error::ApiError;
 use crate::jwt::{JwtError, JwtVerifier, Observed};
 use crate::metrics::Metrics;
-use crate::ratelimit::RateLimiter;
+use crate::ratelimit::{RateLimiter, replica_share};
 
 /// A credential request, as the HTTP layer parsed it.
 #[derive(Debug, Clone, Default)]
@@ -51,7 +52,10 @@ pub struct Service {
     pub metrics: Arc<Metrics>,
     cache: CredentialCache,
     subject_limits: RateLimiter<(i64, String)>,
-    app_limits: RateLimiter<i64>,
+    /// Cluster mode (DESIGN §8): the live count, the shared STS budget and credentials.
+    membership: Arc<Membership>,
+    budget: Budget,
+    shared: SharedCredentials,
     /// Each request's budget for its database work (see [`crate::GatewayConfig`]).
     database_timeout: Duration,
 }
@@ -101,6 +105,7 @@ fn sts_error(e: &StsError) -> ApiError {
 }
 
 impl Service {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         apps: Arc<AppResolver>,
         jwt: JwtVerifier,
@@ -108,6 +113,9 @@ impl Service {
         metrics: Arc<Metrics>,
         cache_entries: u64,
         database_timeout: Duration,
+        membership: Arc<Membership>,
+        budget: Budget,
+        shared: SharedCredentials,
     ) -> Self {
         Self {
             apps,
@@ -116,7 +124,9 @@ impl Service {
             metrics,
             cache: new_cache(cache_entries),
             subject_limits: RateLimiter::new(1_000_000, Duration::from_secs(600)),
-            app_limits: RateLimiter::new(100_000, Duration::from_secs(600)),
+            membership,
+            budget,
+            shared,
             database_timeout,
         }
     }
@@ -315,7 +325,11 @@ impl Service {
 
         // Only a request that would get a credential takes a token: one refused above (a bad
         // duration or prefix, a subject the template cannot take) does not eat the quota.
-        let per_minute = u32::try_from(app.app.rate_subject_per_minute).unwrap_or(0);
+        // Each replica allows its share of the limit (cluster-wide, approximately).
+        let per_minute = replica_share(
+            u32::try_from(app.app.rate_subject_per_minute).unwrap_or(0),
+            self.membership.live(),
+        );
         self.subject_limits
             .check(
                 &(app.app.id, subject.clone()),
@@ -338,14 +352,13 @@ impl Service {
             policy_hash: policy.policy_hash.clone(),
             duration,
         };
+        // A local miss looks in the cluster's shared table before it calls STS.
         let lookup = || {
-            self.cache.entry_by_ref(&key).or_try_insert_with(self.mint(
-                &app,
-                &policy.policy,
-                &subject,
-                duration,
-                min_remaining,
-            ))
+            self.cache
+                .entry_by_ref(&key)
+                .or_try_insert_with(self.shared.get_or_mint(&key, self.database_timeout, || {
+                    self.mint(&app, &policy.policy, &subject, duration, min_remaining)
+                }))
         };
 
         let looked_up = Instant::now();
@@ -363,7 +376,7 @@ impl Service {
             bucket: app.app.bucket.clone(),
             region: app.app.region.clone(),
             prefix: policy.prefix.clone(),
-            cached: !entry.is_fresh(),
+            cached: !entry.is_fresh() || entry.value().from_peer,
         })
     }
 
@@ -376,8 +389,14 @@ impl Service {
         min_remaining: u64,
     ) -> Result<Arc<CachedCredential>, ApiError> {
         let per_second = u32::try_from(app.app.rate_app_per_second).unwrap_or(0);
-        self.app_limits
-            .check(&app.app.id, per_second, Duration::from_secs(1))
+        self.budget
+            .take(
+                app.app.id,
+                per_second,
+                self.membership.live(),
+                self.database_timeout,
+            )
+            .await
             .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
         let start_time = unix_now();
         let started = Instant::now();
@@ -438,6 +457,7 @@ impl Service {
             start_time,
             reuse_until,
             minted: Instant::now(),
+            from_peer: false,
         }))
     }
 }

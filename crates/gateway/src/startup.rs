@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::apps::AppResolver;
 use crate::audit::{AuditConfig, AuditWriter};
+use crate::cluster::{Budget, ClusterConfig, Membership, SharedCredentials};
 use crate::http::{PublicState, access_log, configure};
 use crate::jwt::{JwksConfig, JwtVerifier};
 use crate::metrics::Metrics;
@@ -36,6 +37,8 @@ pub struct GatewayConfig {
     /// Each request's budget for its database work (waiting for a pool connection and every
     /// query of an app load share it), and `/readyz`'s bound: past it the answer is 503.
     pub database_timeout: Duration,
+    /// Cluster mode: membership, the shared STS budget and credentials (DESIGN §8).
+    pub cluster: ClusterConfig,
 }
 
 impl Default for GatewayConfig {
@@ -49,6 +52,7 @@ impl Default for GatewayConfig {
             audit: AuditConfig::default(),
             shutdown_timeout: 30,
             database_timeout: Duration::from_secs(3),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -58,6 +62,8 @@ pub struct Gateway {
     pub service: Arc<Service>,
     pub apps: Arc<AppResolver>,
     pub metrics: Arc<Metrics>,
+    /// This replica's membership of the cluster (run it with [`Gateway::join_cluster`]).
+    pub membership: Arc<Membership>,
     store: Arc<dyn Store>,
     config: GatewayConfig,
     writers: Vec<JoinHandle<()>>,
@@ -75,6 +81,18 @@ impl Gateway {
         ));
         let (audit, writers) =
             AuditWriter::spawn(store.clone(), metrics.clone(), config.audit.clone());
+        let membership = Arc::new(Membership::new(
+            store.clone(),
+            metrics.clone(),
+            config.cluster.heartbeat,
+        ));
+        let shared = SharedCredentials::new(
+            store.clone(),
+            metrics.clone(),
+            membership.id(),
+            config.cluster.shared_credentials,
+            config.cluster.claim_timeout,
+        );
         let service = Arc::new(Service::new(
             apps.clone(),
             JwtVerifier::new(config.jwks.clone()),
@@ -82,11 +100,15 @@ impl Gateway {
             metrics.clone(),
             config.credential_cache_entries,
             config.database_timeout,
+            membership.clone(),
+            Budget::new(store.clone()),
+            shared,
         ));
         Self {
             service,
             apps,
             metrics,
+            membership,
             store,
             config,
             writers,
@@ -114,6 +136,17 @@ impl Gateway {
         .shutdown_timeout(self.config.shutdown_timeout)
         .listen(listener)?
         .run())
+    }
+
+    /// Beats this replica's membership row until `stop` is cancelled, then leaves the
+    /// cluster. The addresses are what the admin dashboard lists for it.
+    pub fn join_cluster(
+        &self,
+        public_addr: String,
+        admin_addr: String,
+        stop: CancellationToken,
+    ) -> JoinHandle<()> {
+        tokio::spawn(self.membership.clone().run(public_addr, admin_addr, stop))
     }
 
     /// Drops the gateway's handles and waits for the audit writers to flush what is queued.

@@ -27,8 +27,8 @@ pub use pg::{
     RetentionReport, RollupRefresh, mask_secret_id,
 };
 pub use repo::{
-    AdminPrefsStore, AdminUserStore, AppStore, ChangeLogStore, FieldError, HealthStore,
-    IssuanceStore, RollupStore, Store, StoreError, SubjectStore, TemplateStore,
+    AdminPrefsStore, AdminUserStore, AppStore, ChangeLogStore, ClusterStore, FieldError,
+    HealthStore, IssuanceStore, RollupStore, Store, StoreError, SubjectStore, TemplateStore,
 };
 pub use template::{
     NarrowError, Reach, RenderContext, RenderError, RenderedPolicy, Shared, TemplateDocument,

@@ -428,3 +428,78 @@ pub struct TopRequesters {
     pub subjects: Vec<(String, i64)>,
     pub source_ips: Vec<(String, i64)>,
 }
+
+// -------------------------------------------------------------------------------------------
+// Cluster mode (DESIGN §8): membership, the shared STS budget, shared credentials
+
+/// What a replica says about itself in its heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberInfo {
+    pub id: uuid::Uuid,
+    /// The host name (a container or pod name) the replica runs on.
+    pub host: String,
+    pub public_addr: String,
+    pub admin_addr: String,
+    /// stsgate's version.
+    pub version: String,
+}
+
+/// A replica as the membership table knows it.
+#[derive(Debug, Clone)]
+pub struct ClusterMember {
+    pub id: uuid::Uuid,
+    pub host: String,
+    pub public_addr: String,
+    pub admin_addr: String,
+    pub version: String,
+    pub started_at: OffsetDateTime,
+    pub last_beat: OffsetDateTime,
+    /// Milliseconds since its last beat, on the database's clock.
+    pub beat_age_ms: i64,
+    /// Beat within the liveness window (three beats).
+    pub live: bool,
+}
+
+/// One token of an app's cluster-wide STS budget, or how long until one is free.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum BudgetGrant {
+    Granted,
+    /// Refused: a token is free again after this long.
+    RetryAfter(std::time::Duration),
+}
+
+/// A credential in the shared table, decrypted.
+#[derive(Debug, Clone)]
+pub struct SharedCredential {
+    pub tmp_secret_id: String,
+    pub tmp_secret_key: SecretString,
+    pub session_token: SecretString,
+    /// Unix seconds.
+    pub expired_time: i64,
+    pub expiration: String,
+    pub request_id: String,
+    /// When it was minted (Unix seconds, the minting replica's clock).
+    pub start_time: i64,
+    /// Reuse ends at this Unix second.
+    pub reuse_until: i64,
+}
+
+/// Which row of the shared credential table: `key` is the credential cache key, spelled out
+/// (it is hashed for the row's key and is the associated data of its encryption).
+#[derive(Debug, Clone, Copy)]
+pub struct SharedKey<'a> {
+    pub app_id: AppId,
+    pub subject: &'a str,
+    pub key: &'a str,
+}
+
+/// The outcome of trying to claim the mint of a shared credential.
+#[derive(Debug)]
+pub enum Claim {
+    /// This replica mints it; the others wait for its row.
+    Mine,
+    /// Another replica has put a reusable credential there meanwhile.
+    Ready(SharedCredential),
+    /// Another replica is minting it (its claim has not run out).
+    Taken,
+}

@@ -23,6 +23,7 @@ pub trait Store:
     + IssuanceStore
     + RollupStore
     + ChangeLogStore
+    + ClusterStore
     + Send
     + Sync
     + 'static
@@ -39,6 +40,7 @@ impl<T> Store for T where
         + IssuanceStore
         + RollupStore
         + ChangeLogStore
+        + ClusterStore
         + Send
         + Sync
         + 'static
@@ -239,4 +241,48 @@ pub trait ChangeLogStore: Send + Sync {
         before_id: Option<i64>,
         limit: i64,
     ) -> Result<Vec<AdminChange>>;
+}
+
+/// Cluster mode (DESIGN §8): the replicas' membership, each app's cluster-wide STS budget and
+/// the credentials replicas share. Written by the gateway itself, never by admins.
+#[async_trait]
+pub trait ClusterStore: Send + Sync {
+    /// Records a beat for `me` (registering it on the first) and returns every member seen
+    /// in the last hour, oldest first; `live` says which beat within `live_within`.
+    async fn heartbeat(
+        &self,
+        me: &MemberInfo,
+        live_within: std::time::Duration,
+    ) -> Result<Vec<ClusterMember>>;
+    /// The members seen in the last hour, as [`ClusterStore::heartbeat`] returns them.
+    async fn cluster_members(&self, live_within: std::time::Duration)
+    -> Result<Vec<ClusterMember>>;
+    /// Removes `id` from the membership (a graceful shutdown).
+    async fn leave_cluster(&self, id: uuid::Uuid) -> Result<()>;
+
+    /// Takes one token of the app's budget of `per_second` STS calls, of which `burst` may
+    /// come at once. One atomic statement; a replica holds no tokens.
+    async fn take_sts_budget(&self, id: AppId, per_second: u32, burst: u32) -> Result<BudgetGrant>;
+
+    /// A reusable credential under `key`, if a replica has put one there.
+    async fn shared_credential(&self, key: SharedKey<'_>) -> Result<Option<SharedCredential>>;
+    /// Claims the mint of `key` for `me` for `claim_for`, unless a reusable credential is
+    /// there or another replica's claim is still running.
+    async fn claim_shared_credential(
+        &self,
+        key: SharedKey<'_>,
+        me: uuid::Uuid,
+        claim_for: std::time::Duration,
+    ) -> Result<Claim>;
+    /// Stores a minted credential under `key` (ending the claim).
+    async fn put_shared_credential(
+        &self,
+        key: SharedKey<'_>,
+        credential: &SharedCredential,
+    ) -> Result<()>;
+    /// Gives up `me`'s claim on `key` (the mint failed), so a waiter can take it over.
+    async fn release_shared_claim(&self, key: SharedKey<'_>, me: uuid::Uuid) -> Result<()>;
+    /// Deletes credentials past their reuse window, claims abandoned for a minute, and
+    /// members not seen for an hour. Returns how many credential rows went.
+    async fn purge_cluster_rows(&self) -> Result<u64>;
 }

@@ -1,7 +1,7 @@
-//! The dashboard: charts of the last 24 hours, and per-app totals and the busiest subjects
-//! and addresses of the last hour, day or week. Everything comes from the hourly rollup
-//! (complete hours) plus the current hour read live, so the page costs the same at millions
-//! of rows a day.
+//! The dashboard: charts of the last 24 hours, per-app totals and the busiest subjects and
+//! addresses of the last hour, day or week, and the cluster's replicas. The issuance figures
+//! come from the hourly rollup (complete hours) plus the current hour read live, so the page
+//! costs the same at millions of rows a day.
 
 use std::collections::BTreeMap;
 
@@ -31,6 +31,18 @@ pub struct DashboardQuery {
     window: String,
 }
 
+/// A replica as the dashboard lists it.
+pub struct Member {
+    pub host: String,
+    pub public_addr: String,
+    pub admin_addr: String,
+    pub version: String,
+    pub started: String,
+    /// Seconds since its last heartbeat, one decimal.
+    pub beat_age: String,
+    pub live: bool,
+}
+
 pub struct Row {
     pub slug: String,
     pub name: String,
@@ -56,15 +68,15 @@ struct DashboardPage {
     top: TopRequesters,
     /// When the rollup last ran, or why the figures are all live.
     rollup_note: String,
+    members: Vec<Member>,
+    live_members: usize,
 }
 
 /// Per-app totals over the window, with the p95 of all its requests (from the merged
 /// histograms: at most 10% above the exact value).
 fn per_app(rows: &[HourlyTraffic], since: OffsetDateTime) -> Vec<AppTraffic> {
     let mut apps: BTreeMap<&str, (AppTraffic, LatencyHistogram)> = BTreeMap::new();
-    let first = since
-        - Duration::seconds(i64::from(since.minute()) * 60 + i64::from(since.second()))
-        - Duration::nanoseconds(i64::from(since.nanosecond()));
+    let first = hour_start(since);
     for r in rows.iter().filter(|r| r.hour >= first) {
         let (t, hist) = apps.entry(&r.app).or_insert_with(|| {
             (
@@ -118,7 +130,23 @@ pub async fn show(
         store.top_requesters(since, now, TOP).await?,
         store.rollup_refreshed_at().await?,
     );
+    let cluster = store
+        .cluster_members(state.config.member_live_within)
+        .await?;
     let traffic = per_app(&hourly, since);
+    let members: Vec<Member> = cluster
+        .iter()
+        .map(|m| Member {
+            host: m.host.clone(),
+            public_addr: m.public_addr.clone(),
+            admin_addr: m.admin_addr.clone(),
+            version: m.version.clone(),
+            started: zone.fmt(m.started_at),
+            beat_age: format!("{:.1} s", m.beat_age_ms.max(0) as f64 / 1000.0),
+            live: m.live,
+        })
+        .collect();
+    let live_members = members.iter().filter(|m| m.live).count();
     let mut rows: Vec<Row> = apps
         .iter()
         .map(|a| {
@@ -192,5 +220,7 @@ pub async fn show(
             None => "The hourly rollup has not run yet: every figure is read live from the log."
                 .to_owned(),
         },
+        members,
+        live_members,
     })
 }

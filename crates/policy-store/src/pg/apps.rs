@@ -406,6 +406,9 @@ impl AppStore for PgStore {
             .execute(&mut *tx)
             .await
             .db()?;
+        if !enabled {
+            super::cluster::purge_shared_credentials(&mut tx, id, None).await?;
+        }
         let action = if enabled { "app.enable" } else { "app.disable" };
         audit(
             &mut tx,

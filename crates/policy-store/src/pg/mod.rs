@@ -22,6 +22,7 @@ mod admin_prefs;
 mod admin_users;
 mod apps;
 mod change_log;
+mod cluster;
 mod feed;
 mod issuance;
 mod issuance_filter;

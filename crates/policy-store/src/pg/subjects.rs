@@ -71,6 +71,7 @@ impl SubjectStore for PgStore {
                     Some(json!({ "subject": subject, "reason": reason })),
                 )
                 .await?;
+                super::cluster::purge_shared_credentials(&mut tx, id, Some(subject)).await?;
                 BlockOutcome::Blocked
             }
             // Blocking again without a (new) reason keeps the stored one.

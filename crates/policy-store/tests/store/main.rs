@@ -8,6 +8,7 @@ mod apps;
 mod audit;
 mod bootstrap;
 mod changes;
+mod cluster;
 mod errors;
 mod issuance;
 mod log_search;

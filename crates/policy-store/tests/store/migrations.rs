@@ -14,6 +14,7 @@ async fn migrations_apply_once_and_are_idempotent() {
             "V2__admin",
             "V4__admin_ux",
             "V5__sign_in_admission",
+            "V7__cluster",
             "V11__issuance_rollup"
         ]
     );
@@ -32,9 +33,12 @@ async fn migrations_apply_once_and_are_idempotent() {
         "app_auth",
         "apps",
         "blocked_subjects",
+        "cluster_members",
         "issuance_log_default",
         "policy_templates",
         "refinery_schema_history",
+        "shared_credentials",
+        "sts_budget",
     ] {
         assert!(tables.contains(&t.to_owned()), "missing {t}: {tables:?}");
     }

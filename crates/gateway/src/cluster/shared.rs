@@ -1,0 +1,228 @@
+//! Credentials shared between replicas (`shared_credentials`), consulted on a local miss.
+//!
+//! On a miss a replica reads the key's row; a reusable credential there is served as a cache
+//! hit. Otherwise it claims the mint with one atomic upsert: the claimer calls STS and stores
+//! the credential (sealed under the master key, the cache key as associated data); the other
+//! replicas poll the row until it is there, up to the claim timeout, then mint themselves.
+//! A mint that fails releases its claim so that a waiter takes it over at once. Trouble with
+//! the table never fails a request: the replica mints on its own and says so in the log.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use policy_store::{Claim, SharedCredential, SharedKey, Store, StoreError};
+use sts_core::TemporaryCredentials;
+use uuid::Uuid;
+
+use crate::credcache::{CacheKey, CachedCredential};
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+
+/// How often a waiting replica looks at the claimed row.
+const POLL: Duration = Duration::from_millis(20);
+
+pub struct SharedCredentials {
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+    me: Uuid,
+    enabled: bool,
+    claim_timeout: Duration,
+}
+
+/// The cache key spelled out: the row's key (hashed) and the associated data of its
+/// encryption. The subject goes last, so no separator inside it can make two keys alike.
+fn key_text(key: &CacheKey) -> String {
+    format!(
+        "{}|{}|{}|{}|{}|{}",
+        key.app_id,
+        key.app_generation,
+        key.template_version,
+        key.policy_hash,
+        key.duration,
+        key.subject
+    )
+}
+
+fn from_shared(c: SharedCredential) -> Arc<CachedCredential> {
+    Arc::new(CachedCredential {
+        creds: TemporaryCredentials {
+            tmp_secret_id: c.tmp_secret_id,
+            tmp_secret_key: c.tmp_secret_key,
+            session_token: c.session_token,
+            expired_time: c.expired_time,
+            expiration: c.expiration,
+            request_id: c.request_id,
+        },
+        start_time: c.start_time,
+        reuse_until: c.reuse_until,
+        minted: Instant::now(),
+        from_peer: true,
+    })
+}
+
+fn to_shared(c: &CachedCredential) -> SharedCredential {
+    SharedCredential {
+        tmp_secret_id: c.creds.tmp_secret_id.clone(),
+        tmp_secret_key: c.creds.tmp_secret_key.clone(),
+        session_token: c.creds.session_token.clone(),
+        expired_time: c.creds.expired_time,
+        expiration: c.creds.expiration.clone(),
+        request_id: c.creds.request_id.clone(),
+        start_time: c.start_time,
+        reuse_until: c.reuse_until,
+    }
+}
+
+/// A store call bounded by `timeout` (a timeout is reported like an unavailable database).
+async fn bounded<T>(
+    timeout: Duration,
+    call: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("the database did not answer in time".to_owned()),
+    }
+}
+
+impl SharedCredentials {
+    pub fn new(
+        store: Arc<dyn Store>,
+        metrics: Arc<Metrics>,
+        me: Uuid,
+        enabled: bool,
+        claim_timeout: Duration,
+    ) -> Self {
+        Self {
+            store,
+            metrics,
+            me,
+            enabled,
+            claim_timeout,
+        }
+    }
+
+    /// The credential for `key` from another replica, or minted here by `mint` (called at
+    /// most once). `timeout` bounds each database round trip.
+    pub async fn get_or_mint<F>(
+        &self,
+        key: &CacheKey,
+        timeout: Duration,
+        mint: impl FnOnce() -> F,
+    ) -> Result<Arc<CachedCredential>, ApiError>
+    where
+        F: Future<Output = Result<Arc<CachedCredential>, ApiError>>,
+    {
+        if !self.enabled {
+            return mint().await;
+        }
+        let text = key_text(key);
+        let shared = SharedKey {
+            app_id: key.app_id,
+            subject: &key.subject,
+            key: &text,
+        };
+        match bounded(timeout, self.store.shared_credential(shared)).await {
+            Ok(Some(found)) => {
+                self.metrics.shared_credential("hit");
+                return Ok(from_shared(found));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the shared credential table; minting here");
+                self.metrics.shared_credential("error");
+                return mint().await;
+            }
+        }
+        let waiting_since = Instant::now();
+        let mut waited = false;
+        loop {
+            let claim = bounded(
+                timeout,
+                self.store
+                    .claim_shared_credential(shared, self.me, self.claim_timeout),
+            )
+            .await;
+            match claim {
+                Ok(Claim::Mine) => return self.mint_and_share(shared, timeout, mint).await,
+                Ok(Claim::Ready(found)) => {
+                    self.metrics
+                        .shared_credential(if waited { "waited" } else { "hit" });
+                    return Ok(from_shared(found));
+                }
+                Ok(Claim::Taken) if waiting_since.elapsed() + POLL < self.claim_timeout => {
+                    waited = true;
+                    tokio::time::sleep(POLL).await;
+                }
+                Ok(Claim::Taken) => {
+                    tracing::warn!(
+                        waited_ms = waiting_since.elapsed().as_millis() as u64,
+                        "another replica's mint did not arrive in time; minting here"
+                    );
+                    self.metrics.shared_credential("gave_up");
+                    return mint().await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot claim the shared credential; minting here");
+                    self.metrics.shared_credential("error");
+                    return mint().await;
+                }
+            }
+        }
+    }
+
+    async fn mint_and_share<F>(
+        &self,
+        key: SharedKey<'_>,
+        timeout: Duration,
+        mint: impl FnOnce() -> F,
+    ) -> Result<Arc<CachedCredential>, ApiError>
+    where
+        F: Future<Output = Result<Arc<CachedCredential>, ApiError>>,
+    {
+        self.metrics.shared_credential("minted");
+        match mint().await {
+            Ok(minted) => {
+                let sharing = to_shared(&minted);
+                let put = self.store.put_shared_credential(key, &sharing);
+                if let Err(e) = bounded(timeout, put).await {
+                    // The others wait out the claim, then mint themselves.
+                    tracing::warn!(error = %e, "cannot store the credential for the other replicas");
+                }
+                Ok(minted)
+            }
+            Err(err) => {
+                let release = self.store.release_shared_claim(key, self.me);
+                if let Err(e) = bounded(timeout, release).await {
+                    tracing::warn!(error = %e, "cannot release the claim on a failed mint");
+                }
+                Err(err)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_texts_differ_when_any_part_differs() {
+        let k = CacheKey {
+            app_id: 1,
+            app_generation: 2,
+            template_version: 3,
+            subject: "a|b".into(),
+            policy_hash: "h".into(),
+            duration: 600,
+        };
+        let mut other = k.clone();
+        other.duration = 601;
+        assert_ne!(key_text(&k), key_text(&other));
+        let mut other = k.clone();
+        other.subject = "a".into();
+        assert_ne!(key_text(&k), key_text(&other));
+        assert_eq!(key_text(&k), "1|2|3|h|600|a|b");
+    }
+}

@@ -1,0 +1,233 @@
+//! Cluster mode's tables: membership, the shared STS budget, shared credentials.
+
+use std::time::Duration;
+
+use policy_store::{
+    AppStore, BudgetGrant, Claim, ClusterStore, MemberInfo, SharedCredential, SharedKey,
+    SubjectStore,
+};
+use secrecy::{ExposeSecret as _, SecretString};
+use uuid::Uuid;
+
+use super::{app_input, store};
+
+fn member(n: u8) -> MemberInfo {
+    MemberInfo {
+        id: Uuid::new_v4(),
+        host: format!("host-{n}"),
+        public_addr: format!("10.0.0.{n}:8080"),
+        admin_addr: format!("10.0.0.{n}:8081"),
+        version: "test".into(),
+    }
+}
+
+fn credential(id: &str, reuse_for: i64) -> SharedCredential {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    SharedCredential {
+        tmp_secret_id: id.into(),
+        tmp_secret_key: SecretString::from(format!("{id}-key")),
+        session_token: SecretString::from(format!("{id}-token")),
+        expired_time: now + reuse_for + 600,
+        expiration: "2030-01-01T00:00:00Z".into(),
+        request_id: "req".into(),
+        start_time: now,
+        reuse_until: now + reuse_for,
+    }
+}
+
+#[tokio::test]
+async fn members_are_live_until_they_miss_their_beats_or_leave() {
+    let (db, store) = store().await;
+    let (a, b) = (member(1), member(2));
+    let window = Duration::from_secs(3);
+    store.heartbeat(&a, window).await.unwrap();
+    let seen = store.heartbeat(&b, window).await.unwrap();
+    assert_eq!(seen.len(), 2);
+    assert!(seen.iter().all(|m| m.live));
+    assert_eq!(seen[0].host, "host-1");
+
+    // b's last beat was 4 s ago (three beats missed): listed, but out.
+    sqlx::query("UPDATE cluster_members SET last_beat = now() - interval '4 s' WHERE id = $1")
+        .bind(b.id)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let seen = store.heartbeat(&a, window).await.unwrap();
+    let out = seen.iter().find(|m| m.id == b.id).unwrap();
+    assert!(!out.live && out.beat_age_ms >= 4000, "{out:?}");
+    assert_eq!(seen.iter().filter(|m| m.live).count(), 1);
+
+    // A beat brings it back; leaving removes it.
+    store.heartbeat(&b, window).await.unwrap();
+    store.leave_cluster(a.id).await.unwrap();
+    let seen = store.cluster_members(window).await.unwrap();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].id, b.id);
+}
+
+#[tokio::test]
+async fn the_budget_grants_the_burst_then_refuses_with_the_wait() {
+    let (_db, store) = store().await;
+    let app = store.create_app("root", &app_input("demo")).await.unwrap();
+    let other = store.create_app("root", &app_input("other")).await.unwrap();
+    // 1 call a second, a burst of 3: three at once, the fourth waits about a second.
+    for _ in 0..3 {
+        assert_eq!(
+            store.take_sts_budget(app.id, 1, 3).await.unwrap(),
+            BudgetGrant::Granted
+        );
+    }
+    match store.take_sts_budget(app.id, 1, 3).await.unwrap() {
+        BudgetGrant::RetryAfter(wait) => {
+            assert!(
+                wait > Duration::from_millis(500) && wait <= Duration::from_secs(1),
+                "{wait:?}"
+            )
+        }
+        granted => panic!("a fourth call was granted: {granted:?}"),
+    }
+    // Per app.
+    assert_eq!(
+        store.take_sts_budget(other.id, 1, 1).await.unwrap(),
+        BudgetGrant::Granted
+    );
+}
+
+#[tokio::test]
+async fn one_replica_claims_a_mint_and_the_others_get_its_credential() {
+    let (db, store) = store().await;
+    let app = store.create_app("root", &app_input("demo")).await.unwrap();
+    let key = SharedKey {
+        app_id: app.id,
+        subject: "alice",
+        key: "1|2|3|h|900|alice",
+    };
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let claim = Duration::from_secs(5);
+    assert!(store.shared_credential(key).await.unwrap().is_none());
+    assert!(matches!(
+        store.claim_shared_credential(key, a, claim).await.unwrap(),
+        Claim::Mine
+    ));
+    assert!(matches!(
+        store.claim_shared_credential(key, b, claim).await.unwrap(),
+        Claim::Taken
+    ));
+    store
+        .put_shared_credential(key, &credential("one", 300))
+        .await
+        .unwrap();
+    match store.claim_shared_credential(key, b, claim).await.unwrap() {
+        Claim::Ready(c) => {
+            assert_eq!(c.tmp_secret_id, "one");
+            assert_eq!(c.session_token.expose_secret(), "one-token");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Sealed: no secret in the clear, and the row does not open under another key.
+    let sealed: String = sqlx::query_scalar("SELECT sealed FROM shared_credentials")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert!(!sealed.contains("one-key") && !sealed.contains("one-token"));
+    sqlx::query("UPDATE shared_credentials SET key_hash = encode(sha256('other'), 'hex')")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let moved = SharedKey {
+        key: "other",
+        ..key
+    };
+    assert!(store.shared_credential(moved).await.is_err());
+}
+
+#[tokio::test]
+async fn failed_and_expired_claims_and_stale_credentials_are_taken_over() {
+    let (db, store) = store().await;
+    let app = store.create_app("root", &app_input("demo")).await.unwrap();
+    let key = SharedKey {
+        app_id: app.id,
+        subject: "alice",
+        key: "k",
+    };
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let claim = Duration::from_secs(5);
+    assert!(matches!(
+        store.claim_shared_credential(key, a, claim).await.unwrap(),
+        Claim::Mine
+    ));
+    // a's mint failed: released, so b takes over at once.
+    store.release_shared_claim(key, a).await.unwrap();
+    assert!(matches!(
+        store.claim_shared_credential(key, b, claim).await.unwrap(),
+        Claim::Mine
+    ));
+    // b died: once its claim has run out, a takes over.
+    sqlx::query("UPDATE shared_credentials SET claim_until = now() - interval '1 s'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.claim_shared_credential(key, a, claim).await.unwrap(),
+        Claim::Mine
+    ));
+    // A credential past its reuse window is neither served nor kept from a new mint, and
+    // the purge removes it.
+    store
+        .put_shared_credential(key, &credential("old", -1))
+        .await
+        .unwrap();
+    assert!(store.shared_credential(key).await.unwrap().is_none());
+    assert!(matches!(
+        store.claim_shared_credential(key, b, claim).await.unwrap(),
+        Claim::Mine
+    ));
+    store
+        .put_shared_credential(key, &credential("old", -1))
+        .await
+        .unwrap();
+    assert_eq!(store.purge_cluster_rows().await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn blocking_a_subject_or_disabling_the_app_purges_their_shared_credentials() {
+    let (_db, store) = store().await;
+    let app = store.create_app("root", &app_input("demo")).await.unwrap();
+    let key = |subject, key| SharedKey {
+        app_id: app.id,
+        subject,
+        key,
+    };
+    for (s, k) in [("alice", "ka"), ("bob", "kb")] {
+        store
+            .put_shared_credential(key(s, k), &credential(s, 300))
+            .await
+            .unwrap();
+    }
+    store
+        .block_subject("root", app.id, "alice", None)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .shared_credential(key("alice", "ka"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .shared_credential(key("bob", "kb"))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    store.set_app_enabled("root", app.id, false).await.unwrap();
+    assert!(
+        store
+            .shared_credential(key("bob", "kb"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+}

@@ -1,0 +1,212 @@
+//! One credential per (user, policy) across the cluster, and kill switches made on one
+//! replica's admin listener refused on the others.
+
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+use crate::support::{APP, Options};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_sts_call_for_fifty_requests_and_kill_switches_reach_every_replica() {
+    // A short app TTL: it is what covers a lost notification.
+    let mut cluster =
+        Cluster::start(&Options::default(), &[("STSGATE_CACHE__APP_TTL_SECS", "2")]).await;
+    let since = now_ms();
+
+    // 50 identical requests at once, spread over the three replicas.
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let (http, replica) = (cluster.http.clone(), i % REPLICAS);
+            let url = cluster.url(replica);
+            tokio::spawn(async move { fetch(&http, replica, &url, "alice").await })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for t in tasks {
+        answers.push(t.await.unwrap());
+    }
+    assert!(answers.iter().all(|a| a.status == 200), "{answers:?}");
+    let first = answers[0].tmp_secret_id().unwrap().to_owned();
+    assert!(
+        answers
+            .iter()
+            .all(|a| a.tmp_secret_id() == Some(first.as_str()))
+    );
+    let calls = cluster.calls_since(since).len();
+    println!(
+        "single mint: 50 concurrent identical requests over 3 replicas -> {calls} STS call(s)"
+    );
+    assert_eq!(calls, 1);
+    let outcomes: Vec<(String, i64)> =
+        sqlx::query_as("SELECT outcome::text, count(*) FROM issuance_log GROUP BY 1 ORDER BY 1")
+            .fetch_all(&cluster.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        outcomes,
+        [("cached".to_owned(), 49), ("issued".to_owned(), 1)]
+    );
+    assert_eq!(cluster.shared_rows().await, 1);
+    let sealed: String = sqlx::query_scalar("SELECT sealed FROM shared_credentials")
+        .fetch_one(&cluster.db.pool)
+        .await
+        .unwrap();
+    assert!(!sealed.contains(&first), "the credential is sealed");
+
+    // Block alice on replica 0's admin listener: the others refuse her within 1 s, and her
+    // shared credential is gone.
+    let mut admin = cluster.admin(0).await;
+    // The dashboard lists the replicas.
+    let (status, dashboard) = admin.get("/").await;
+    assert_eq!(status, 200);
+    assert!(
+        dashboard.contains("3 live"),
+        "the dashboard does not count 3 live replicas"
+    );
+    for replica in cluster.replicas.iter().flatten() {
+        assert!(
+            dashboard.contains(&replica.public),
+            "{} is not listed",
+            replica.public
+        );
+    }
+    let blocks = format!("/apps/{APP}/blocks");
+    let (status, _) = admin
+        .submit(
+            &blocks,
+            &blocks,
+            &[("subject", "alice"), ("reason", "cluster test")],
+        )
+        .await;
+    assert_eq!(status, 303);
+    let blocked_at = Instant::now();
+    for replica in 1..REPLICAS {
+        let took = refused_within(&cluster, replica, "alice", "subject_blocked", blocked_at).await;
+        println!("block made on replica 0 refused on replica {replica} after {took:?}");
+        assert!(took < Duration::from_secs(1), "{took:?}");
+    }
+    assert_eq!(
+        cluster.shared_rows().await,
+        0,
+        "alice's shared credential was purged"
+    );
+
+    // bob gets a credential everywhere; then the app is disabled on replica 0.
+    for replica in 0..REPLICAS {
+        assert_eq!(cluster.credentials(replica, "bob").await.status, 200);
+    }
+    assert_eq!(cluster.shared_rows().await, 1);
+    let page = format!("/apps/{APP}");
+    let (status, _) = admin
+        .submit(&page, &format!("{page}/enabled"), &[("enabled", "false")])
+        .await;
+    assert_eq!(status, 303);
+    let disabled_at = Instant::now();
+    for replica in 1..REPLICAS {
+        let took = refused_within(&cluster, replica, "bob", "app_disabled", disabled_at).await;
+        println!("disable made on replica 0 refused on replica {replica} after {took:?}");
+        assert!(took < Duration::from_secs(1), "{took:?}");
+    }
+    assert_eq!(
+        cluster.shared_rows().await,
+        0,
+        "the app's shared credentials were purged"
+    );
+
+    // A lost notification: a block written without NOTIFY is still enforced once the app's
+    // cache entry expires (the TTL, 2 s here).
+    let (status, _) = admin
+        .submit(&page, &format!("{page}/enabled"), &[("enabled", "true")])
+        .await;
+    assert_eq!(status, 303);
+    for replica in 0..REPLICAS {
+        ok_within(&cluster, replica, "carol").await;
+    }
+    sqlx::query(
+        "INSERT INTO blocked_subjects (app_id, subject, blocked_by) \
+         SELECT id, 'carol', 'silent' FROM apps WHERE slug = $1",
+    )
+    .bind(APP)
+    .execute(&cluster.db.pool)
+    .await
+    .unwrap();
+    let silent_at = Instant::now();
+    for replica in 0..REPLICAS {
+        let took = refused_within(&cluster, replica, "carol", "subject_blocked", silent_at).await;
+        println!("block without a notification refused on replica {replica} after {took:?}");
+    }
+    assert!(cluster.stop());
+}
+
+/// Asks `replica` for `sub`'s credential until it is refused with `code` (bounded at 10 s);
+/// how long after `since` that was.
+async fn refused_within(
+    cluster: &Cluster,
+    replica: usize,
+    sub: &str,
+    code: &str,
+    since: Instant,
+) -> Duration {
+    while since.elapsed() < Duration::from_secs(10) {
+        let a = cluster.credentials(replica, sub).await;
+        if a.body["error"]["code"] == code {
+            return since.elapsed();
+        }
+        assert_eq!(a.status, 200, "{a:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("replica {replica} still serves {sub} after 10 s");
+}
+
+/// Asks `replica` for `sub`'s credential until it is served (bounded at 10 s).
+async fn ok_within(cluster: &Cluster, replica: usize, sub: &str) {
+    let since = Instant::now();
+    while since.elapsed() < Duration::from_secs(10) {
+        if cluster.credentials(replica, sub).await.status == 200 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("replica {replica} does not serve {sub} after 10 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_miss_path_with_and_without_the_shared_table() {
+    let mut cluster = Cluster::start(&Options::default(), &[]).await;
+    let mut without = cluster.spawn_replica(&[("STSGATE_CLUSTER__SHARED_CREDENTIALS", "false")]);
+    let base_without = without.public_url();
+    let base_with = cluster.url(0);
+    // Warm both (app cache, connections), then time sequential misses (unique subjects).
+    for (base, tag) in [(&base_with, "w"), (&base_without, "o")] {
+        assert_eq!(
+            fetch(&cluster.http, 0, base, &format!("warm-{tag}"))
+                .await
+                .status,
+            200
+        );
+    }
+    let n = 40;
+    let mut figures = Vec::new();
+    for (base, label) in [(&base_with, "with"), (&base_without, "without")] {
+        let started = Instant::now();
+        for i in 0..n {
+            let a = fetch(&cluster.http, 0, base, &format!("{label}-{i}")).await;
+            assert_eq!(a.status, 200, "{a:?}");
+        }
+        figures.push((label, started.elapsed() / n));
+    }
+    for (label, mean) in &figures {
+        println!(
+            "miss path {label} the shared table: {mean:?} per request (mean of {n}, debug build)"
+        );
+    }
+    // Without the table, nothing was written there for its misses.
+    let rows: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM shared_credentials WHERE sealed IS NOT NULL")
+            .fetch_one(&cluster.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(rows, i64::from(n) + 1);
+    assert!(without.terminate());
+    assert!(cluster.stop());
+}
