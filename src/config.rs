@@ -37,6 +37,10 @@ pub struct StsSettings {
 pub struct AuditSettings {
     pub max_batch: usize,
     pub writers: usize,
+    /// Refusal rows a second from one source address written one by one; beyond that they
+    /// are folded into one summary row per (address, app, outcome, minute). 0: never fold by
+    /// rate.
+    pub refusal_per_ip_per_second: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -158,6 +162,7 @@ impl Default for Settings {
             audit: AuditSettings {
                 max_batch: 512,
                 writers: 2,
+                refusal_per_ip_per_second: 20,
             },
             cache: CacheSettings {
                 app_ttl_secs: 30,
@@ -329,6 +334,10 @@ impl Settings {
                 max_batch: self.audit.max_batch.max(1),
                 writers: self.audit.writers.max(1),
                 commit_timeout: self.database_timeout(),
+                refusals: gateway::audit::RefusalConfig {
+                    per_ip_per_second: self.audit.refusal_per_ip_per_second,
+                    ..gateway::audit::RefusalConfig::default()
+                },
                 ..gateway::audit::AuditConfig::default()
             },
             shutdown_timeout: self.shutdown_timeout_secs,

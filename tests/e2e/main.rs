@@ -3,6 +3,7 @@
 
 mod admin_tokens;
 mod assume_role;
+mod audit;
 mod binary;
 mod changes;
 mod credential_cache;

@@ -11,7 +11,7 @@ use sts_core::{ErrorClass, StsError, TemporaryCredentials};
 use time::OffsetDateTime;
 
 use crate::apps::{AppResolver, ResolveError, ResolvedApp};
-use crate::audit::AuditWriter;
+use crate::audit::{AuditWriter, log_text};
 use crate::clock::unix_now;
 use crate::credcache::{CacheKey, CachedCredential, CredentialCache, evict_if_same, new_cache};
 use crate::error::ApiError;
@@ -56,13 +56,13 @@ pub struct Service {
     database_timeout: Duration,
 }
 
-/// Free text that goes into the issuance log: bounded, and without characters Postgres
-/// refuses (NUL) or that would forge log lines.
-pub fn log_text(s: &str, max_chars: usize) -> String {
-    s.chars()
-        .take(max_chars)
-        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
-        .collect()
+/// What [`Service::issue`] learnt on its way, for the row and the metrics.
+#[derive(Debug, Default)]
+struct Progress {
+    /// The app exists (its own metrics label).
+    known_app: bool,
+    /// The request's database time so far (the app load), out of `database_timeout`.
+    db_spent: Duration,
 }
 
 /// A name STS accepts (`[\w+=,.@-]`, bounded) that still tells CloudAudit who it was.
@@ -132,7 +132,8 @@ impl Service {
     }
 
     /// Runs the whole path, writes the issuance-log row, and only then answers. A credential
-    /// is never returned unless its row has committed.
+    /// is never returned unless its row has committed; a refusal is answered at once and its
+    /// row goes through the refusal lane.
     pub async fn handle(&self, req: &CredentialRequest) -> Result<Issued, ApiError> {
         let started = Instant::now();
         let mut record = IssuanceRecord {
@@ -155,23 +156,17 @@ impl Service {
             source_ip: req.source_ip.clone(),
             user_agent: req.user_agent.as_deref().map(|ua| log_text(ua, 512)),
             latency_us: 0,
+            count: 1,
         };
-        let mut known_app = false;
-        let result = self.issue(req, &mut record, &mut known_app).await;
-        match &result {
-            Ok(issued) => {
-                record.outcome = if issued.cached {
-                    Outcome::Cached
-                } else {
-                    Outcome::Issued
-                };
-                record.http_status = 200;
-                record.tmp_secret_id = Some(issued.credential.creds.tmp_secret_id.clone());
-                record.sts_request_id = Some(issued.credential.creds.request_id.clone());
-                record.expired_time =
-                    OffsetDateTime::from_unix_timestamp(issued.credential.creds.expired_time).ok();
-                record.prefix = Some(issued.prefix.clone());
-            }
+        let mut progress = Progress::default();
+        let result = self.issue(req, &mut record, &mut progress).await;
+        let label = if progress.known_app {
+            req.app.as_str()
+        } else {
+            "_unknown"
+        };
+        let issued = match result {
+            Ok(issued) => issued,
             Err(e) => {
                 record.outcome = e.outcome();
                 record.http_status = e.status().as_u16() as i16;
@@ -181,23 +176,44 @@ impl Service {
                 if let ApiError::StsRefused {
                     sts_request_id: Some(id),
                     ..
-                } = e
+                } = &e
                 {
                     record.sts_request_id = Some(id.clone());
                 }
+                record.latency_us = started.elapsed().as_micros() as i64;
+                self.metrics
+                    .request(label, record.outcome, started.elapsed());
+                self.audit.refusal(record);
+                return Err(e);
             }
-        }
+        };
+        record.outcome = if issued.cached {
+            Outcome::Cached
+        } else {
+            Outcome::Issued
+        };
+        record.http_status = 200;
+        record.tmp_secret_id = Some(issued.credential.creds.tmp_secret_id.clone());
+        record.sts_request_id = Some(issued.credential.creds.request_id.clone());
+        record.expired_time =
+            OffsetDateTime::from_unix_timestamp(issued.credential.creds.expired_time).ok();
+        record.prefix = Some(issued.prefix.clone());
         record.latency_us = started.elapsed().as_micros() as i64;
         let outcome = record.outcome;
-        let label = if known_app {
-            req.app.as_str()
+        // One database budget per request: what the app load left of it bounds queueing and
+        // the commit together.
+        let deadline =
+            tokio::time::Instant::now() + self.database_timeout.saturating_sub(progress.db_spent);
+        let written = self.audit.record(record, deadline).await;
+        // Counted as the client gets it: a credential whose row did not commit is a 503.
+        let answered = if written.is_ok() {
+            outcome
         } else {
-            "_unknown"
+            Outcome::UpstreamError
         };
-        let written = self.audit.record(record).await;
-        self.metrics.request(label, outcome, started.elapsed());
+        self.metrics.request(label, answered, started.elapsed());
         match written {
-            Ok(()) => result,
+            Ok(()) => Ok(issued),
             Err(e) => {
                 tracing::error!(request_id = %req.request_id, error = %e, "no durable issuance record; refusing");
                 Err(ApiError::Unavailable)
@@ -209,11 +225,14 @@ impl Service {
         &self,
         req: &CredentialRequest,
         record: &mut IssuanceRecord,
-        known_app: &mut bool,
+        progress: &mut Progress,
     ) -> Result<Issued, ApiError> {
         // One budget for the app load: waiting for a connection and every query share it.
-        let deadline = tokio::time::Instant::now() + self.database_timeout;
-        let app = match self.apps.resolve(&req.app, deadline).await {
+        let load_started = tokio::time::Instant::now();
+        let deadline = load_started + self.database_timeout;
+        let resolved = self.apps.resolve(&req.app, deadline).await;
+        progress.db_spent = load_started.elapsed();
+        let app = match resolved {
             Ok(Some(app)) => app,
             Ok(None) => {
                 // The name is the client's choice: keep it out of the app column (and so
@@ -237,7 +256,7 @@ impl Service {
                 return Err(ApiError::Unavailable);
             }
         };
-        *known_app = true;
+        progress.known_app = true;
         if let Some(problem) = &req.option_error {
             return Err(ApiError::InvalidRequest(problem.clone()));
         }
@@ -445,12 +464,6 @@ impl Service {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn log_text_strips_controls_and_bounds_length() {
-        assert_eq!(log_text("a\0b\nc", 10), "a\u{fffd}b\u{fffd}c");
-        assert_eq!(log_text(&"x".repeat(300), 256).len(), 256);
-    }
 
     #[test]
     fn session_names_are_safe_for_sts() {
