@@ -126,6 +126,11 @@ pub struct Settings {
     /// metadata addresses are always refused.
     pub allow_loopback_jwks: bool,
     pub shutdown_timeout_secs: u64,
+    /// Authentication failures a minute from one source address before it cools down (429
+    /// before verification, except for subjects that succeeded from it lately); 0: never.
+    pub auth_failures_per_minute: u32,
+    /// How long such a cool-down lasts.
+    pub auth_cooldown_secs: u64,
     pub sts: StsSettings,
     pub audit: AuditSettings,
     pub cache: CacheSettings,
@@ -152,6 +157,8 @@ impl Default for Settings {
             trust_forwarded_for: false,
             allow_loopback_jwks: false,
             shutdown_timeout_secs: 30,
+            auth_failures_per_minute: 60,
+            auth_cooldown_secs: 60,
             sts: StsSettings {
                 endpoint: sts_core::client::DEFAULT_ENDPOINT.into(),
                 region: "ap-guangzhou".into(),
@@ -176,7 +183,7 @@ impl Default for Settings {
 }
 
 /// Top-level keys, for spotting misspelt `STSGATE_*` variables.
-const KNOWN_KEYS: [&str; 20] = [
+const KNOWN_KEYS: [&str; 22] = [
     "DATABASE_URL",
     "DATABASE_URL_FILE",
     "DATABASE_MAX_CONNECTIONS",
@@ -193,6 +200,8 @@ const KNOWN_KEYS: [&str; 20] = [
     "TRUST_FORWARDED_FOR",
     "ALLOW_LOOPBACK_JWKS",
     "SHUTDOWN_TIMEOUT_SECS",
+    "AUTH_FAILURES_PER_MINUTE",
+    "AUTH_COOLDOWN_SECS",
     "STS",
     "AUDIT",
     "CACHE",
@@ -298,6 +307,17 @@ impl Settings {
         }
     }
 
+    /// The issuance-log writers' own pool: one connection per writer, one for the refusal
+    /// lane, one for amendments; opened only by the writers' tasks, never by an HTTP worker.
+    pub fn audit_pool_options(&self) -> policy_store::PoolOptions {
+        policy_store::PoolOptions {
+            max_connections: u32::try_from(self.audit.writers.max(1))
+                .unwrap_or(u32::MAX)
+                .saturating_add(2),
+            ..self.pool_options()
+        }
+    }
+
     pub fn migrate_options(&self) -> policy_store::migrate::MigrateOptions {
         policy_store::migrate::MigrateOptions {
             lock_timeout: Duration::from_secs(self.migration_lock_timeout_secs.max(1)),
@@ -342,6 +362,10 @@ impl Settings {
             },
             shutdown_timeout: self.shutdown_timeout_secs,
             database_timeout: self.database_timeout(),
+            cooldown: gateway::cooldown::CooldownConfig {
+                failures_per_minute: self.auth_failures_per_minute,
+                cooldown: Duration::from_secs(self.auth_cooldown_secs.max(1)),
+            },
         }
     }
 }

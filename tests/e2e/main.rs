@@ -10,6 +10,7 @@ mod credential_cache;
 mod deadlines;
 mod dev_security;
 mod failures;
+mod refusals;
 mod security;
 mod support;
 mod vending;

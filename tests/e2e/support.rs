@@ -175,6 +175,8 @@ impl TestApp {
             ..PoolOptions::default()
         };
         let store = Arc::new(PgStore::connect(&url, &pool, test_cipher()).await.unwrap());
+        // As `stsgate serve` does: the issuance-log writers on a pool of their own.
+        let audit_store = Arc::new(PgStore::connect(&url, &pool, test_cipher()).await.unwrap());
 
         let emulator = emulator();
         let sts = StsClient::new(StsClientConfig {
@@ -190,8 +192,9 @@ impl TestApp {
             },
         })
         .unwrap();
-        let gateway = Gateway::build(
+        let gateway = Gateway::build_with_audit_store(
             store.clone(),
+            audit_store,
             sts,
             GatewayConfig {
                 workers: 2,

@@ -13,9 +13,10 @@ use time::OffsetDateTime;
 use crate::apps::{AppResolver, ResolveError, ResolvedApp};
 use crate::audit::{AuditWriter, log_text};
 use crate::clock::unix_now;
+use crate::cooldown::{AuthCooldown, CooldownConfig};
 use crate::credcache::{CacheKey, CachedCredential, CredentialCache, evict_if_same, new_cache};
 use crate::error::ApiError;
-use crate::jwt::{JwtError, JwtVerifier, Observed};
+use crate::jwt::{JwtError, JwtVerifier, Observed, unverified_claim};
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
 
@@ -52,6 +53,7 @@ pub struct Service {
     cache: CredentialCache,
     subject_limits: RateLimiter<(i64, String)>,
     app_limits: RateLimiter<i64>,
+    cooldown: AuthCooldown,
     /// Each request's budget for its database work (see [`crate::GatewayConfig`]).
     database_timeout: Duration,
 }
@@ -63,6 +65,9 @@ struct Progress {
     known_app: bool,
     /// The request's database time so far (the app load), out of `database_timeout`.
     db_spent: Duration,
+    /// The app's id and the verified subject, once known (the cool-down's known subjects).
+    app_id: i64,
+    subject: Option<String>,
 }
 
 /// A name STS accepts (`[\w+=,.@-]`, bounded) that still tells CloudAudit who it was.
@@ -108,6 +113,7 @@ impl Service {
         metrics: Arc<Metrics>,
         cache_entries: u64,
         database_timeout: Duration,
+        cooldown: CooldownConfig,
     ) -> Self {
         Self {
             apps,
@@ -117,6 +123,7 @@ impl Service {
             cache: new_cache(cache_entries),
             subject_limits: RateLimiter::new(1_000_000, Duration::from_secs(600)),
             app_limits: RateLimiter::new(100_000, Duration::from_secs(600)),
+            cooldown: AuthCooldown::new(cooldown),
             database_timeout,
         }
     }
@@ -159,7 +166,8 @@ impl Service {
             count: 1,
         };
         let mut progress = Progress::default();
-        let result = self.issue(req, &mut record, &mut progress).await;
+        let ip = req.source_ip.as_deref().and_then(|ip| ip.parse().ok());
+        let result = self.issue(req, ip, &mut record, &mut progress).await;
         let label = if progress.known_app {
             req.app.as_str()
         } else {
@@ -183,6 +191,12 @@ impl Service {
                 record.latency_us = started.elapsed().as_micros() as i64;
                 self.metrics
                     .request(label, record.outcome, started.elapsed());
+                if matches!(e, ApiError::MissingToken | ApiError::InvalidToken(_))
+                    && self.cooldown.failed(ip)
+                {
+                    self.metrics.auth_cooldown_started();
+                    tracing::warn!(source_ip = ?ip, "authentication failures: cooling down this address");
+                }
                 self.audit.refusal(record);
                 return Err(e);
             }
@@ -213,7 +227,12 @@ impl Service {
         };
         self.metrics.request(label, answered, started.elapsed());
         match written {
-            Ok(()) => Ok(issued),
+            Ok(()) => {
+                if let Some(subject) = &progress.subject {
+                    self.cooldown.succeeded(ip, progress.app_id, subject);
+                }
+                Ok(issued)
+            }
             Err(e) => {
                 tracing::error!(request_id = %req.request_id, error = %e, "no durable issuance record; refusing");
                 Err(ApiError::Unavailable)
@@ -224,6 +243,7 @@ impl Service {
     async fn issue(
         &self,
         req: &CredentialRequest,
+        ip: Option<std::net::IpAddr>,
         record: &mut IssuanceRecord,
         progress: &mut Progress,
     ) -> Result<Issued, ApiError> {
@@ -257,6 +277,7 @@ impl Service {
             }
         };
         progress.known_app = true;
+        progress.app_id = app.app.id;
         if let Some(problem) = &req.option_error {
             return Err(ApiError::InvalidRequest(problem.clone()));
         }
@@ -267,6 +288,13 @@ impl Service {
         // Unusable JWT settings are the server's fault: a 401 would make client apps sign
         // their users out.
         let jwt = app.jwt.as_ref().ok_or(ApiError::Misconfigured)?;
+        // An address that keeps failing authentication waits before any verification work.
+        let claimed = unverified_claim(token, jwt.user_claim());
+        if let Err(retry_after) = self.cooldown.admit(ip, app.app.id, claimed) {
+            self.metrics.auth_cooldown_refused();
+            record.error_code = Some("rate_limited:auth_cooldown".to_owned());
+            return Err(ApiError::RateLimited { retry_after });
+        }
         let verified = match self.jwt.verify(jwt, token).await {
             Ok(v) => v,
             Err(e) => {
@@ -283,6 +311,7 @@ impl Service {
         };
         let subject = verified.subject;
         record.subject = Some(log_text(&subject, 256));
+        progress.subject = Some(subject.clone());
 
         if app.blocked.contains(&subject) {
             return Err(ApiError::SubjectBlocked);

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::apps::AppResolver;
 use crate::audit::{AuditConfig, AuditWriter};
+use crate::cooldown::CooldownConfig;
 use crate::http::{PublicState, access_log, configure};
 use crate::jwt::{JwksConfig, JwtVerifier};
 use crate::metrics::Metrics;
@@ -36,6 +37,8 @@ pub struct GatewayConfig {
     /// Each request's budget for its database work (waiting for a pool connection and every
     /// query of an app load share it), and `/readyz`'s bound: past it the answer is 503.
     pub database_timeout: Duration,
+    /// The authentication-failure cool-down per source address.
+    pub cooldown: CooldownConfig,
 }
 
 impl Default for GatewayConfig {
@@ -49,6 +52,7 @@ impl Default for GatewayConfig {
             audit: AuditConfig::default(),
             shutdown_timeout: 30,
             database_timeout: Duration::from_secs(3),
+            cooldown: CooldownConfig::default(),
         }
     }
 }
@@ -66,6 +70,18 @@ pub struct Gateway {
 impl Gateway {
     /// Spawns the audit writers; must run inside a Tokio runtime.
     pub fn build(store: Arc<dyn Store>, sts: StsClient, config: GatewayConfig) -> Self {
+        Self::build_with_audit_store(store.clone(), store, sts, config)
+    }
+
+    /// [`Gateway::build`] with the issuance-log writers on `audit_store`: give them a pool of
+    /// their own, opened outside the HTTP workers, so their connections outlive the workers'
+    /// runtimes while the shutdown drain writes what is left.
+    pub fn build_with_audit_store(
+        store: Arc<dyn Store>,
+        audit_store: Arc<dyn Store>,
+        sts: StsClient,
+        config: GatewayConfig,
+    ) -> Self {
         let metrics = Arc::new(Metrics::default());
         let apps = Arc::new(AppResolver::new(
             store.clone(),
@@ -74,7 +90,7 @@ impl Gateway {
             config.jwks.compile_options(),
         ));
         let (audit, writers) =
-            AuditWriter::spawn(store.clone(), metrics.clone(), config.audit.clone());
+            AuditWriter::spawn(audit_store, metrics.clone(), config.audit.clone());
         let service = Arc::new(Service::new(
             apps.clone(),
             JwtVerifier::new(config.jwks.clone()),
@@ -82,6 +98,7 @@ impl Gateway {
             metrics.clone(),
             config.credential_cache_entries,
             config.database_timeout,
+            config.cooldown.clone(),
         ));
         Self {
             service,
