@@ -42,6 +42,10 @@ pub struct AuditSettings {
     pub retention_days: u32,
     /// When set, each partition is first archived there as gzip NDJSON with a manifest.
     pub archive_dir: Option<PathBuf>,
+    /// Refusal rows a second from one source address written one by one; beyond that they
+    /// are folded into one summary row per (address, app, outcome, minute). 0: never fold by
+    /// rate.
+    pub refusal_per_ip_per_second: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -150,6 +154,11 @@ pub struct Settings {
     /// metadata addresses are always refused.
     pub allow_loopback_jwks: bool,
     pub shutdown_timeout_secs: u64,
+    /// Authentication failures a minute from one source address before it cools down (429
+    /// before verification, except for subjects that succeeded from it lately); 0: never.
+    pub auth_failures_per_minute: u32,
+    /// How long such a cool-down lasts.
+    pub auth_cooldown_secs: u64,
     pub sts: StsSettings,
     pub audit: AuditSettings,
     pub cache: CacheSettings,
@@ -178,6 +187,8 @@ impl Default for Settings {
             trust_forwarded_for: false,
             allow_loopback_jwks: false,
             shutdown_timeout_secs: 30,
+            auth_failures_per_minute: 60,
+            auth_cooldown_secs: 60,
             sts: StsSettings {
                 endpoint: sts_core::client::DEFAULT_ENDPOINT.into(),
                 region: "ap-guangzhou".into(),
@@ -190,6 +201,7 @@ impl Default for Settings {
                 writers: 2,
                 retention_days: 400,
                 archive_dir: None,
+                refusal_per_ip_per_second: 20,
             },
             cache: CacheSettings {
                 app_ttl_secs: 30,
@@ -204,7 +216,7 @@ impl Default for Settings {
 }
 
 /// Top-level keys, for spotting misspelt `STSGATE_*` variables.
-const KNOWN_KEYS: [&str; 21] = [
+const KNOWN_KEYS: [&str; 23] = [
     "DATABASE_URL",
     "DATABASE_URL_FILE",
     "DATABASE_MAX_CONNECTIONS",
@@ -221,6 +233,8 @@ const KNOWN_KEYS: [&str; 21] = [
     "TRUST_FORWARDED_FOR",
     "ALLOW_LOOPBACK_JWKS",
     "SHUTDOWN_TIMEOUT_SECS",
+    "AUTH_FAILURES_PER_MINUTE",
+    "AUTH_COOLDOWN_SECS",
     "STS",
     "AUDIT",
     "CACHE",
@@ -335,6 +349,17 @@ impl Settings {
         }
     }
 
+    /// The issuance-log writers' own pool: one connection per writer, one for the refusal
+    /// lane, one for amendments; opened only by the writers' tasks, never by an HTTP worker.
+    pub fn audit_pool_options(&self) -> policy_store::PoolOptions {
+        policy_store::PoolOptions {
+            max_connections: u32::try_from(self.audit.writers.max(1))
+                .unwrap_or(u32::MAX)
+                .saturating_add(2),
+            ..self.pool_options()
+        }
+    }
+
     pub fn migrate_options(&self) -> policy_store::migrate::MigrateOptions {
         policy_store::migrate::MigrateOptions {
             lock_timeout: Duration::from_secs(self.migration_lock_timeout_secs.max(1)),
@@ -371,6 +396,10 @@ impl Settings {
                 max_batch: self.audit.max_batch.max(1),
                 writers: self.audit.writers.max(1),
                 commit_timeout: self.database_timeout(),
+                refusals: gateway::audit::RefusalConfig {
+                    per_ip_per_second: self.audit.refusal_per_ip_per_second,
+                    ..gateway::audit::RefusalConfig::default()
+                },
                 ..gateway::audit::AuditConfig::default()
             },
             shutdown_timeout: self.shutdown_timeout_secs,
@@ -379,6 +408,10 @@ impl Settings {
                 heartbeat: Duration::from_millis(self.cluster.heartbeat_ms.max(100)),
                 shared_credentials: self.cluster.shared_credentials,
                 claim_timeout: Duration::from_millis(self.cluster.claim_timeout_ms.max(100)),
+            },
+            cooldown: gateway::cooldown::CooldownConfig {
+                failures_per_minute: self.auth_failures_per_minute,
+                cooldown: Duration::from_secs(self.auth_cooldown_secs.max(1)),
             },
         }
     }

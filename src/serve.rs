@@ -136,7 +136,24 @@ pub async fn start(settings: &Settings, store: PgStore) -> anyhow::Result<Runnin
     let changes = store.changes();
     let partitions = store.clone();
     let store: Arc<dyn Store> = Arc::new(store);
-    let gateway = gateway::Gateway::build(store.clone(), sts, settings.gateway_config());
+    // The issuance-log writers get their own pool: its connections are opened by the
+    // writers' tasks alone, so they outlive the HTTP workers' runtimes at shutdown (the drain),
+    // and a pool exhausted by app loads never holds up a commit.
+    let audit_store: Arc<dyn Store> = Arc::new(
+        PgStore::connect(
+            settings.database_url()?,
+            &settings.audit_pool_options(),
+            settings.cipher()?,
+        )
+        .await
+        .context("connecting to PostgreSQL for the issuance log (check DATABASE_URL)")?,
+    );
+    let gateway = gateway::Gateway::build_with_audit_store(
+        store.clone(),
+        audit_store,
+        sts,
+        settings.gateway_config(),
+    );
     let stop = CancellationToken::new();
     let mut tasks = vec![tokio::spawn(gateway::follow_changes(
         changes,

@@ -13,7 +13,7 @@ use crate::process::{BIN, master_key_b64};
 use crate::support::*;
 
 /// Kills a child process by pid when a test fails before it could stop it cleanly.
-struct KillOnDrop(u32);
+pub struct KillOnDrop(pub u32);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
@@ -34,45 +34,13 @@ async fn no_secret_reaches_the_logs_or_the_log_rows() {
     seed(&store, &opts).await;
     let emu = emulator();
 
-    let mut child = Command::new(BIN)
-        .arg("serve")
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("DATABASE_URL", &db.url)
-        .env("STSGATE_MASTER_KEY", master_key_b64())
-        .env("STSGATE_PUBLIC_LISTEN", "127.0.0.1:0")
-        .env("STSGATE_ADMIN_LISTEN", "127.0.0.1:0")
-        .env("STSGATE_STS__ENDPOINT", format!("{}/", emu.url()))
-        .env("STSGATE_STS__TIMEOUT_MS", "500")
-        .env("STSGATE_STS__MAX_ATTEMPTS", "1")
-        .env("RUST_LOG", "debug")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let Served {
+        mut child,
+        public,
+        mut captured,
+        reader,
+    } = serve(&db.url, &emu, &[("RUST_LOG", "debug")]);
     let _guard = KillOnDrop(child.id());
-    // Find the public address in the JSON logs, keeping every line for the grep below.
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut captured = String::new();
-    let public = loop {
-        let mut line = String::new();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "stsgate exited early:\n{captured}"
-        );
-        captured.push_str(&line);
-        if let Ok(v) = serde_json::from_str::<Value>(&line)
-            && v["message"] == "stsgate serving"
-        {
-            break v["public"].as_str().unwrap().to_owned();
-        }
-    };
-    let reader = std::thread::spawn(move || {
-        let mut rest = String::new();
-        let _ = stderr.read_to_string(&mut rest);
-        rest
-    });
-
     let http = reqwest::Client::new();
     let url = format!("http://{public}/v1/apps/{APP}/credentials");
     let app = TestAppTokens;
@@ -152,7 +120,7 @@ async fn no_secret_reaches_the_logs_or_the_log_rows() {
         .fetch_all(&db.pool)
         .await
         .unwrap();
-    assert_eq!(rows.len(), requests, "one row per request");
+    assert_eq!(rows.len(), requests, "one row per request: {rows:#?}");
     let audit: Vec<String> = sqlx::query_scalar("SELECT row_to_json(a)::text FROM admin_audit a")
         .fetch_all(&db.pool)
         .await
@@ -173,10 +141,68 @@ async fn no_secret_reaches_the_logs_or_the_log_rows() {
 }
 
 /// Tokens for the seeded app without a running `TestApp`.
-struct TestAppTokens;
+/// A running `stsgate serve`, its public address, and its stderr: the lines read up to
+/// "stsgate serving", and a thread collecting the rest.
+pub struct Served {
+    pub child: std::process::Child,
+    pub public: String,
+    pub captured: String,
+    pub reader: std::thread::JoinHandle<String>,
+}
+
+/// Starts `stsgate serve` on `db_url` with the emulator as STS and the extra `env`, and waits
+/// until it serves.
+pub fn serve(db_url: &str, emu: &sts_emulator::EmulatorHandle, env: &[(&str, &str)]) -> Served {
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", db_url)
+        .env("STSGATE_MASTER_KEY", master_key_b64())
+        .env("STSGATE_PUBLIC_LISTEN", "127.0.0.1:0")
+        .env("STSGATE_ADMIN_LISTEN", "127.0.0.1:0")
+        .env("STSGATE_STS__ENDPOINT", format!("{}/", emu.url()))
+        .env("STSGATE_STS__TIMEOUT_MS", "500")
+        .env("STSGATE_STS__MAX_ATTEMPTS", "1")
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Find the public address in the JSON logs, keeping every line for the caller.
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut captured = String::new();
+    let public = loop {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            let _ = child.kill();
+            panic!("stsgate exited early:\n{captured}");
+        }
+        captured.push_str(&line);
+        if let Ok(v) = serde_json::from_str::<Value>(&line)
+            && v["message"] == "stsgate serving"
+        {
+            break v["public"].as_str().unwrap().to_owned();
+        }
+    };
+    let reader = std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = stderr.read_to_string(&mut rest);
+        rest
+    });
+    Served {
+        child,
+        public,
+        captured,
+        reader,
+    }
+}
+
+/// HS256 tokens for the seeded `photos` app, without a [`TestApp`].
+pub struct TestAppTokens;
 
 impl TestAppTokens {
-    fn token(&self, sub: &str) -> String {
+    pub fn token(&self, sub: &str) -> String {
         let claims = serde_json::json!({"sub": sub, "iss": ISSUER, "aud": AUDIENCE, "iat": now(), "exp": now() + 600});
         jsonwebtoken::encode(
             &jsonwebtoken::Header::default(),

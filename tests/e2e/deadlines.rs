@@ -24,15 +24,15 @@ const BOUND: Duration = Duration::from_secs(3);
 /// connections and reads nothing from either side, forwards nothing and closes nothing (a
 /// network that drops every packet). [`BlackHole::forward`] lets everything through again,
 /// bytes waiting in the sockets included, as TCP does once a partition heals.
-struct BlackHole {
-    addr: SocketAddr,
+pub struct BlackHole {
+    pub addr: SocketAddr,
     forwarding: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl BlackHole {
     /// In front of the server `DATABASE_URL` names (every test database lives there).
-    async fn start() -> Self {
+    pub async fn start() -> Self {
         let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.into());
         let authority = url
             .split_once("://")
@@ -74,11 +74,11 @@ impl BlackHole {
         }
     }
 
-    fn swallow(&self) {
+    pub fn swallow(&self) {
         self.forwarding.send_replace(false);
     }
 
-    fn forward(&self) {
+    pub fn forward(&self) {
         self.forwarding.send_replace(true);
     }
 }

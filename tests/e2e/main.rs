@@ -3,6 +3,7 @@
 
 mod admin_tokens;
 mod assume_role;
+mod audit;
 mod binary;
 mod changes;
 mod credential_cache;
@@ -13,6 +14,7 @@ mod failures;
 // Shared with tests/cluster, which uses the rest of it.
 #[allow(dead_code)]
 mod process;
+mod refusals;
 mod security;
 mod support;
 mod vending;

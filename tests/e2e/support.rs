@@ -19,6 +19,9 @@ use tokio_util::sync::CancellationToken;
 
 pub const ACCOUNT_ID: &str = "AKIDE2ETESTACCOUNT";
 pub const ACCOUNT_KEY: &str = "e2e-permanent-secret-key-0123456789";
+/// A second emulator account, for an app whose STS misbehaves while the first's does not.
+pub const OTHER_ACCOUNT_ID: &str = "AKIDE2EOTHERACCOUNT";
+pub const OTHER_ACCOUNT_KEY: &str = "e2e-other-permanent-secret-key-987654";
 pub const APPID: &str = "1250000000";
 pub const BUCKET: &str = "examplebucket-1250000000";
 pub const REGION: &str = "ap-guangzhou";
@@ -114,6 +117,9 @@ pub fn emulator() -> EmulatorHandle {
                 format!("{ACCOUNT_ID}:{ACCOUNT_KEY}:{APPID}")
                     .parse()
                     .unwrap(),
+                format!("{OTHER_ACCOUNT_ID}:{OTHER_ACCOUNT_KEY}:{APPID}")
+                    .parse()
+                    .unwrap(),
             ],
             workers: 1,
             ..EmulatorConfig::default()
@@ -184,6 +190,8 @@ impl TestApp {
             ..PoolOptions::default()
         };
         let store = Arc::new(PgStore::connect(&url, &pool, test_cipher()).await.unwrap());
+        // As `stsgate serve` does: the issuance-log writers on a pool of their own.
+        let audit_store = Arc::new(PgStore::connect(&url, &pool, test_cipher()).await.unwrap());
 
         let emulator = emulator();
         let sts = StsClient::new(StsClientConfig {
@@ -199,8 +207,9 @@ impl TestApp {
             },
         })
         .unwrap();
-        let gateway = Gateway::build(
+        let gateway = Gateway::build_with_audit_store(
             store.clone(),
+            audit_store,
             sts,
             GatewayConfig {
                 workers: 2,
@@ -272,7 +281,11 @@ impl TestApp {
         .await
     }
 
+    /// The issuance log, newest first, once the refusal lane has written what it holds.
     pub async fn log_rows(&self) -> Vec<IssuanceRecord> {
+        if let Some(g) = &self.gateway {
+            g.service.audit.flush_refusals().await;
+        }
         self.store
             .search_issuance(&IssuanceFilter::default(), None, 100_000)
             .await
@@ -302,12 +315,20 @@ impl TestApp {
         self.gateway.as_ref().unwrap().apps.changes_applied()
     }
 
-    pub async fn shutdown(mut self) {
+    /// Stops the server (requests in flight finish) and the gateway, whose writers write
+    /// everything queued and learn the fate of every commit under way; the database stays
+    /// for the test to read.
+    pub async fn stop_gateway(&mut self) {
+        let Some(gateway) = self.gateway.take() else {
+            return; // stopped already
+        };
         self.server.stop(true).await;
         let _ = (&mut self.server_task).await;
-        if let Some(g) = self.gateway.take() {
-            g.shutdown().await;
-        }
+        gateway.shutdown().await;
+    }
+
+    pub async fn shutdown(mut self) {
+        self.stop_gateway().await;
         self.stop.cancel();
         let _ = (&mut self.follow).await;
     }

@@ -6,6 +6,7 @@ pub mod apps;
 pub mod audit;
 mod clock;
 pub mod cluster;
+pub mod cooldown;
 pub mod credcache;
 pub mod error;
 pub mod http;

@@ -69,6 +69,43 @@ pub struct Metrics {
     cluster_members: AtomicU64,
     /// Local misses answered through the shared credential table, by result.
     shared_credentials: Mutex<BTreeMap<&'static str, u64>>,
+    audit_abandoned: AtomicU64,
+    audit_amended: AtomicU64,
+    audit_amend_failures: AtomicU64,
+    audit_rejected_rows: AtomicU64,
+    refusal_rows_written: AtomicU64,
+    refusal_summary_rows: AtomicU64,
+    refusal_folded: AtomicU64,
+    refusal_dropped: [AtomicU64; RefusalDrop::ALL.len()],
+    auth_cooldowns: AtomicU64,
+    auth_cooldown_refusals: AtomicU64,
+}
+
+/// Why refusal rows were not written (`stsgate_audit_refusal_dropped_total{reason}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalDrop {
+    /// The insert failed or did not answer in time.
+    WriteFailed,
+    /// A new summary row was needed while `max_summaries` were being counted.
+    SummariesFull,
+    /// The lane had already stopped (shutdown).
+    Stopped,
+}
+
+impl RefusalDrop {
+    const ALL: [RefusalDrop; 3] = [
+        RefusalDrop::WriteFailed,
+        RefusalDrop::SummariesFull,
+        RefusalDrop::Stopped,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            RefusalDrop::WriteFailed => "write_failed",
+            RefusalDrop::SummariesFull => "summaries_full",
+            RefusalDrop::Stopped => "stopped",
+        }
+    }
 }
 
 /// Prometheus label values escape `\`, `"` and newlines.
@@ -127,6 +164,54 @@ impl Metrics {
             .unwrap()
             .entry(result)
             .or_default() += 1;
+    }
+
+    /// A row whose waiter answered 503 (or went away) before its commit started.
+    pub fn audit_abandoned(&self) {
+        self.audit_abandoned.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Rows that committed after their clients were answered, rewritten to what they got.
+    pub fn audit_amended(&self, rows: u64) {
+        self.audit_amended.fetch_add(rows, Ordering::Relaxed);
+    }
+
+    pub fn audit_amend_failed(&self, rows: usize) {
+        self.audit_amend_failures
+            .fetch_add(rows as u64, Ordering::Relaxed);
+    }
+
+    /// Rows the database refused on their own (after their batch was retried row by row).
+    pub fn audit_rejected(&self, rows: usize) {
+        self.audit_rejected_rows
+            .fetch_add(rows as u64, Ordering::Relaxed);
+    }
+
+    pub fn refusal_written(&self, rows: usize, summaries: bool) {
+        let counter = if summaries {
+            &self.refusal_summary_rows
+        } else {
+            &self.refusal_rows_written
+        };
+        counter.fetch_add(rows as u64, Ordering::Relaxed);
+    }
+
+    pub fn refusal_folded(&self) {
+        self.refusal_folded.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn refusal_dropped(&self, reason: RefusalDrop, requests: u64) {
+        self.refusal_dropped[reason as usize].fetch_add(requests, Ordering::Relaxed);
+    }
+
+    /// A source address entered its authentication-failure cool-down.
+    pub fn auth_cooldown_started(&self) {
+        self.auth_cooldowns.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A request answered 429 by the cool-down, before its token was verified.
+    pub fn auth_cooldown_refused(&self) {
+        self.auth_cooldown_refusals.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn render(&self, cache_entries: u64) -> String {
@@ -205,6 +290,68 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "stsgate_shared_credentials_total{{result=\"{result}\"}} {n}"
+            );
+        }
+        for (name, help, v) in [
+            (
+                "stsgate_audit_abandoned_total",
+                "Credential rows not committed because their request's deadline passed (answered 503) or the client left while queued.",
+                &self.audit_abandoned,
+            ),
+            (
+                "stsgate_audit_amended_total",
+                "Credential rows that committed after their client was answered without the credential, rewritten to what the client got.",
+                &self.audit_amended,
+            ),
+            (
+                "stsgate_audit_amend_failures_total",
+                "Credential rows that may have committed after their client got no credential and could not be amended (see the error log).",
+                &self.audit_amend_failures,
+            ),
+            (
+                "stsgate_audit_rejected_rows_total",
+                "Credential rows the database refused on their own (answered 503).",
+                &self.audit_rejected_rows,
+            ),
+            (
+                "stsgate_audit_refusal_rows_total",
+                "Refusal rows written one per request.",
+                &self.refusal_rows_written,
+            ),
+            (
+                "stsgate_audit_refusal_summary_rows_total",
+                "Summary rows written for folded refusals.",
+                &self.refusal_summary_rows,
+            ),
+            (
+                "stsgate_audit_refusal_folded_total",
+                "Refusals folded into a summary row (source address over its rate, or the lane full).",
+                &self.refusal_folded,
+            ),
+            (
+                "stsgate_auth_cooldowns_total",
+                "Times a source address entered its authentication-failure cool-down.",
+                &self.auth_cooldowns,
+            ),
+            (
+                "stsgate_auth_cooldown_refusals_total",
+                "Requests answered 429 by an authentication-failure cool-down, before token verification.",
+                &self.auth_cooldown_refusals,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                v.load(Ordering::Relaxed)
+            );
+        }
+        out.push_str("# HELP stsgate_audit_refusal_dropped_total Refusals whose row (or summary) could not be written, by reason.\n# TYPE stsgate_audit_refusal_dropped_total counter\n");
+        for reason in RefusalDrop::ALL {
+            let _ = writeln!(
+                out,
+                "stsgate_audit_refusal_dropped_total{{reason=\"{}\"}} {}",
+                reason.as_str(),
+                self.refusal_dropped[reason as usize].load(Ordering::Relaxed)
             );
         }
         out

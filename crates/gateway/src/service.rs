@@ -11,12 +11,13 @@ use sts_core::{ErrorClass, StsError, TemporaryCredentials};
 use time::OffsetDateTime;
 
 use crate::apps::{AppResolver, ResolveError, ResolvedApp};
-use crate::audit::AuditWriter;
+use crate::audit::{AuditWriter, log_text};
 use crate::clock::unix_now;
 use crate::cluster::{Budget, Membership, SharedCredentials};
+use crate::cooldown::{AuthCooldown, CooldownConfig};
 use crate::credcache::{CacheKey, CachedCredential, CredentialCache, evict_if_same, new_cache};
 use crate::error::ApiError;
-use crate::jwt::{JwtError, JwtVerifier, Observed};
+use crate::jwt::{JwtError, JwtVerifier, Observed, unverified_claim};
 use crate::metrics::Metrics;
 use crate::ratelimit::{RateLimiter, replica_share};
 
@@ -56,17 +57,21 @@ pub struct Service {
     membership: Arc<Membership>,
     budget: Budget,
     shared: SharedCredentials,
+    cooldown: AuthCooldown,
     /// Each request's budget for its database work (see [`crate::GatewayConfig`]).
     database_timeout: Duration,
 }
 
-/// Free text that goes into the issuance log: bounded, and without characters Postgres
-/// refuses (NUL) or that would forge log lines.
-pub fn log_text(s: &str, max_chars: usize) -> String {
-    s.chars()
-        .take(max_chars)
-        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
-        .collect()
+/// What [`Service::issue`] learnt on its way, for the row and the metrics.
+#[derive(Debug, Default)]
+struct Progress {
+    /// The app exists (its own metrics label).
+    known_app: bool,
+    /// The request's database time so far (the app load), out of `database_timeout`.
+    db_spent: Duration,
+    /// The app's id and the verified subject, once known (the cool-down's known subjects).
+    app_id: i64,
+    subject: Option<String>,
 }
 
 /// A name STS accepts (`[\w+=,.@-]`, bounded) that still tells CloudAudit who it was.
@@ -116,6 +121,7 @@ impl Service {
         membership: Arc<Membership>,
         budget: Budget,
         shared: SharedCredentials,
+        cooldown: CooldownConfig,
     ) -> Self {
         Self {
             apps,
@@ -127,6 +133,7 @@ impl Service {
             membership,
             budget,
             shared,
+            cooldown: AuthCooldown::new(cooldown),
             database_timeout,
         }
     }
@@ -142,7 +149,8 @@ impl Service {
     }
 
     /// Runs the whole path, writes the issuance-log row, and only then answers. A credential
-    /// is never returned unless its row has committed.
+    /// is never returned unless its row has committed; a refusal is answered at once and its
+    /// row goes through the refusal lane.
     pub async fn handle(&self, req: &CredentialRequest) -> Result<Issued, ApiError> {
         let started = Instant::now();
         let mut record = IssuanceRecord {
@@ -165,23 +173,18 @@ impl Service {
             source_ip: req.source_ip.clone(),
             user_agent: req.user_agent.as_deref().map(|ua| log_text(ua, 512)),
             latency_us: 0,
+            count: 1,
         };
-        let mut known_app = false;
-        let result = self.issue(req, &mut record, &mut known_app).await;
-        match &result {
-            Ok(issued) => {
-                record.outcome = if issued.cached {
-                    Outcome::Cached
-                } else {
-                    Outcome::Issued
-                };
-                record.http_status = 200;
-                record.tmp_secret_id = Some(issued.credential.creds.tmp_secret_id.clone());
-                record.sts_request_id = Some(issued.credential.creds.request_id.clone());
-                record.expired_time =
-                    OffsetDateTime::from_unix_timestamp(issued.credential.creds.expired_time).ok();
-                record.prefix = Some(issued.prefix.clone());
-            }
+        let mut progress = Progress::default();
+        let ip = req.source_ip.as_deref().and_then(|ip| ip.parse().ok());
+        let result = self.issue(req, ip, &mut record, &mut progress).await;
+        let label = if progress.known_app {
+            req.app.as_str()
+        } else {
+            "_unknown"
+        };
+        let issued = match result {
+            Ok(issued) => issued,
             Err(e) => {
                 record.outcome = e.outcome();
                 record.http_status = e.status().as_u16() as i16;
@@ -191,23 +194,55 @@ impl Service {
                 if let ApiError::StsRefused {
                     sts_request_id: Some(id),
                     ..
-                } = e
+                } = &e
                 {
                     record.sts_request_id = Some(id.clone());
                 }
+                record.latency_us = started.elapsed().as_micros() as i64;
+                self.metrics
+                    .request(label, record.outcome, started.elapsed());
+                if matches!(e, ApiError::MissingToken | ApiError::InvalidToken(_))
+                    && self.cooldown.failed(ip)
+                {
+                    self.metrics.auth_cooldown_started();
+                    tracing::warn!(source_ip = ?ip, "authentication failures: cooling down this address");
+                }
+                self.audit.refusal(record);
+                return Err(e);
             }
-        }
+        };
+        record.outcome = if issued.cached {
+            Outcome::Cached
+        } else {
+            Outcome::Issued
+        };
+        record.http_status = 200;
+        record.tmp_secret_id = Some(issued.credential.creds.tmp_secret_id.clone());
+        record.sts_request_id = Some(issued.credential.creds.request_id.clone());
+        record.expired_time =
+            OffsetDateTime::from_unix_timestamp(issued.credential.creds.expired_time).ok();
+        record.prefix = Some(issued.prefix.clone());
         record.latency_us = started.elapsed().as_micros() as i64;
         let outcome = record.outcome;
-        let label = if known_app {
-            req.app.as_str()
+        // One database budget per request: what the app load left of it bounds queueing and
+        // the commit together.
+        let deadline =
+            tokio::time::Instant::now() + self.database_timeout.saturating_sub(progress.db_spent);
+        let written = self.audit.record(record, deadline).await;
+        // Counted as the client gets it: a credential whose row did not commit is a 503.
+        let answered = if written.is_ok() {
+            outcome
         } else {
-            "_unknown"
+            Outcome::UpstreamError
         };
-        let written = self.audit.record(record).await;
-        self.metrics.request(label, outcome, started.elapsed());
+        self.metrics.request(label, answered, started.elapsed());
         match written {
-            Ok(()) => result,
+            Ok(()) => {
+                if let Some(subject) = &progress.subject {
+                    self.cooldown.succeeded(ip, progress.app_id, subject);
+                }
+                Ok(issued)
+            }
             Err(e) => {
                 tracing::error!(request_id = %req.request_id, error = %e, "no durable issuance record; refusing");
                 Err(ApiError::Unavailable)
@@ -218,12 +253,16 @@ impl Service {
     async fn issue(
         &self,
         req: &CredentialRequest,
+        ip: Option<std::net::IpAddr>,
         record: &mut IssuanceRecord,
-        known_app: &mut bool,
+        progress: &mut Progress,
     ) -> Result<Issued, ApiError> {
         // One budget for the app load: waiting for a connection and every query share it.
-        let deadline = tokio::time::Instant::now() + self.database_timeout;
-        let app = match self.apps.resolve(&req.app, deadline).await {
+        let load_started = tokio::time::Instant::now();
+        let deadline = load_started + self.database_timeout;
+        let resolved = self.apps.resolve(&req.app, deadline).await;
+        progress.db_spent = load_started.elapsed();
+        let app = match resolved {
             Ok(Some(app)) => app,
             Ok(None) => {
                 // The name is the client's choice: keep it out of the app column (and so
@@ -247,7 +286,8 @@ impl Service {
                 return Err(ApiError::Unavailable);
             }
         };
-        *known_app = true;
+        progress.known_app = true;
+        progress.app_id = app.app.id;
         if let Some(problem) = &req.option_error {
             return Err(ApiError::InvalidRequest(problem.clone()));
         }
@@ -258,6 +298,13 @@ impl Service {
         // Unusable JWT settings are the server's fault: a 401 would make client apps sign
         // their users out.
         let jwt = app.jwt.as_ref().ok_or(ApiError::Misconfigured)?;
+        // An address that keeps failing authentication waits before any verification work.
+        let claimed = unverified_claim(token, jwt.user_claim());
+        if let Err(retry_after) = self.cooldown.admit(ip, app.app.id, claimed) {
+            self.metrics.auth_cooldown_refused();
+            record.error_code = Some("rate_limited:auth_cooldown".to_owned());
+            return Err(ApiError::RateLimited { retry_after });
+        }
         let verified = match self.jwt.verify(jwt, token).await {
             Ok(v) => v,
             Err(e) => {
@@ -274,6 +321,7 @@ impl Service {
         };
         let subject = verified.subject;
         record.subject = Some(log_text(&subject, 256));
+        progress.subject = Some(subject.clone());
 
         if app.blocked.contains(&subject) {
             return Err(ApiError::SubjectBlocked);
@@ -465,12 +513,6 @@ impl Service {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn log_text_strips_controls_and_bounds_length() {
-        assert_eq!(log_text("a\0b\nc", 10), "a\u{fffd}b\u{fffd}c");
-        assert_eq!(log_text(&"x".repeat(300), 256).len(), 256);
-    }
 
     #[test]
     fn session_names_are_safe_for_sts() {

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::apps::AppResolver;
 use crate::audit::{AuditConfig, AuditWriter};
 use crate::cluster::{Budget, ClusterConfig, Membership, SharedCredentials};
+use crate::cooldown::CooldownConfig;
 use crate::http::{PublicState, access_log, configure};
 use crate::jwt::{JwksConfig, JwtVerifier};
 use crate::metrics::Metrics;
@@ -39,6 +40,8 @@ pub struct GatewayConfig {
     pub database_timeout: Duration,
     /// Cluster mode: membership, the shared STS budget and credentials (DESIGN §8).
     pub cluster: ClusterConfig,
+    /// The authentication-failure cool-down per source address.
+    pub cooldown: CooldownConfig,
 }
 
 impl Default for GatewayConfig {
@@ -53,6 +56,7 @@ impl Default for GatewayConfig {
             shutdown_timeout: 30,
             database_timeout: Duration::from_secs(3),
             cluster: ClusterConfig::default(),
+            cooldown: CooldownConfig::default(),
         }
     }
 }
@@ -72,6 +76,18 @@ pub struct Gateway {
 impl Gateway {
     /// Spawns the audit writers; must run inside a Tokio runtime.
     pub fn build(store: Arc<dyn Store>, sts: StsClient, config: GatewayConfig) -> Self {
+        Self::build_with_audit_store(store.clone(), store, sts, config)
+    }
+
+    /// [`Gateway::build`] with the issuance-log writers on `audit_store`: give them a pool of
+    /// their own, opened outside the HTTP workers, so their connections outlive the workers'
+    /// runtimes while the shutdown drain writes what is left.
+    pub fn build_with_audit_store(
+        store: Arc<dyn Store>,
+        audit_store: Arc<dyn Store>,
+        sts: StsClient,
+        config: GatewayConfig,
+    ) -> Self {
         let metrics = Arc::new(Metrics::default());
         let apps = Arc::new(AppResolver::new(
             store.clone(),
@@ -80,7 +96,7 @@ impl Gateway {
             config.jwks.compile_options(),
         ));
         let (audit, writers) =
-            AuditWriter::spawn(store.clone(), metrics.clone(), config.audit.clone());
+            AuditWriter::spawn(audit_store, metrics.clone(), config.audit.clone());
         let membership = Arc::new(Membership::new(
             store.clone(),
             metrics.clone(),
@@ -103,6 +119,7 @@ impl Gateway {
             membership.clone(),
             Budget::new(store.clone()),
             shared,
+            config.cooldown.clone(),
         ));
         Self {
             service,

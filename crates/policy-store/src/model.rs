@@ -269,6 +269,10 @@ pub struct IssuanceRecord {
     pub source_ip: Option<String>,
     pub user_agent: Option<String>,
     pub latency_us: i64,
+    /// How many requests the row stands for: 1, or more for a summary row into which a
+    /// refusal flood from one source address was folded (same address, app, outcome and
+    /// minute; the other fields are the first request's).
+    pub count: i32,
 }
 
 /// Filters for searching the issuance log; every field narrows.

@@ -227,6 +227,17 @@ pub trait IssuanceStore: Send + Sync {
         app_slug: &str,
         subject: &str,
     ) -> Result<Option<time::OffsetDateTime>>;
+    /// Rewrites the `issued`/`cached` rows of `request_ids` logged at or after `since` as
+    /// what their clients actually got: `upstream_error` with `http_status` and `error_code`
+    /// (the TmpSecretId stays: minted, never delivered). For a commit whose answer came too late (its client was answered
+    /// 503 meanwhile) or whose client went away. Returns how many rows changed.
+    async fn amend_unanswered_issuance(
+        &self,
+        request_ids: &[String],
+        since: time::OffsetDateTime,
+        http_status: i16,
+        error_code: &str,
+    ) -> Result<u64>;
 }
 
 /// The admin change log (`admin_audit`), written by every mutation above.

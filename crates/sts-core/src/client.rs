@@ -149,6 +149,27 @@ pub enum DecodeError {
     Json(#[from] serde_json::Error),
     #[error("it has neither Error nor Credentials and ExpiredTime")]
     Incomplete,
+    /// A field no caller can use safely (a NUL or other control character, an absurd
+    /// length, a time outside any calendar): the credential is refused, never handed out.
+    #[error("its {0} is unusable")]
+    Unusable(&'static str),
+}
+
+/// Longest TmpSecretId accepted (real ones are about 36 characters).
+pub const MAX_TMP_SECRET_ID: usize = 256;
+/// Longest TmpSecretKey or session token accepted.
+const MAX_SECRET: usize = 16 * 1024;
+/// Latest ExpiredTime accepted: 9999-12-31T23:59:59Z.
+const MAX_EXPIRED_TIME: i64 = 253_402_300_799;
+
+/// A short printable ASCII identifier (no spaces, no control characters).
+fn usable_id(s: &str, max: usize) -> bool {
+    !s.is_empty() && s.len() <= max && s.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// A secret that can travel in a JSON answer and an HTTP header as given.
+fn usable_secret(s: &str) -> bool {
+    !s.is_empty() && s.len() <= MAX_SECRET && !s.chars().any(char::is_control)
 }
 
 /// `error: cause: cause …`, for errors whose `Display` leaves the causes out (reqwest's do).
@@ -594,9 +615,22 @@ pub(crate) fn parse_response(status: u16, body: &[u8]) -> Result<TemporaryCreden
     let (Some(creds), Some(expired_time)) = (r.credentials, r.expired_time) else {
         return Err(DecodeError::Incomplete.into());
     };
+    if !usable_id(&creds.tmp_secret_id, MAX_TMP_SECRET_ID) {
+        return Err(DecodeError::Unusable("TmpSecretId").into());
+    }
+    if !(1..=MAX_EXPIRED_TIME).contains(&expired_time) {
+        return Err(DecodeError::Unusable("ExpiredTime").into());
+    }
+    if !usable_secret(&creds.tmp_secret_key) {
+        return Err(DecodeError::Unusable("TmpSecretKey").into());
+    }
+    if !usable_secret(&creds.token) {
+        return Err(DecodeError::Unusable("Token").into());
+    }
+    // Expiration is informational (ExpiredTime is what counts): a broken one is derived.
     let expiration = r
         .expiration
-        .filter(|s| !s.is_empty())
+        .filter(|s| usable_id(s, 64))
         .unwrap_or_else(|| iso8601(expired_time));
     Ok(TemporaryCredentials {
         tmp_secret_id: creds.tmp_secret_id,
@@ -681,6 +715,44 @@ mod tests {
         );
         assert_eq!(incomplete.class(), ErrorClass::Permanent);
         assert!(!incomplete.is_unavailable());
+    }
+
+    #[test]
+    fn unusable_answers_are_refused() {
+        let body = |id: &str, expired: i64| {
+            serde_json::to_vec(&serde_json::json!({"Response": {
+                "Credentials": {"Token": "t", "TmpSecretId": id, "TmpSecretKey": "k"},
+                "ExpiredTime": expired, "Expiration": "2023-06-14T05:06:57Z", "RequestId": "r"}}))
+            .unwrap()
+        };
+        assert!(parse_response(200, &body("AKIDok", 1_700_000_000)).is_ok());
+        for (id, expired, field) in [
+            ("AKID\0x", 1_700_000_000, "TmpSecretId"),
+            ("", 1_700_000_000, "TmpSecretId"),
+            ("AKID x", 1_700_000_000, "TmpSecretId"),
+            (&"A".repeat(5_000), 1_700_000_000, "TmpSecretId"),
+            ("AKIDok", 0, "ExpiredTime"),
+            ("AKIDok", -5, "ExpiredTime"),
+            ("AKIDok", i64::MAX, "ExpiredTime"),
+        ] {
+            let e = parse_response(200, &body(id, expired)).unwrap_err();
+            assert!(
+                matches!(e, StsError::Decode(DecodeError::Unusable(f)) if f == field),
+                "{e:?}"
+            );
+            assert_eq!(e.class(), ErrorClass::Permanent);
+            assert!(!e.is_unavailable());
+        }
+        let nul_key = br#"{"Response":{"Credentials":{"Token":"t","TmpSecretId":"AKID","TmpSecretKey":"k\u0000"},"ExpiredTime":1700000000,"RequestId":"r"}}"#;
+        assert!(matches!(
+            parse_response(200, nul_key),
+            Err(StsError::Decode(DecodeError::Unusable("TmpSecretKey")))
+        ));
+        let bad_expiration = br#"{"Response":{"Credentials":{"Token":"t","TmpSecretId":"AKID","TmpSecretKey":"k"},"Expiration":"2023\u0000","ExpiredTime":1700001800,"RequestId":"r"}}"#;
+        assert_eq!(
+            parse_response(200, bad_expiration).unwrap().expiration,
+            "2023-11-14T22:43:20Z"
+        );
     }
 
     #[test]

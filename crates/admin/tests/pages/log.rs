@@ -38,6 +38,7 @@ fn record(i: usize, now: OffsetDateTime) -> IssuanceRecord {
         source_ip: Some(format!("10.0.{}.{}", i % 3, i % 250)),
         user_agent: Some("okhttp/4, \"quoted\"".into()),
         latency_us: (i as i64 % 100) * 1000,
+        count: 1,
     }
 }
 

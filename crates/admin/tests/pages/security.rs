@@ -240,6 +240,7 @@ async fn stored_text_is_escaped() {
             source_ip: Some("10.0.0.1".into()),
             user_agent: Some("<script>ua()</script>".into()),
             latency_us: 5,
+            count: 1,
         }])
         .await
         .unwrap();
@@ -554,6 +555,7 @@ async fn no_page_or_export_contains_a_stored_secret() {
             source_ip: Some("10.0.0.1".into()),
             user_agent: Some("okhttp".into()),
             latency_us: 1234,
+            count: 1,
         }])
         .await
         .unwrap();

@@ -487,6 +487,7 @@ async fn log_rows(t: &TestAdmin, rows: &[(&str, &str, Outcome, Option<&str>)]) {
             source_ip: Some("10.0.0.1".into()),
             user_agent: None,
             latency_us: 100,
+            count: 1,
         })
         .collect();
     t.store.insert_issuance_batch(&records).await.unwrap();

@@ -76,4 +76,6 @@ pub use policy_store::jwt::{
     CompileOptions, CompiledJwt, JwtConfigError, JwtConfigErrors, MAX_LEEWAY_SECONDS,
     MAX_STATIC_KEYS, MIN_HS_SECRET_BYTES,
 };
-pub use verify::{JwtError, JwtVerifier, MAX_TOKEN_BYTES, Observed, VerifiedToken};
+pub use verify::{
+    JwtError, JwtVerifier, MAX_TOKEN_BYTES, Observed, VerifiedToken, unverified_claim,
+};

@@ -18,7 +18,7 @@ macro_rules! issuance_columns {
     () => {
         "id, at, app, subject, outcome, http_status, error_code, request_id, sts_request_id, \
          tmp_secret_id, policy_hash, template_version, actions, prefix, duration_seconds, \
-         expired_time, host(source_ip) AS source_ip, user_agent, latency_us"
+         expired_time, host(source_ip) AS source_ip, user_agent, latency_us, count"
     };
 }
 pub(super) use issuance_columns;
@@ -58,6 +58,7 @@ pub(super) fn issuance_from_row(row: &PgRow) -> Result<IssuanceRecord, sqlx::Err
         source_ip: row.try_get("source_ip")?,
         user_agent: row.try_get("user_agent")?,
         latency_us: row.try_get("latency_us")?,
+        count: row.try_get("count")?,
     })
 }
 
@@ -124,6 +125,7 @@ impl IssuanceStore for PgStore {
         let mut source_ip = Vec::with_capacity(n);
         let mut user_agent = Vec::with_capacity(n);
         let mut latency_us = Vec::with_capacity(n);
+        let mut count = Vec::with_capacity(n);
         for r in records {
             at.push(r.at);
             app.push(r.app.clone());
@@ -143,26 +145,27 @@ impl IssuanceStore for PgStore {
             source_ip.push(r.source_ip.clone());
             user_agent.push(r.user_agent.clone());
             latency_us.push(r.latency_us);
+            count.push(r.count.max(1));
         }
 
         let mut tx = self.pool.begin().await.db()?;
         sqlx::query(
             "INSERT INTO issuance_log (at, app, subject, outcome, http_status, error_code, \
                request_id, sts_request_id, tmp_secret_id, policy_hash, template_version, actions, \
-               prefix, duration_seconds, expired_time, source_ip, user_agent, latency_us) \
+               prefix, duration_seconds, expired_time, source_ip, user_agent, latency_us, count) \
              SELECT u.at, u.app, u.subject, u.outcome, u.http_status, u.error_code, \
                u.request_id, u.sts_request_id, u.tmp_secret_id, u.policy_hash, u.template_version, \
                ARRAY(SELECT e.a FROM jsonb_array_elements_text(u.actions::jsonb) \
                      WITH ORDINALITY AS e(a, i) ORDER BY e.i), \
                u.prefix, u.duration_seconds, u.expired_time, u.source_ip::inet, u.user_agent, \
-               u.latency_us \
+               u.latency_us, u.count \
              FROM UNNEST($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::int2[], \
                $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::int4[], \
                $12::text[], $13::text[], $14::int4[], $15::timestamptz[], $16::text[], \
-               $17::text[], $18::int8[]) \
+               $17::text[], $18::int8[], $19::int4[]) \
              AS u(at, app, subject, outcome, http_status, error_code, request_id, \
                sts_request_id, tmp_secret_id, policy_hash, template_version, actions, prefix, \
-               duration_seconds, expired_time, source_ip, user_agent, latency_us)",
+               duration_seconds, expired_time, source_ip, user_agent, latency_us, count)",
         )
         .bind(at)
         .bind(app)
@@ -182,6 +185,7 @@ impl IssuanceStore for PgStore {
         .bind(source_ip)
         .bind(user_agent)
         .bind(latency_us)
+        .bind(count)
         .execute(&mut *tx)
         .await
         .db()?;
@@ -221,14 +225,14 @@ impl IssuanceStore for PgStore {
 
     async fn traffic_since(&self, since: OffsetDateTime) -> Result<Vec<AppTraffic>> {
         let rows = sqlx::query(
-            "SELECT app, count(*) AS total, \
-               count(*) FILTER (WHERE outcome = 'issued') AS issued, \
-               count(*) FILTER (WHERE outcome = 'cached') AS cached, \
-               count(*) FILTER (WHERE outcome = 'denied') AS denied, \
-               count(*) FILTER (WHERE outcome = 'invalid_token') AS invalid_token, \
-               count(*) FILTER (WHERE outcome = 'bad_request') AS bad_request, \
-               count(*) FILTER (WHERE outcome = 'rate_limited') AS rate_limited, \
-               count(*) FILTER (WHERE outcome = 'upstream_error') AS upstream_error, \
+            "SELECT app, sum(count)::int8 AS total, \
+               coalesce(sum(count) FILTER (WHERE outcome = 'issued'), 0)::int8 AS issued, \
+               coalesce(sum(count) FILTER (WHERE outcome = 'cached'), 0)::int8 AS cached, \
+               coalesce(sum(count) FILTER (WHERE outcome = 'denied'), 0)::int8 AS denied, \
+               coalesce(sum(count) FILTER (WHERE outcome = 'invalid_token'), 0)::int8 AS invalid_token, \
+               coalesce(sum(count) FILTER (WHERE outcome = 'bad_request'), 0)::int8 AS bad_request, \
+               coalesce(sum(count) FILTER (WHERE outcome = 'rate_limited'), 0)::int8 AS rate_limited, \
+               coalesce(sum(count) FILTER (WHERE outcome = 'upstream_error'), 0)::int8 AS upstream_error, \
                percentile_disc(0.95) WITHIN GROUP (ORDER BY latency_us) AS p95 \
              FROM issuance_log WHERE at >= $1 GROUP BY app ORDER BY app",
         )
@@ -271,5 +275,30 @@ impl IssuanceStore for PgStore {
         .fetch_one(&self.pool)
         .await
         .db()?)
+    }
+
+    async fn amend_unanswered_issuance(
+        &self,
+        request_ids: &[String],
+        since: OffsetDateTime,
+        http_status: i16,
+        error_code: &str,
+    ) -> Result<u64> {
+        if request_ids.is_empty() {
+            return Ok(0);
+        }
+        let done = sqlx::query(
+            "UPDATE issuance_log SET outcome = 'upstream_error', http_status = $4, \
+               error_code = $3 \
+             WHERE request_id = ANY($1) AND at >= $2 AND outcome IN ('issued', 'cached')",
+        )
+        .bind(request_ids)
+        .bind(since)
+        .bind(error_code)
+        .bind(http_status)
+        .execute(&self.pool)
+        .await
+        .db()?;
+        Ok(done.rows_affected())
     }
 }

@@ -28,14 +28,15 @@ const KEEP: Duration = Duration::days(35);
 /// Subjects and addresses kept per hour.
 const TOP_PER_HOUR: i64 = 50;
 
-/// Per (hour, app, outcome) counts and latency histograms of the rows in `[$1, $2)`. The
-/// bucket expression is [`LatencyHistogram::bucket`]'s.
+/// Per (hour, app, outcome) counts and latency histograms of the rows in `[$1, $2)`. A
+/// folded refusal row stands for `count` requests. The bucket expression is
+/// [`LatencyHistogram::bucket`]'s.
 const HOURLY: &str = "\
     SELECT hour, app, outcome, sum(n)::bigint AS requests, jsonb_object_agg(bucket, n) AS latency \
     FROM (SELECT date_trunc('hour', at, 'UTC') AS hour, app, outcome, \
                  LEAST(200, GREATEST(0, floor(ln(GREATEST(latency_us, 1)::float8 / 100) / ln(1.1))))::int \
                    AS bucket, \
-                 count(*) AS n \
+                 sum(count) AS n \
           FROM issuance_log WHERE at >= $1 AND at < $2 GROUP BY 1, 2, 3, 4) b \
     GROUP BY hour, app, outcome";
 
@@ -117,9 +118,9 @@ impl PgStore {
             sqlx::query(sqlx::AssertSqlSafe(format!(
                 "INSERT INTO issuance_hourly_top (hour, kind, key, requests) \
                  SELECT hour, '{kind}', key, n FROM ( \
-                   SELECT date_trunc('hour', at, 'UTC') AS hour, {key} AS key, count(*) AS n, \
+                   SELECT date_trunc('hour', at, 'UTC') AS hour, {key} AS key, sum(count) AS n, \
                           row_number() OVER (PARTITION BY date_trunc('hour', at, 'UTC') \
-                                             ORDER BY count(*) DESC, {key}) AS rank \
+                                             ORDER BY sum(count) DESC, {key}) AS rank \
                    FROM issuance_log WHERE at >= $1 AND at < $2 AND {key} IS NOT NULL \
                    GROUP BY 1, 2) t \
                  WHERE rank <= $3"
@@ -220,7 +221,7 @@ impl crate::repo::RollupStore for PgStore {
                    SELECT key, requests FROM issuance_hourly_top \
                    WHERE kind = '{kind}' AND hour >= $1 AND hour < $2 \
                    UNION ALL \
-                   SELECT {key}, count(*) FROM issuance_log \
+                   SELECT {key}, sum(count) FROM issuance_log \
                    WHERE at >= $2 AND at < $3 AND {key} IS NOT NULL GROUP BY 1) t \
                  GROUP BY key ORDER BY 2 DESC, key LIMIT $4"
             )))

@@ -411,6 +411,7 @@ fn row(
         source_ip: Some("10.0.0.7".into()),
         user_agent: None,
         latency_us,
+        count: 1,
     }
 }
 

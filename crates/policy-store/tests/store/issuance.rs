@@ -45,6 +45,7 @@ fn record(i: usize, base: OffsetDateTime) -> IssuanceRecord {
         },
         user_agent: Some("okhttp/4.12".into()),
         latency_us: i as i64 * 10,
+        count: 1,
     }
 }
 

@@ -14,6 +14,7 @@ async fn migrations_apply_once_and_are_idempotent() {
             "V2__admin",
             "V4__admin_ux",
             "V5__sign_in_admission",
+            "V6__issuance_count",
             "V7__cluster",
             "V11__issuance_rollup"
         ]

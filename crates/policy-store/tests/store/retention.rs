@@ -36,6 +36,7 @@ fn row(at: OffsetDateTime, request_id: &str) -> IssuanceRecord {
         source_ip: Some("203.0.113.9".into()),
         user_agent: Some("okhttp/4.12".into()),
         latency_us: 1200,
+        count: 1,
     }
 }
 

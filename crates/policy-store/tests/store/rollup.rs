@@ -39,6 +39,7 @@ fn row(
         source_ip: Some(format!("198.51.100.{}", subject.len())),
         user_agent: None,
         latency_us,
+        count: 1,
     }
 }
 

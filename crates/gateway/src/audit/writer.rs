@@ -1,0 +1,274 @@
+//! The issuance writers: group commit of the rows whose answer carries a credential
+//! (DESIGN §5.7).
+//!
+//! Writer tasks take whatever rows are queued (up to `max_batch`), insert them in one
+//! statement, and answer every waiter. While one batch commits the next one fills, so
+//! throughput grows with load instead of paying one commit per request.
+//!
+//! A row and its answer always agree:
+//! - Each row carries its request's deadline. A waiter that gives up while its row is still
+//!   queued marks it abandoned (an atomic claim), and the writer logs it as the 503 the
+//!   client got, never as `issued`/`cached`.
+//! - Once a writer has claimed a row, its commit is bounded by the earliest deadline of the
+//!   batch, so every waiter of the batch has its answer by its own deadline.
+//! - A commit whose answer has not come by then is answered 503, and the writer keeps
+//!   waiting for the database's answer: if the rows did commit after all, they are amended to
+//!   what the clients got (`upstream_error`, 503, `audit_unavailable`). The same holds for a
+//!   waiter that went away (its client disconnected) after its row was claimed (499,
+//!   `client_gone`).
+//! - A batch the database refuses for its content (not for being down) is retried row by row,
+//!   so one bad row is refused alone.
+
+use std::slice;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
+
+use policy_store::{IssuanceRecord, Outcome, Store, StoreError};
+use time::OffsetDateTime;
+use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::time::Instant;
+
+use super::refusals::RefusalLane;
+use super::{AuditError, write_with_retries};
+use crate::metrics::Metrics;
+
+/// The row is in the queue; its waiter is still waiting.
+pub(super) const QUEUED: u8 = 0;
+/// A writer has started committing it: the waiter waits for the result.
+pub(super) const CLAIMED: u8 = 1;
+/// Its waiter answered 503 without it: it must never be written as handed out.
+pub(super) const ABANDONED: u8 = 2;
+
+/// The code of a row whose client got 503 because its row did not commit in time.
+pub const AUDIT_UNAVAILABLE: &str = "audit_unavailable";
+/// The code of a row whose client went away before its answer.
+pub const CLIENT_GONE: &str = "client_gone";
+const CLIENT_GONE_STATUS: i16 = 499;
+
+/// How long a writer keeps waiting for the database's answer to a commit whose waiters it
+/// has already answered 503 (to amend the rows if they committed after all).
+const LATE_ANSWER_BACKSTOP: Duration = Duration::from_secs(60);
+
+pub(super) struct Pending {
+    pub record: IssuanceRecord,
+    pub deadline: Instant,
+    pub claim: Arc<AtomicU8>,
+    pub done: oneshot::Sender<Result<(), AuditError>>,
+}
+
+/// `record` as the row of a request whose client got `status`/`code` instead of its
+/// credential. The TmpSecretId stays: that credential was minted but never delivered.
+pub(super) fn unanswered(record: IssuanceRecord, status: i16, code: &str) -> IssuanceRecord {
+    IssuanceRecord {
+        outcome: Outcome::UpstreamError,
+        http_status: status,
+        error_code: Some(code.to_owned()),
+        ..record
+    }
+}
+
+pub(super) struct Writer {
+    pub rx: Arc<Mutex<mpsc::Receiver<Pending>>>,
+    pub store: Arc<dyn Store>,
+    pub metrics: Arc<Metrics>,
+    pub refusals: RefusalLane,
+    pub max_batch: usize,
+    /// Rows with less time left than this are not started (answered 503 at once).
+    pub min_commit: Duration,
+}
+
+/// A claimed row and its waiter.
+struct Claimed {
+    record: IssuanceRecord,
+    done: oneshot::Sender<Result<(), AuditError>>,
+}
+
+impl Writer {
+    pub async fn run(self) {
+        let mut batch: Vec<Pending> = Vec::with_capacity(self.max_batch);
+        loop {
+            {
+                // Hold the receiver only while gathering, so another writer can gather the
+                // next batch while this one commits.
+                let mut rx = self.rx.lock().await;
+                if rx.recv_many(&mut batch, self.max_batch).await == 0 {
+                    return; // every sender dropped and the queue is empty
+                }
+            }
+            let (claimed, deadline) = self.claim(&mut batch);
+            if let Some(deadline) = deadline {
+                self.commit(claimed, deadline).await;
+            }
+        }
+    }
+
+    /// Claims the rows whose waiters still wait and have time left; logs the others as
+    /// what their clients got. Returns the claimed rows and the batch's deadline.
+    fn claim(&self, batch: &mut Vec<Pending>) -> (Vec<Claimed>, Option<Instant>) {
+        let now = Instant::now();
+        let mut claimed = Vec::with_capacity(batch.len());
+        let mut deadline: Option<Instant> = None;
+        for p in batch.drain(..) {
+            let too_late = p.deadline.saturating_duration_since(now) < self.min_commit;
+            let gone = p.done.is_closed();
+            let next = if too_late || gone { ABANDONED } else { CLAIMED };
+            let won = p
+                .claim
+                .compare_exchange(QUEUED, next, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok();
+            if won && next == CLAIMED {
+                deadline = Some(deadline.map_or(p.deadline, |d| d.min(p.deadline)));
+                claimed.push(Claimed {
+                    record: p.record,
+                    done: p.done,
+                });
+                continue;
+            }
+            // Given up by its waiter (which answers 503), by us just now (too little time
+            // left: 503), or its client is gone.
+            let _ = p.done.send(Err(AuditError::Timeout));
+            self.metrics.audit_abandoned();
+            let row = if won && gone && !too_late {
+                unanswered(p.record, CLIENT_GONE_STATUS, CLIENT_GONE)
+            } else {
+                unanswered(p.record, 503, AUDIT_UNAVAILABLE)
+            };
+            self.refusals.push(row);
+        }
+        (claimed, deadline)
+    }
+
+    async fn commit(&self, claimed: Vec<Claimed>, deadline: Instant) {
+        let records: Vec<IssuanceRecord> = claimed.iter().map(|c| c.record.clone()).collect();
+        let insert = self.store.insert_issuance_batch(&records);
+        tokio::pin!(insert);
+        let answered = tokio::select! {
+            r = &mut insert => Some(r),
+            _ = tokio::time::sleep_until(deadline) => None,
+        };
+        match answered {
+            Some(Ok(())) => {
+                self.metrics.audit_batch(records.len(), true);
+                self.answer_ok(claimed).await;
+            }
+            Some(Err(e)) if claimed.len() > 1 && !e.is_unavailable() => {
+                // Refused for its content: find the row at fault by trying each alone.
+                tracing::warn!(rows = claimed.len(), error = %e, "issuance log batch refused; retrying its rows one by one");
+                self.metrics.audit_batch(records.len(), false);
+                for one in claimed {
+                    self.commit_alone(one, deadline).await;
+                }
+            }
+            Some(Err(e)) => {
+                self.metrics.audit_batch(records.len(), false);
+                self.refused(claimed, &e);
+            }
+            None => {
+                tracing::error!(
+                    rows = claimed.len(),
+                    "issuance log batch did not commit by its requests' deadline; answering 503"
+                );
+                self.metrics.audit_batch(records.len(), false);
+                let late: Vec<IssuanceRecord> = claimed
+                    .into_iter()
+                    .map(|c| {
+                        let _ = c.done.send(Err(AuditError::Timeout));
+                        c.record
+                    })
+                    .collect();
+                // Learn whether it committed after all; if it did, or if its fate stays
+                // unknown (an error after the COMMIT was sent, no answer at all), make the
+                // rows say what the clients got. The amendment is idempotent.
+                match tokio::time::timeout(LATE_ANSWER_BACKSTOP, insert).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(rows = late.len(), error = %e, "late issuance log batch failed")
+                    }
+                    Err(_) => tracing::warn!(
+                        rows = late.len(),
+                        "late issuance log batch: still no answer"
+                    ),
+                }
+                self.amend(&late, 503, AUDIT_UNAVAILABLE).await;
+            }
+        }
+    }
+
+    /// One row in its own statement (after its batch was refused).
+    async fn commit_alone(&self, one: Claimed, deadline: Instant) {
+        let written = tokio::time::timeout_at(
+            deadline,
+            self.store
+                .insert_issuance_batch(slice::from_ref(&one.record)),
+        )
+        .await;
+        match written {
+            Ok(Ok(())) => self.answer_ok(vec![one]).await,
+            Ok(Err(e)) => self.refused(vec![one], &e),
+            Err(_) => {
+                let _ = one.done.send(Err(AuditError::Timeout));
+                self.amend(slice::from_ref(&one.record), 503, AUDIT_UNAVAILABLE)
+                    .await;
+            }
+        }
+    }
+
+    /// The rows committed: answer their waiters; a waiter gone meanwhile gets its row
+    /// amended (its client never saw the credential).
+    async fn answer_ok(&self, claimed: Vec<Claimed>) {
+        let mut gone = Vec::new();
+        for c in claimed {
+            if c.done.send(Ok(())).is_err() {
+                gone.push(c.record);
+            }
+        }
+        if !gone.is_empty() {
+            self.amend(&gone, CLIENT_GONE_STATUS, CLIENT_GONE).await;
+        }
+    }
+
+    /// The database refused the rows (or is down): nothing was written; the waiters answer 503.
+    fn refused(&self, claimed: Vec<Claimed>, e: &StoreError) {
+        if e.is_unavailable() {
+            tracing::error!(rows = claimed.len(), error = %e, "issuance log batch failed");
+        } else {
+            tracing::error!(rows = claimed.len(), error = %e, "the database refused an issuance log row");
+            self.metrics.audit_rejected(claimed.len());
+        }
+        for c in claimed {
+            let _ = c.done.send(Err(AuditError::WriteFailed));
+        }
+    }
+
+    /// Rewrites rows that may have committed as handed out to what their clients got.
+    async fn amend(&self, rows: &[IssuanceRecord], status: i16, code: &str) {
+        let ids: Vec<String> = rows.iter().map(|r| r.request_id.clone()).collect();
+        let since = rows
+            .iter()
+            .map(|r| r.at)
+            .min()
+            .unwrap_or_else(OffsetDateTime::now_utc);
+        let amended = write_with_retries(LATE_ANSWER_BACKSTOP, || {
+            self.store
+                .amend_unanswered_issuance(&ids, since, status, code)
+        })
+        .await;
+        match amended {
+            Ok(n) => {
+                self.metrics.audit_amended(n);
+                if n > 0 {
+                    tracing::warn!(
+                        rows = n,
+                        code,
+                        "issuance log rows committed after their clients were answered; amended"
+                    );
+                }
+            }
+            Err(e) => {
+                self.metrics.audit_amend_failed(ids.len());
+                tracing::error!(request_ids = ?ids, error = %e, "could not amend issuance log rows whose clients got no credential");
+            }
+        }
+    }
+}

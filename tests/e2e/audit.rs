@@ -1,0 +1,290 @@
+//! The issuance log under faults (DESIGN §5.7): a row and its answer always agree, one bad
+//! value from STS is refused alone, and SIGTERM with requests in flight answers them all
+//! and logs every credential handed out.
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use policy_store::testing::{SeedApp, fresh_database, seed_app, test_cipher};
+use policy_store::{IssuanceFilter, IssuanceRecord, IssuanceStore, Outcome, PgStore};
+use serde_json::Value;
+use sts_emulator::{Faults, Tamper};
+
+use crate::binary::{KillOnDrop, Served, TestAppTokens, serve};
+use crate::deadlines::BlackHole;
+use crate::support::*;
+
+/// `albums`: a second app whose STS account is the emulator's other one.
+async fn seed_albums(app: &TestApp) {
+    seed_app(
+        &*app.store,
+        "test",
+        &SeedApp {
+            secret_id: OTHER_ACCOUNT_ID.into(),
+            secret_key: OTHER_ACCOUNT_KEY.into(),
+            ..seed_options("albums", &Options::default())
+        },
+    )
+    .await
+    .unwrap();
+}
+
+/// `GET /v1/apps/{app}/credentials` as `sub`: status, body, and the request id.
+async fn ask(app: &TestApp, slug: &str, sub: impl AsRef<str>) -> (u16, Value, String) {
+    let res = app
+        .get(
+            &format!("/v1/apps/{slug}/credentials"),
+            Some(&app.token(sub.as_ref())),
+        )
+        .await;
+    let status = res.status().as_u16();
+    let id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+    (status, res.json().await.unwrap(), id)
+}
+
+fn by_request_id(rows: Vec<IssuanceRecord>) -> HashMap<String, IssuanceRecord> {
+    rows.into_iter()
+        .map(|r| (r.request_id.clone(), r))
+        .collect()
+}
+
+/// An STS answer with a NUL byte or a 5,000-character TmpSecretId for one app's request is
+/// refused (502 `InvalidResponse`, nothing handed out) while the other app's requests, in
+/// flight at the same time, get their credentials and rows. A mangled RequestId or
+/// Expiration is cleaned, not fatal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unusable_sts_answer_is_refused_alone() {
+    let app = TestApp::spawn().await;
+    seed_albums(&app).await;
+    for tamper in [
+        Tamper {
+            tmp_secret_id: Some("AKID\0tampered".into()),
+            ..Tamper::default()
+        },
+        Tamper {
+            tmp_secret_id: Some("A".repeat(5_000)),
+            ..Tamper::default()
+        },
+    ] {
+        let subs: Vec<String> = (0..8)
+            .map(|i| format!("u{}-{i}", tamper.tmp_secret_id.as_ref().unwrap().len()))
+            .collect();
+        app.emulator
+            .set_faults(Faults {
+                tamper_next: 1,
+                tamper,
+                secret_id: Some(ACCOUNT_ID.into()),
+                ..Faults::default()
+            })
+            .unwrap();
+        let (photos, albums) = tokio::join!(
+            ask(&app, APP, "victim"),
+            join_all(subs.iter().map(|s| ask(&app, "albums", s)))
+        );
+        let (status, body, id) = photos;
+        assert_eq!(status, 502, "{body}");
+        assert_eq!(body["error"]["stsCode"], "InvalidResponse");
+        assert!(body.get("credentials").is_none());
+        let rows = by_request_id(app.log_rows().await);
+        let row = &rows[&id];
+        assert_eq!(row.outcome, Outcome::UpstreamError);
+        assert_eq!(row.tmp_secret_id, None);
+        for (status, body, id) in albums {
+            assert_eq!(status, 200, "{body}");
+            let row = &rows[&id];
+            assert_eq!(row.outcome, Outcome::Issued);
+            assert_eq!(
+                row.tmp_secret_id.as_deref(),
+                body["credentials"]["tmpSecretId"].as_str()
+            );
+        }
+    }
+
+    // A hostile RequestId and Expiration: the credential is usable, the row is clean.
+    app.emulator
+        .set_faults(Faults {
+            tamper_next: 1,
+            tamper: Tamper {
+                request_id: Some(format!("req\0{}", "r".repeat(5_000))),
+                expiration: Some("\0never".into()),
+                ..Tamper::default()
+            },
+            secret_id: Some(ACCOUNT_ID.into()),
+            ..Faults::default()
+        })
+        .unwrap();
+    let (status, body, id) = ask(&app, APP, "mangled").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(!body["expiration"].as_str().unwrap().contains('\0'));
+    let row = &by_request_id(app.log_rows().await)[&id];
+    assert_eq!(row.outcome, Outcome::Issued);
+    let sts_id = row.sts_request_id.as_deref().unwrap();
+    assert!(sts_id.starts_with("req") && !sts_id.contains('\0') && sts_id.chars().count() <= 128);
+    app.shutdown().await;
+}
+
+fn handed_out(outcome: Outcome) -> bool {
+    matches!(outcome, Outcome::Issued | Outcome::Cached)
+}
+
+/// A database behind a proxy that stalls under bursts of credential requests (past the
+/// 1 s deadline) and then heals: every 200 has its `issued`/`cached` row, and no other
+/// answer has one (rows whose commit landed after their client got 503 are amended).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalling_database_never_leaves_a_row_that_disagrees_with_its_answer() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("gateway=debug")
+        .with_test_writer()
+        .try_init();
+    let hole = BlackHole::start().await;
+    let mut app = TestApp::spawn_with(Options {
+        db_via: Some(hole.addr),
+        database_timeout: Duration::from_secs(1),
+        ..Options::default()
+    })
+    .await;
+    assert_eq!(app.credentials("warm", "").await.status(), 200);
+    let mut answers = Vec::new();
+    for round in 0..3u64 {
+        let burst = join_all((0..24).map(|i| ask(&app, APP, format!("s{round}-{i}"))));
+        let stall = async {
+            tokio::time::sleep(Duration::from_millis(5 + 20 * round)).await;
+            hole.swallow();
+            tokio::time::sleep(Duration::from_millis(1300)).await;
+            hole.forward();
+        };
+        let (burst, ()) = tokio::join!(burst, stall);
+        answers.extend(burst.into_iter().map(|(status, _, id)| (status, id)));
+    }
+    let metrics = app.gateway.as_ref().unwrap().metrics.clone();
+    // The writers end once they know the fate of every commit they started.
+    app.stop_gateway().await;
+    let metrics = metrics.render(0);
+    let counted = |outcome: &str| -> usize {
+        let prefix = format!("stsgate_requests_total{{app=\"{APP}\",outcome=\"{outcome}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix)?.parse().ok())
+            .unwrap_or(0)
+    };
+    let rows = by_request_id(
+        app.store
+            .search_issuance(&IssuanceFilter::default(), None, 100_000)
+            .await
+            .unwrap(),
+    );
+    let mut refused = 0;
+    for (status, id) in &answers {
+        let row = rows.get(id);
+        if *status == 200 {
+            let row = row.unwrap_or_else(|| panic!("200 without its row: {id}"));
+            assert!(handed_out(row.outcome), "{row:?}");
+            assert_eq!(row.http_status, 200);
+        } else {
+            refused += 1;
+            assert_eq!(*status, 503);
+            if let Some(row) = row {
+                assert!(
+                    !handed_out(row.outcome),
+                    "answered {status}, logged {row:?}"
+                );
+                assert_eq!(row.http_status, 503, "{row:?}");
+            }
+        }
+    }
+    // Metrics count what the clients got, not what the request would have got.
+    assert_eq!(counted("upstream_error"), refused, "{metrics}");
+    assert_eq!(
+        counted("issued") + counted("cached"),
+        answers.len() - refused + 1,
+        "{metrics}"
+    );
+    assert!(
+        refused > 0,
+        "no request met a stall: the test proved nothing"
+    );
+    app.shutdown().await;
+}
+
+/// SIGTERM while requests wait on a slow STS: each is answered with its credential, and
+/// each credential has its row once the binary has exited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_answers_requests_in_flight_and_logs_every_credential() {
+    sts_core::install_crypto_provider();
+    let db = fresh_database().await.unwrap();
+    let store = PgStore::new(db.pool.clone(), test_cipher());
+    seed(&store, &Options::default()).await;
+    let emu = emulator();
+    let Served {
+        mut child, public, ..
+    } = serve(&db.url, &emu, &[("STSGATE_STS__TIMEOUT_MS", "10000")]);
+    let _guard = KillOnDrop(child.id());
+    emu.set_faults(Faults {
+        latency_ms: 1500,
+        ..Faults::default()
+    })
+    .unwrap();
+    const IN_FLIGHT: u64 = 20;
+    let http = reqwest::Client::new();
+    let url = format!("http://{public}/v1/apps/{APP}/credentials");
+    let requests: Vec<_> = (0..IN_FLIGHT)
+        .map(|i| {
+            let (http, url) = (http.clone(), url.clone());
+            let token = TestAppTokens.token(&format!("inflight{i}"));
+            tokio::spawn(async move {
+                let res = http.get(url).bearer_auth(token).send().await.unwrap();
+                let id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+                (
+                    res.status().as_u16(),
+                    id,
+                    res.json::<Value>().await.unwrap(),
+                )
+            })
+        })
+        .collect();
+    // Every request has reached STS and waits there.
+    for _ in 0..1000 {
+        if emu.stats().requests >= IN_FLIGHT {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(emu.stats().requests, IN_FLIGHT);
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut handed = Vec::new();
+    for r in requests {
+        let (status, id, body) = r.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        handed.push((
+            id,
+            body["credentials"]["tmpSecretId"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        ));
+    }
+    let exit = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exit.success(), "stsgate exited with {exit}");
+    let rows = by_request_id(
+        store
+            .search_issuance(&IssuanceFilter::default(), None, 1000)
+            .await
+            .unwrap(),
+    );
+    for (id, tmp_secret_id) in handed {
+        let row = rows.get(&id).unwrap_or_else(|| panic!("no row for {id}"));
+        assert_eq!(row.outcome, Outcome::Issued);
+        assert_eq!(row.tmp_secret_id.as_deref(), Some(tmp_secret_id.as_str()));
+    }
+}
