@@ -5,6 +5,7 @@ mod admin_tokens;
 mod assume_role;
 mod binary;
 mod changes;
+mod cors;
 mod credential_cache;
 mod deadlines;
 mod dev_security;

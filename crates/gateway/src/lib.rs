@@ -5,6 +5,7 @@
 pub mod apps;
 pub mod audit;
 mod clock;
+pub mod cors;
 pub mod credcache;
 pub mod error;
 pub mod http;

@@ -13,7 +13,8 @@ async fn migrations_apply_once_and_are_idempotent() {
             "V1__init",
             "V2__admin",
             "V4__admin_ux",
-            "V5__sign_in_admission"
+            "V5__sign_in_admission",
+            "V8__app_allowed_origins"
         ]
     );
 
@@ -84,7 +85,8 @@ async fn concurrent_runs_are_serialised_by_the_advisory_lock() {
             "V1__init",
             "V2__admin",
             "V4__admin_ux",
-            "V5__sign_in_admission"
+            "V5__sign_in_admission",
+            "V8__app_allowed_origins"
         ]
     );
 
