@@ -77,6 +77,17 @@ async fn get_from(app: &TestApp, origin: &str, token: Option<&str>) -> Response 
     req.send().await.unwrap()
 }
 
+/// A request for `photos`' credentials (`query` appended) from `ALLOWED`, as alice.
+fn as_alice(app: &TestApp, method: Method, query: &str) -> reqwest::RequestBuilder {
+    app.http
+        .request(
+            method,
+            format!("{}/v1/apps/{APP}/credentials{query}", app.url),
+        )
+        .header("origin", ALLOWED)
+        .bearer_auth(app.token("alice"))
+}
+
 /// The headers an answer to the allowed origin carries.
 fn assert_allowed(res: &Response, what: &str) {
     let h = res.headers();
@@ -132,11 +143,7 @@ async fn a_listed_origin_gets_its_preflight_and_readable_answers() {
     assert_eq!(app.log_rows().await.len(), 1);
 
     // POST with a JSON body (the preflight allowed Content-Type).
-    let res = app
-        .http
-        .post(format!("{}/v1/apps/{APP}/credentials", app.url))
-        .header("origin", ALLOWED)
-        .bearer_auth(app.token("alice"))
+    let res = as_alice(&app, Method::POST, "")
         .json(&serde_json::json!({"format": "cos-js"}))
         .send()
         .await
@@ -148,21 +155,13 @@ async fn a_listed_origin_gets_its_preflight_and_readable_answers() {
     let res = get_from(&app, ALLOWED, None).await;
     assert_eq!(res.status(), 401);
     assert_allowed(&res, "401");
-    let res = app
-        .http
-        .get(format!("{}/v1/apps/{APP}/credentials?format=xml", app.url))
-        .header("origin", ALLOWED)
-        .bearer_auth(app.token("alice"))
+    let res = as_alice(&app, Method::GET, "?format=xml")
         .send()
         .await
         .unwrap();
     assert_eq!(res.status(), 422);
     assert_allowed(&res, "422");
-    let res = app
-        .http
-        .post(format!("{}/v1/apps/{APP}/credentials", app.url))
-        .header("origin", ALLOWED)
-        .bearer_auth(app.token("alice"))
+    let res = as_alice(&app, Method::POST, "")
         .body(vec![b' '; 64 * 1024])
         .send()
         .await

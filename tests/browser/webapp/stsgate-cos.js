@@ -17,9 +17,11 @@ async function fetchGrant() {
 
 const cos = new COS({
   ...COS_OPTIONS,
-  // The SDK calls this whenever its credential has less than a minute left.
+  // The SDK calls this whenever its credential has less than a minute left; the one upload()
+  // has just fetched is used while it has more than that.
   getAuthorization(options, callback) {
-    fetchGrant().then(
+    const fresh = grant && grant.ExpiredTime - Date.now() / 1000 > 60;
+    (fresh ? Promise.resolve(grant) : fetchGrant()).then(
       (answer) => {
         grantError = null;
         callback(answer); // TmpSecretId, TmpSecretKey, SecurityToken, StartTime, ExpiredTime
