@@ -37,6 +37,11 @@ pub struct StsSettings {
 pub struct AuditSettings {
     pub max_batch: usize,
     pub writers: usize,
+    /// Monthly issuance-log partitions whose month ended more than this many days ago are
+    /// dropped by a daily job; 0 keeps everything.
+    pub retention_days: u32,
+    /// When set, each partition is first archived there as gzip NDJSON with a manifest.
+    pub archive_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -158,6 +163,8 @@ impl Default for Settings {
             audit: AuditSettings {
                 max_batch: 512,
                 writers: 2,
+                retention_days: 400,
+                archive_dir: None,
             },
             cache: CacheSettings {
                 app_ttl_secs: 30,
@@ -277,6 +284,14 @@ impl Settings {
     }
 
     /// The requests' database budget (at least 1 ms).
+    /// The issuance-log retention the daily job applies; `None` when `retention_days` is 0.
+    pub fn retention_policy(&self) -> Option<policy_store::RetentionPolicy> {
+        (self.audit.retention_days > 0).then(|| policy_store::RetentionPolicy {
+            retention_days: self.audit.retention_days,
+            archive_dir: self.audit.archive_dir.clone(),
+        })
+    }
+
     pub fn database_timeout(&self) -> Duration {
         Duration::from_millis(self.database_timeout_ms.max(1))
     }

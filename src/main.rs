@@ -36,6 +36,13 @@ enum Command {
     Dev(dev::DevArgs),
     /// Apply database migrations and exit.
     Migrate,
+    /// Apply the issuance-log retention now (`audit.retention_days`, `audit.archive_dir`);
+    /// `serve` does it daily.
+    Retention {
+        /// List the partitions that would be archived and dropped, and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Manage admin users.
     #[command(subcommand)]
     Admin(AdminCommand),
@@ -164,6 +171,7 @@ fn run() -> anyhow::Result<()> {
                 match command {
                     Command::Serve => serve::serve(settings).await,
                     Command::Migrate => serve::migrate(&settings).await,
+                    Command::Retention { dry_run } => serve::retention(&settings, dry_run).await,
                     Command::Admin(AdminCommand::CreateUser { username, role }) => {
                         serve::create_user(&settings, &username, &role).await
                     }

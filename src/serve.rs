@@ -143,7 +143,11 @@ pub async fn start(settings: &Settings, store: PgStore) -> anyhow::Result<Runnin
         gateway.apps.clone(),
         stop.clone(),
     ))];
-    tasks.push(tokio::spawn(maintain_partitions(partitions, stop.clone())));
+    tasks.push(tokio::spawn(maintain_log(
+        partitions,
+        settings.retention_policy(),
+        stop.clone(),
+    )));
 
     let public_server = gateway.serve(public)?;
     let mut admin_config = settings.admin_config();
@@ -194,9 +198,18 @@ impl Running {
     }
 }
 
-/// Creates next months' issuance-log partitions once a day.
-async fn maintain_partitions(store: PgStore, stop: CancellationToken) {
+/// Once a day: creates next months' issuance-log partitions and applies the retention policy
+/// (which also runs once right after start). Replicas may all run it: retention steps hold an
+/// advisory lock, partition creation is idempotent.
+async fn maintain_log(
+    store: PgStore,
+    retention: Option<policy_store::RetentionPolicy>,
+    stop: CancellationToken,
+) {
     loop {
+        if let Some(policy) = &retention {
+            apply_retention(&store, policy).await;
+        }
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(std::time::Duration::from_secs(24 * 3600)) => {}
@@ -205,6 +218,70 @@ async fn maintain_partitions(store: PgStore, stop: CancellationToken) {
             tracing::warn!(error = %e, "could not create issuance-log partitions");
         }
     }
+}
+
+async fn apply_retention(store: &PgStore, policy: &policy_store::RetentionPolicy) {
+    match store
+        .apply_retention(policy, time::OffsetDateTime::now_utc())
+        .await
+    {
+        Ok(report) if report.busy => {
+            tracing::info!("issuance-log retention is running on another replica")
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::error!(error = %e, "issuance-log retention failed; nothing more was dropped")
+        }
+    }
+}
+
+/// `stsgate retention`: applies the retention policy now, or with `dry_run` lists what it
+/// would drop.
+pub async fn retention(settings: &Settings, dry_run: bool) -> anyhow::Result<()> {
+    let Some(policy) = settings.retention_policy() else {
+        println!("audit.retention_days is 0: the issuance log is kept forever");
+        return Ok(());
+    };
+    let store = connect(settings).await?;
+    let now = time::OffsetDateTime::now_utc();
+    if dry_run {
+        let expired = store.expired_partitions(&policy, now).await?;
+        if expired.is_empty() {
+            println!("nothing is past {} days", policy.retention_days);
+        }
+        for p in expired {
+            let to = match &policy.archive_dir {
+                Some(dir) => format!("archive to {} and drop", dir.display()),
+                None => "drop".to_owned(),
+            };
+            println!(
+                "would {to} {} ({} to {})",
+                p.name,
+                p.from.date(),
+                p.to.date()
+            );
+        }
+        return Ok(());
+    }
+    let report = store.apply_retention(&policy, now).await?;
+    if report.busy {
+        println!("another replica is applying retention right now; nothing was done");
+    } else if report.dropped.is_empty() {
+        println!("nothing is past {} days", policy.retention_days);
+    }
+    for d in report.dropped {
+        match d.archive {
+            Some(a) => println!(
+                "archived {} rows of {} to {} (sha256 {}) and dropped it",
+                d.rows,
+                d.partition.name,
+                a.data.display(),
+                a.sha256
+            ),
+            None => println!("dropped {} ({} rows)", d.partition.name, d.rows),
+        }
+    }
+    Ok(())
 }
 
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {

@@ -107,7 +107,6 @@ export async function launchChromium(t, options = {}) {
   assert.ok(fs.existsSync(BIN), `${BIN} is missing: cargo build first`);
   fs.mkdirSync(shots, { recursive: true });
   const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'stsgate-chromium-'));
-  t.after(() => fs.rmSync(userDataDir, { recursive: true, force: true, maxRetries: 10, retryDelay: 200 }));
   // A fresh profile directory of our own (launchPersistentContext passes it as --user-data-dir).
   const context = await chromium.launchPersistentContext(userDataDir, {
     executablePath: CHROMIUM,
@@ -117,6 +116,11 @@ export async function launchChromium(t, options = {}) {
     viewport: { width: 1400, height: 1000 },
     ...options,
   });
-  t.after(() => context.close());
+  // One hook, in this order: the browser must have exited before its profile is removed
+  // (node:test runs separate after-hooks first-registered first, which raced Chromium's writes).
+  t.after(async () => {
+    await context.close();
+    fs.rmSync(userDataDir, { recursive: true, force: true, maxRetries: 10, retryDelay: 200 });
+  });
   return context;
 }

@@ -225,10 +225,20 @@ fn bad_configuration_fails_with_one_clear_line() {
 
 /// Runs the binary with the test database and key, feeding `stdin`.
 fn cli(db_url: &str, args: &[&str], stdin: &str) -> std::process::Output {
+    cli_with(db_url, args, stdin, &[])
+}
+
+fn cli_with(
+    db_url: &str,
+    args: &[&str],
+    stdin: &str,
+    env: &[(&str, &str)],
+) -> std::process::Output {
     use std::io::Write;
     let mut child = Command::new(BIN)
         .args(args)
         .env_clear()
+        .envs(env.iter().copied())
         .env("DATABASE_URL", db_url)
         .env("STSGATE_MASTER_KEY", master_key_b64())
         .stdin(Stdio::piped())
@@ -465,4 +475,69 @@ fn uuid_like() -> String {
             .unwrap()
             .as_nanos()
     )
+}
+
+/// `stsgate retention`: `--dry-run` lists and changes nothing; the real run archives the
+/// partition past `retention_days` into `archive_dir` and drops it, leaving this month alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_command_archives_then_drops_old_partitions() {
+    let db = fresh_database().await.unwrap();
+    sqlx::raw_sql(
+        "CREATE TABLE issuance_log_y2023m03 PARTITION OF issuance_log \
+         FOR VALUES FROM ('2023-03-01 00:00:00+00') TO ('2023-04-01 00:00:00+00'); \
+         INSERT INTO issuance_log (at, app, outcome, http_status, request_id) VALUES \
+           ('2023-03-09 08:00:00+00', 'photos', 'denied', 403, 'old-1'), \
+           (now(), 'photos', 'denied', 403, 'new-1');",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let archive = std::env::temp_dir().join(format!("stsgate-e2e-archive-{}", uuid_like()));
+    let env = [
+        ("STSGATE_AUDIT__RETENTION_DAYS", "365"),
+        ("STSGATE_AUDIT__ARCHIVE_DIR", archive.to_str().unwrap()),
+    ];
+    let ids = || async {
+        sqlx::query_scalar::<_, String>("SELECT request_id FROM issuance_log ORDER BY 1")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap()
+    };
+
+    let out = cli_with(&db.url, &["retention", "--dry-run"], "", &env);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("would archive to") && stdout.contains("issuance_log_y2023m03"),
+        "{stdout}"
+    );
+    assert_eq!(ids().await, ["new-1", "old-1"]);
+    assert!(!archive.exists());
+
+    let out = cli_with(&db.url, &["retention"], "", &env);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("archived 1 rows of issuance_log_y2023m03"),
+        "{stdout}"
+    );
+    assert_eq!(ids().await, ["new-1"]);
+    assert!(archive.join("issuance_log_y2023m03.ndjson.gz").is_file());
+    assert!(
+        archive
+            .join("issuance_log_y2023m03.manifest.json")
+            .is_file()
+    );
+
+    let out = cli_with(&db.url, &["retention"], "", &env);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("nothing is past 365 days"));
+    std::fs::remove_dir_all(archive).unwrap();
 }

@@ -8,6 +8,7 @@ mod changes;
 mod cors;
 mod credential_cache;
 mod deadlines;
+mod deploy;
 mod dev_security;
 mod failures;
 mod security;

@@ -24,7 +24,9 @@ pub use jwt::{JWT_ALGORITHMS, MIN_HS_SECRET_BYTES};
 pub use model::*;
 pub use origin::{MAX_ALLOWED_ORIGINS, OriginError, normalize_origin, normalize_origins};
 pub use pg::{
-    ADMIN_NOTIFY_PAYLOAD, CHANGES_CHANNEL, Change, ChangeFeed, PgStore, PoolOptions, mask_secret_id,
+    ADMIN_NOTIFY_PAYLOAD, ArchiveFiles, CHANGES_CHANNEL, Change, ChangeFeed, DroppedPartition,
+    MonthlyPartition, PgStore, PoolOptions, RETENTION_LOCK_KEY, RetentionError, RetentionPolicy,
+    RetentionReport, mask_secret_id,
 };
 pub use repo::{
     AdminPrefsStore, AdminUserStore, AppStore, ChangeLogStore, FieldError, HealthStore,

@@ -21,6 +21,7 @@ macro_rules! issuance_columns {
          expired_time, host(source_ip) AS source_ip, user_agent, latency_us"
     };
 }
+pub(super) use issuance_columns;
 
 impl PgStore {
     /// Creates the issuance_log monthly partitions from this month to `months_ahead` ahead
@@ -34,7 +35,7 @@ impl PgStore {
     }
 }
 
-fn issuance_from_row(row: &PgRow) -> Result<IssuanceRecord, sqlx::Error> {
+pub(super) fn issuance_from_row(row: &PgRow) -> Result<IssuanceRecord, sqlx::Error> {
     let outcome: String = row.try_get("outcome")?;
     Ok(IssuanceRecord {
         id: row.try_get("id")?,

@@ -25,11 +25,16 @@ mod change_log;
 mod feed;
 mod issuance;
 mod issuance_filter;
+mod retention;
 mod subjects;
 mod templates;
 
 pub use apps::mask_secret_id;
 pub use feed::{Change, ChangeFeed};
+pub use retention::{
+    ArchiveFiles, DroppedPartition, MonthlyPartition, RETENTION_LOCK_KEY, RetentionError,
+    RetentionPolicy, RetentionReport,
+};
 
 /// The `LISTEN/NOTIFY` channel for admin changes. The payload is the app id, or `admin`
 /// for admin-user changes.
