@@ -27,6 +27,17 @@ const DEMO_REGION: &str = "ap-guangzhou";
 const DEMO_APPID: &str = "1250000000";
 const JWT_ISSUER: &str = "stsgate-dev";
 const JWT_AUDIENCE: &str = "demo";
+/// The web origins the demo app allows out of the box: the usual local development servers
+/// (`npx serve`/Next/Express on 3000, Vite on 5173, `python3 -m http.server` on 8000), by name
+/// and by address, since a browser treats `localhost` and `127.0.0.1` as different origins.
+pub const DEMO_ORIGINS: [&str; 6] = [
+    "http://localhost:3000",
+    "http://127.0.0.1:3000",
+    "http://localhost:5173",
+    "http://127.0.0.1:5173",
+    "http://localhost:8000",
+    "http://127.0.0.1:8000",
+];
 
 #[derive(clap::Args)]
 pub struct DevArgs {
@@ -61,6 +72,8 @@ pub struct DevFacts {
     pub emulator_secret_key: String,
     pub bucket: String,
     pub region: String,
+    /// The web origins the demo app allows (as seeded; the admin pages may change them).
+    pub web_origins: Vec<String>,
 }
 
 /// Secrets generated on the first run and reused after.
@@ -186,7 +199,13 @@ fn demo_template() -> TemplateDocument {
     doc
 }
 
-async fn seed(store: &PgStore, secrets: &DevSecrets) -> anyhow::Result<String> {
+/// What [`seed`] hands back: the demo app's HS256 secret and its allowed origins now.
+struct Seeded {
+    hs_secret: String,
+    web_origins: Vec<String>,
+}
+
+async fn seed(store: &PgStore, secrets: &DevSecrets) -> anyhow::Result<Seeded> {
     let app = match store.app_by_slug(DEMO_APP).await? {
         Some(app) => app,
         None => {
@@ -210,6 +229,7 @@ async fn seed(store: &PgStore, secrets: &DevSecrets) -> anyhow::Result<String> {
                         min_remaining: None,
                         rate_subject_per_minute: 120,
                         rate_app_per_second: 500,
+                        allowed_origins: DEMO_ORIGINS.map(str::to_owned).to_vec(),
                     },
                 )
                 .await?;
@@ -256,7 +276,10 @@ async fn seed(store: &PgStore, secrets: &DevSecrets) -> anyhow::Result<String> {
             .create_admin_user("dev", "admin", &hash, Role::Admin)
             .await?;
     }
-    Ok(secret.expose_secret().to_owned())
+    Ok(Seeded {
+        hs_secret: secret.expose_secret().to_owned(),
+        web_origins: app.allowed_origins,
+    })
 }
 
 fn sample_jwt(secret: &str) -> anyhow::Result<String> {
@@ -364,7 +387,10 @@ async fn start(args: &DevArgs) -> anyhow::Result<Started> {
         .to_string();
 
     let store = serve::connect(&settings).await?;
-    let hs_secret = seed(&store, &secrets).await?;
+    let Seeded {
+        hs_secret,
+        web_origins,
+    } = seed(&store, &secrets).await?;
     let running = serve::start(&settings, store).await?;
     let facts = DevFacts {
         api_url: format!("http://{}", running.public_addr),
@@ -381,6 +407,7 @@ async fn start(args: &DevArgs) -> anyhow::Result<Started> {
         emulator_secret_key: secrets.emulator_secret_key.clone(),
         bucket: DEMO_BUCKET.into(),
         region: DEMO_REGION.into(),
+        web_origins,
     };
     let facts_path = dir.join("dev.json");
     private_fs::write_private(
@@ -410,6 +437,8 @@ fn print_banner(f: &DevFacts, facts_path: &Path, pg_data: Option<&Path>) {
          \x20 Demo app   {app}: bucket {bucket}, region {region}, HS256 issuer {iss}, audience {aud}\n\n\
          Sample JWT for user alice (valid 24 h):\n  {jwt}\n\n\
          Try it:\n  curl -s -H 'Authorization: Bearer {jwt}' {api}/v1/apps/{app}/credentials\n\n\
+         Browser origins allowed to call the API: {origins}\n  \
+         (the demo app's list; change it on the app's page in the admin pages).\n\n\
          The same facts are in {facts}.\n",
         api = f.api_url,
         admin = f.admin_url,
@@ -424,6 +453,11 @@ fn print_banner(f: &DevFacts, facts_path: &Path, pg_data: Option<&Path>) {
         aud = f.jwt_audience,
         jwt = f.sample_jwt,
         facts = facts_path.display(),
+        origins = if f.web_origins.is_empty() {
+            "none".to_owned()
+        } else {
+            f.web_origins.join(", ")
+        },
     );
 }
 

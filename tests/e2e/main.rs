@@ -6,6 +6,7 @@ mod assume_role;
 mod audit;
 mod binary;
 mod changes;
+mod cors;
 mod credential_cache;
 mod deadlines;
 mod deploy;

@@ -175,6 +175,15 @@ impl AppResolver {
         Ok(last)
     }
 
+    /// The app as cached now, without loading it: `None` when it is not cached, or was
+    /// loaded before its latest change.
+    pub async fn cached(&self, slug: &str) -> Option<Arc<ResolvedApp>> {
+        self.cache
+            .get(slug)
+            .await
+            .filter(|app| self.is_current(app))
+    }
+
     /// A lookup found no app under `slug`, and no app has changed since it began.
     async fn known_missing(&self, slug: &str) -> bool {
         let Some(looked_at) = self.missing.get(slug).await else {

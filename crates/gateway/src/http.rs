@@ -8,18 +8,22 @@ use actix_request_identifier::RequestId;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header;
-use actix_web::middleware::Next;
+use actix_web::middleware::{Next, from_fn};
 use actix_web::{HttpRequest, HttpResponse, web};
 use policy_store::Store;
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::apps::AppResolver;
+use crate::cors;
 use crate::service::{CredentialRequest, Issued, Service};
 
 /// Shared state of the public listener.
 pub struct PublicState {
     pub service: Arc<Service>,
+    /// The service's app cache, which CORS preflights are answered from.
+    pub apps: Arc<AppResolver>,
     pub store: Arc<dyn Store>,
     pub trust_forwarded_for: bool,
     pub readiness: Readiness,
@@ -69,8 +73,13 @@ const MAX_BODY: usize = 16 * 1024;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(web::PayloadConfig::new(MAX_BODY))
-        .route("/v1/apps/{app}/credentials", web::get().to(credentials))
-        .route("/v1/apps/{app}/credentials", web::post().to(credentials))
+        .service(
+            web::resource("/v1/apps/{app}/credentials")
+                .wrap(from_fn(cors::cors))
+                .route(web::get().to(credentials))
+                .route(web::post().to(credentials))
+                .route(web::method(actix_web::http::Method::OPTIONS).to(cors::options)),
+        )
         .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
         .route("/metrics", web::get().to(metrics));

@@ -7,6 +7,7 @@ pub mod audit;
 mod clock;
 pub mod cluster;
 pub mod cooldown;
+pub mod cors;
 pub mod credcache;
 pub mod error;
 pub mod http;

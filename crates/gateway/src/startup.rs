@@ -137,6 +137,7 @@ impl Gateway {
     pub fn serve(&self, listener: TcpListener) -> std::io::Result<Server> {
         let state = web::Data::new(PublicState {
             service: self.service.clone(),
+            apps: self.apps.clone(),
             store: self.store.clone(),
             trust_forwarded_for: self.config.trust_forwarded_for,
             readiness: Default::default(),

@@ -10,6 +10,7 @@ mod error;
 pub mod jwt;
 pub mod migrate;
 pub mod model;
+pub mod origin;
 mod pg;
 pub mod repo;
 pub mod template;
@@ -21,6 +22,7 @@ pub use crypto::{Cipher, CryptoError, MasterKey};
 pub use error::{DatabaseError, DbErrorKind};
 pub use jwt::{JWT_ALGORITHMS, MIN_HS_SECRET_BYTES};
 pub use model::*;
+pub use origin::{MAX_ALLOWED_ORIGINS, OriginError, normalize_origin, normalize_origins};
 pub use pg::{
     ADMIN_NOTIFY_PAYLOAD, ArchiveFiles, CHANGES_CHANNEL, Change, ChangeFeed, DroppedPartition,
     MonthlyPartition, PgStore, PoolOptions, RETENTION_LOCK_KEY, RetentionError, RetentionPolicy,

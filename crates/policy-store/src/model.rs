@@ -60,6 +60,9 @@ pub struct App {
     pub rate_subject_per_minute: i32,
     /// STS calls per second for the whole app (kept under STS's 600/s); 0 disables it.
     pub rate_app_per_second: i32,
+    /// Web origins whose pages may call the credential API (CORS), in the form browsers send
+    /// in `Origin` (see [`crate::origin`]); empty: no browser page may.
+    pub allowed_origins: Vec<String>,
     /// The active policy template version, if any was saved.
     pub active_template_version: Option<i32>,
     pub updated_at: OffsetDateTime,
@@ -85,6 +88,9 @@ pub struct AppInput {
     pub min_remaining: Option<i32>,
     pub rate_subject_per_minute: i32,
     pub rate_app_per_second: i32,
+    /// Allowed web origins as typed, one per entry; stored normalised
+    /// ([`crate::origin::normalize_origins`]).
+    pub allowed_origins: Vec<String>,
 }
 
 /// JWT settings of one app, HS secret decrypted.

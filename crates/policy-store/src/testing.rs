@@ -192,6 +192,8 @@ pub struct SeedApp {
     pub leeway_seconds: i32,
     /// The first template version's note.
     pub template_note: Option<String>,
+    /// Web origins allowed to call the credential API (none by default).
+    pub allowed_origins: Vec<String>,
 }
 
 impl SeedApp {
@@ -214,6 +216,7 @@ impl SeedApp {
             public_keys: Vec::new(),
             leeway_seconds: 60,
             template_note: None,
+            allowed_origins: Vec::new(),
         }
     }
 
@@ -236,6 +239,7 @@ impl SeedApp {
             min_remaining: None,
             rate_subject_per_minute: self.rate_subject_per_minute,
             rate_app_per_second: self.rate_app_per_second,
+            allowed_origins: self.allowed_origins.clone(),
         }
     }
 

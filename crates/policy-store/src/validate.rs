@@ -193,6 +193,7 @@ pub fn validate_app(input: &AppInput, creating: bool) -> Vec<FieldError> {
             ),
         ));
     }
+    errs.extend(crate::origin::origin_errors(&input.allowed_origins));
     errs
 }
 
@@ -274,6 +275,7 @@ mod tests {
             min_remaining: None,
             rate_subject_per_minute: 60,
             rate_app_per_second: 100,
+            allowed_origins: vec!["https://app.example.com".into()],
         }
     }
 

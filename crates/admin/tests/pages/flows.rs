@@ -505,3 +505,68 @@ async fn blocks_and_users() {
         assert!(page.body.contains(action), "{action}");
     }
 }
+
+/// Issue 13: the app form's allowed origins. A wildcard or a path is an error on the field
+/// naming the line, the typed text is kept; good ones are saved as browsers send them and
+/// shown on the app page and its integration card.
+#[tokio::test]
+async fn allowed_origins_are_edited_on_the_app_form() {
+    let t = TestAdmin::start().await;
+    let admin = t.admin().await;
+    let edit = format!("/apps/{APP}/edit");
+    let mut form = app_form("Photo app", "federation_token", "7200");
+    form.extend([
+        ("secret_id", ""),
+        ("secret_key", ""),
+        (
+            "allowed_origins",
+            "https://app.example.com\r\nhttps://*.example.com\r\n",
+        ),
+    ]);
+    let res = admin.submit(&edit, &edit, &form).await;
+    assert_eq!(res.status, 422, "{}", res.body);
+    assert!(
+        res.body
+            .contains("line 2 “https://*.example.com”: wildcards are not allowed"),
+        "{}",
+        res.body
+    );
+    assert!(
+        res.body
+            .contains(">https://app.example.com\r\nhttps://*.example.com")
+    );
+    let app = t.store.app_by_slug(APP).await.unwrap().unwrap();
+    assert!(app.allowed_origins.is_empty(), "nothing saved");
+
+    form.retain(|(k, _)| *k != "allowed_origins");
+    form.push((
+        "allowed_origins",
+        "HTTPS://App.Example.com:443/\r\n\r\nhttp://localhost:5173",
+    ));
+    let res = admin.submit(&edit, &edit, &form).await;
+    assert_eq!(res.status, 303, "{}", res.body);
+    let app = t.store.app_by_slug(APP).await.unwrap().unwrap();
+    assert_eq!(
+        app.allowed_origins,
+        ["https://app.example.com", "http://localhost:5173"]
+    );
+    let page = admin.get(&format!("/apps/{APP}")).await;
+    assert!(
+        page.body
+            .contains("<code>https://app.example.com</code> · <code>http://localhost:5173</code>"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body
+            .contains("Allowed from <code>https://app.example.com</code>")
+    );
+    let form_page = admin.get(&edit).await;
+    assert!(
+        form_page
+            .body
+            .contains(">https://app.example.com\nhttp://localhost:5173</textarea>"),
+        "{}",
+        form_page.body
+    );
+}

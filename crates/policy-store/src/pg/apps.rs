@@ -12,6 +12,7 @@ use time::OffsetDateTime;
 use super::{PgStore, REDACTED, audit, decode_err, map_db_error, notify};
 use crate::error::{DbResult as _, Result, StoreError};
 use crate::model::*;
+use crate::origin::normalize_origins;
 use crate::repo::AppStore;
 use crate::validate::{invalid_if_any, non_empty, validate_app};
 
@@ -22,7 +23,8 @@ macro_rules! app_columns {
     () => {
         "id, slug, name, enabled, region, bucket, mode, role_arn, external_id, secret_id, \
          secret_key_enc, sts_endpoint, duration_default, duration_max, min_remaining, \
-         rate_subject_per_minute, rate_app_per_second, active_template_version, updated_at"
+         rate_subject_per_minute, rate_app_per_second, allowed_origins, active_template_version, \
+         updated_at"
     };
 }
 
@@ -57,6 +59,7 @@ impl PgStore {
             min_remaining: raw.min_remaining,
             rate_subject_per_minute: raw.rate_subject_per_minute,
             rate_app_per_second: raw.rate_app_per_second,
+            allowed_origins: raw.allowed_origins,
             active_template_version: raw.active_template_version,
             updated_at: raw.updated_at,
         })
@@ -113,6 +116,7 @@ struct AppRow {
     min_remaining: Option<i32>,
     rate_subject_per_minute: i32,
     rate_app_per_second: i32,
+    allowed_origins: Vec<String>,
     active_template_version: Option<i32>,
     updated_at: OffsetDateTime,
 }
@@ -139,6 +143,7 @@ impl AppRow {
             min_remaining: row.try_get("min_remaining")?,
             rate_subject_per_minute: row.try_get("rate_subject_per_minute")?,
             rate_app_per_second: row.try_get("rate_app_per_second")?,
+            allowed_origins: row.try_get("allowed_origins")?,
             active_template_version: row.try_get("active_template_version")?,
             updated_at: row.try_get("updated_at")?,
         })
@@ -164,6 +169,7 @@ impl AppRow {
             "min_remaining": self.min_remaining,
             "rate_subject_per_minute": self.rate_subject_per_minute,
             "rate_app_per_second": self.rate_app_per_second,
+            "allowed_origins": self.allowed_origins,
             "active_template_version": self.active_template_version,
         })
     }
@@ -276,8 +282,10 @@ impl AppStore for PgStore {
         let row = sqlx::query(concat!(
             "INSERT INTO apps (id, slug, name, enabled, region, bucket, mode, role_arn, \
              external_id, secret_id, secret_key_enc, sts_endpoint, duration_default, \
-             duration_max, min_remaining, rate_subject_per_minute, rate_app_per_second) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
+             duration_max, min_remaining, rate_subject_per_minute, rate_app_per_second, \
+             allowed_origins) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
+             $18) \
              RETURNING ",
             app_columns!()
         ))
@@ -298,6 +306,7 @@ impl AppStore for PgStore {
         .bind(input.min_remaining)
         .bind(input.rate_subject_per_minute)
         .bind(input.rate_app_per_second)
+        .bind(normalize_origins(&input.allowed_origins))
         .fetch_one(&mut *tx)
         .await
         .map_err(|e| {
@@ -345,7 +354,8 @@ impl AppStore for PgStore {
              mode = $7, role_arn = $8, external_id = $9, secret_id = $10, \
              secret_key_enc = COALESCE($11, secret_key_enc), sts_endpoint = $12, \
              duration_default = $13, duration_max = $14, min_remaining = $15, \
-             rate_subject_per_minute = $16, rate_app_per_second = $17, updated_at = now() \
+             rate_subject_per_minute = $16, rate_app_per_second = $17, allowed_origins = $18, \
+             updated_at = now() \
              WHERE id = $1 RETURNING ",
             app_columns!()
         ))
@@ -366,6 +376,7 @@ impl AppStore for PgStore {
         .bind(input.min_remaining)
         .bind(input.rate_subject_per_minute)
         .bind(input.rate_app_per_second)
+        .bind(normalize_origins(&input.allowed_origins))
         .fetch_one(&mut *tx)
         .await
         .map_err(|e| {

@@ -1,4 +1,4 @@
-use policy_store::{AppAuthInput, AppStore, StoreError, StsMode};
+use policy_store::{AppAuthInput, AppStore, ChangeLogStore, StoreError, StsMode};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::{SECRET_ID, SECRET_KEY, app_input, fields, store};
@@ -416,4 +416,66 @@ async fn the_store_refuses_an_sts_endpoint_the_client_would_refuse() {
     assert_eq!(fields(&err), ["sts_endpoint"]);
     input.sts_endpoint = Some("https://sts.ap-shanghai.tencentcloudapi.com/".into());
     store.create_app("root", &input).await.unwrap();
+}
+
+/// Allowed origins are stored as browsers send them, the change is in the change log, and a
+/// list with a wildcard or a path is refused whole with the line at fault.
+#[tokio::test]
+async fn allowed_origins_are_normalised_audited_and_checked() {
+    let (_db, store) = store().await;
+    let app = store.create_app("root", &app_input("web")).await.unwrap();
+    assert!(
+        app.allowed_origins.is_empty(),
+        "none until an admin lists some"
+    );
+
+    let mut edit = app_input("web");
+    edit.allowed_origins = [
+        "HTTPS://App.Example.com:443/",
+        "",
+        "http://localhost:5173",
+        "https://app.example.com",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let saved = store.update_app("root", app.id, &edit).await.unwrap();
+    assert_eq!(
+        saved.allowed_origins,
+        ["https://app.example.com", "http://localhost:5173"]
+    );
+    let read = store.app_by_slug("web").await.unwrap().unwrap();
+    assert_eq!(read.allowed_origins, saved.allowed_origins);
+    let changes = store.admin_changes(None, 10).await.unwrap();
+    let update = changes.iter().find(|c| c.action == "app.update").unwrap();
+    assert_eq!(
+        update.after.as_ref().unwrap()["allowed_origins"],
+        serde_json::json!(["https://app.example.com", "http://localhost:5173"])
+    );
+    assert_eq!(
+        update.before.as_ref().unwrap()["allowed_origins"],
+        serde_json::json!([])
+    );
+
+    let mut bad = app_input("web");
+    bad.allowed_origins = [
+        "https://ok.example.com",
+        "https://*.example.com",
+        "https://app.example.com/upload",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let err = store.update_app("root", app.id, &bad).await.unwrap_err();
+    assert_eq!(fields(&err), ["allowed_origins", "allowed_origins"]);
+    let text = err.to_string();
+    assert!(
+        text.contains("line 2 “https://*.example.com”: wildcards are not allowed"),
+        "{text}"
+    );
+    assert!(
+        text.contains("line 3 “https://app.example.com/upload”: an origin has no path"),
+        "{text}"
+    );
+    // Nothing was saved.
+    let kept = store.app_by_slug("web").await.unwrap().unwrap();
+    assert_eq!(kept.allowed_origins, saved.allowed_origins);
 }

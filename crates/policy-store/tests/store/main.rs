@@ -49,6 +49,7 @@ pub fn app_input(slug: &str) -> AppInput {
         min_remaining: None,
         rate_subject_per_minute: 60,
         rate_app_per_second: 100,
+        allowed_origins: Vec::new(),
     }
 }
 

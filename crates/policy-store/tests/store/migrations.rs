@@ -16,6 +16,7 @@ async fn migrations_apply_once_and_are_idempotent() {
             "V5__sign_in_admission",
             "V6__issuance_count",
             "V7__cluster",
+            "V8__app_allowed_origins",
             "V11__issuance_rollup"
         ]
     );

@@ -130,6 +130,7 @@ mod tests {
             min_remaining: None,
             rate_subject_per_minute: 60,
             rate_app_per_second: 100,
+            allowed_origins: vec!["https://photos.example.com".into()],
             active_template_version: Some(1),
             updated_at: time::OffsetDateTime::UNIX_EPOCH,
         }

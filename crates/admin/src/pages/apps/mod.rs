@@ -117,6 +117,8 @@ pub struct AppForm {
     pub min_remaining: String,
     pub rate_subject_per_minute: String,
     pub rate_app_per_second: String,
+    /// The allowed web origins, one per line.
+    pub allowed_origins: String,
     pub errors: Errors,
 }
 
@@ -140,6 +142,7 @@ impl AppForm {
             min_remaining: String::new(),
             rate_subject_per_minute: "60".into(),
             rate_app_per_second: "100".into(),
+            allowed_origins: String::new(),
             errors: Errors::default(),
         }
     }
@@ -163,6 +166,7 @@ impl AppForm {
             min_remaining: a.min_remaining.map(|m| m.to_string()).unwrap_or_default(),
             rate_subject_per_minute: a.rate_subject_per_minute.to_string(),
             rate_app_per_second: a.rate_app_per_second.to_string(),
+            allowed_origins: a.allowed_origins.join("\n"),
             errors: Errors::default(),
         }
     }
@@ -204,6 +208,13 @@ impl AppForm {
             min_remaining: opt_int(form, "min_remaining", &mut errors),
             rate_subject_per_minute: int(form, "rate_subject_per_minute", &mut errors),
             rate_app_per_second: int(form, "rate_app_per_second", &mut errors),
+            // Every line, blank ones included, so that errors name the lines the admin sees.
+            allowed_origins: form
+                .get("allowed_origins")
+                .unwrap_or("")
+                .lines()
+                .map(str::to_owned)
+                .collect(),
         };
         // Stand-ins that pass every rule, so that an unreadable number hides no other error.
         if errors.has("duration_max") {
@@ -236,6 +247,7 @@ impl AppForm {
             min_remaining: form.text("min_remaining"),
             rate_subject_per_minute: form.text("rate_subject_per_minute"),
             rate_app_per_second: form.text("rate_app_per_second"),
+            allowed_origins: form.get("allowed_origins").unwrap_or("").to_owned(),
             errors,
         };
         let ok = view.errors.is_empty();
@@ -418,6 +430,7 @@ pub struct AppView {
     pub sts_endpoint: String,
     pub rate_subject_per_minute: i32,
     pub rate_app_per_second: i32,
+    pub allowed_origins: Vec<String>,
 }
 
 impl AppView {
@@ -437,6 +450,7 @@ impl AppView {
             sts_endpoint: a.sts_endpoint.clone().unwrap_or_default(),
             rate_subject_per_minute: a.rate_subject_per_minute,
             rate_app_per_second: a.rate_app_per_second,
+            allowed_origins: a.allowed_origins.clone(),
         }
     }
 }
