@@ -12,6 +12,7 @@ mod errors;
 mod issuance;
 mod log_search;
 mod migrations;
+mod pool;
 mod subjects;
 mod templates;
 
