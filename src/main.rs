@@ -2,6 +2,7 @@
 
 mod config;
 mod dev;
+mod logging;
 mod postgres;
 mod private_fs;
 mod serve;
@@ -121,22 +122,8 @@ struct EmulatorArgs {
     cos_default_bucket: Option<String>,
 }
 
-fn init_logging(json: bool) {
-    init_logging_with(json, "info,sqlx=warn");
-}
-
-fn init_logging_with(json: bool, default_filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| default_filter.into());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().flatten_event(true).init();
-    } else {
-        builder.init();
-    }
-}
+/// The log filter when `RUST_LOG` is unset.
+const DEFAULT_LOG: &str = "info,sqlx=warn";
 
 fn main() {
     if let Err(e) = run() {
@@ -149,27 +136,26 @@ fn main() {
 fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     sts_core::install_crypto_provider();
+    // Declared before the runtime so it is dropped after it: lines logged while the runtime
+    // shuts down are still written.
+    let _log: logging::LogGuard;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     match cli.command {
         Command::Emulator(args) => {
-            init_logging(false);
+            _log = logging::init(false, DEFAULT_LOG);
             runtime.block_on(run_emulator(args))
         }
         Command::Dev(args) => {
-            if std::env::var_os("RUST_LOG").is_none() {
-                // Keep the banner readable: the sandbox's own start-up chatter is noise here.
-                init_logging_with(false, "info,actix_server=warn,refinery_core=warn,sqlx=warn");
-            } else {
-                init_logging(false);
-            }
+            // Keep the banner readable: the sandbox's own start-up chatter is noise here.
+            _log = logging::init(false, "info,actix_server=warn,refinery_core=warn,sqlx=warn");
             runtime.block_on(dev::run(args))
         }
         command => {
             let settings = config::Settings::load(cli.config.as_deref())?;
-            init_logging(settings.log_format == config::LogFormat::Json);
+            _log = logging::init(settings.log_format == config::LogFormat::Json, DEFAULT_LOG);
             runtime.block_on(async {
                 match command {
                     Command::Serve => serve::serve(settings).await,

@@ -140,6 +140,99 @@ async fn no_secret_reaches_the_logs_or_the_log_rows() {
     }
 }
 
+/// The access log goes through a non-blocking writer: with nobody reading stderr (a full
+/// pipe), requests are still answered, and once stderr is read again every line is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_log_reader_holds_no_request_and_loses_no_line() {
+    sts_core::install_crypto_provider();
+    let db = fresh_database().await.unwrap();
+    let store = PgStore::new(db.pool.clone(), test_cipher());
+    seed(&store, &Options::default()).await;
+    let emu = emulator();
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", &db.url)
+        .env("STSGATE_MASTER_KEY", master_key_b64())
+        .env("STSGATE_PUBLIC_LISTEN", "127.0.0.1:0")
+        .env("STSGATE_ADMIN_LISTEN", "127.0.0.1:0")
+        .env("STSGATE_STS__ENDPOINT", format!("{}/", emu.url()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _guard = KillOnDrop(child.id());
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let public = loop {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "stsgate exited early"
+        );
+        if let Ok(v) = serde_json::from_str::<Value>(&line)
+            && v["message"] == "stsgate serving"
+        {
+            break v["public"].as_str().unwrap().to_owned();
+        }
+    };
+
+    // Far more access-log lines than a pipe holds (64 KiB, some 300 lines), none read. With
+    // a blocking writer the workers stall on the full pipe and these never complete.
+    const REQUESTS: usize = 3_000;
+    let http = reqwest::Client::new();
+    let url = format!("http://{public}/healthz");
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let workers: Vec<_> = (0..16)
+        .map(|_| {
+            let (http, url, next) = (http.clone(), url.clone(), next.clone());
+            tokio::spawn(async move {
+                let mut ok = 0;
+                while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < REQUESTS {
+                    let res = http.get(&url).send().await.unwrap();
+                    ok += usize::from(res.status() == 200);
+                }
+                ok
+            })
+        })
+        .collect();
+    let answered = tokio::time::timeout(std::time::Duration::from_secs(120), async {
+        let mut ok = 0;
+        for w in workers {
+            ok += w.await.unwrap();
+        }
+        ok
+    })
+    .await
+    .expect("requests hang while nobody reads stderr");
+    assert_eq!(answered, REQUESTS);
+
+    // Read stderr again and stop the gateway: every request has its line.
+    let reader = std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = stderr.read_to_string(&mut rest);
+        rest
+    });
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exit.success(), "stsgate exited with {exit}");
+    let logged = reader
+        .join()
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["message"] == "request" && v["path"] == "/healthz")
+        .count();
+    assert_eq!(logged, REQUESTS, "access-log lines lost");
+}
+
 /// Tokens for the seeded app without a running `TestApp`.
 /// A running `stsgate serve`, its public address, and its stderr: the lines read up to
 /// "stsgate serving", and a thread collecting the rest.

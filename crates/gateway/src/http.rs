@@ -11,9 +11,8 @@ use actix_web::http::header;
 use actix_web::middleware::{Next, from_fn};
 use actix_web::{HttpRequest, HttpResponse, web};
 use policy_store::Store;
-use secrecy::ExposeSecret;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::apps::AppResolver;
 use crate::cors;
@@ -277,40 +276,96 @@ async fn credentials(
     }
 }
 
+/// The SDK shape's `credentials` object.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SdkKeys<'a> {
+    tmp_secret_id: &'a str,
+    tmp_secret_key: &'a str,
+    session_token: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SdkBody<'a> {
+    credentials: SdkKeys<'a>,
+    expired_time: i64,
+    expiration: &'a str,
+    start_time: i64,
+    request_id: &'a str,
+    bucket: &'a str,
+    region: &'a str,
+    prefix: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LegacyBody<'a> {
+    code: u8,
+    message: &'a str,
+    code_desc: &'a str,
+    data: SdkBody<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct CosJsBody<'a> {
+    tmp_secret_id: &'a str,
+    tmp_secret_key: &'a str,
+    security_token: &'a str,
+    start_time: i64,
+    expired_time: i64,
+    expiration: &'a str,
+    bucket: &'a str,
+    region: &'a str,
+    prefix: &'a str,
+}
+
+/// A response body that borrows the cached credential: serialized straight into the
+/// response, without building (and dropping) a `serde_json::Value` tree of copies first.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum CredentialsBody<'a> {
+    Sdk(SdkBody<'a>),
+    Legacy(LegacyBody<'a>),
+    CosJs(CosJsBody<'a>),
+}
+
 /// The three response shapes (DESIGN §3; reference §2.11, §4.4, §4.7).
-fn render_credentials(issued: &Issued, format: Format) -> Value {
-    let c = &issued.credential.creds;
-    let (id, key, token) = (
-        c.tmp_secret_id.as_str(),
-        c.tmp_secret_key.expose_secret(),
-        c.session_token.expose_secret(),
-    );
-    let start = issued.credential.start_time;
-    let sdk = || {
-        json!({
-            "credentials": {"tmpSecretId": id, "tmpSecretKey": key, "sessionToken": token},
-            "expiredTime": c.expired_time,
-            "expiration": c.expiration,
-            "startTime": start,
-            "requestId": c.request_id,
-            "bucket": issued.bucket,
-            "region": issued.region,
-            "prefix": issued.prefix,
-        })
+fn render_credentials(issued: &Issued, format: Format) -> CredentialsBody<'_> {
+    let c = &*issued.credential;
+    let sdk = || SdkBody {
+        credentials: SdkKeys {
+            tmp_secret_id: c.tmp_secret_id(),
+            tmp_secret_key: c.expose_tmp_secret_key(),
+            session_token: c.expose_session_token(),
+        },
+        expired_time: c.expired_time,
+        expiration: c.expiration(),
+        start_time: c.start_time,
+        request_id: c.request_id(),
+        bucket: &issued.bucket,
+        region: &issued.region,
+        prefix: &issued.prefix,
     };
     match format {
-        Format::Sdk => sdk(),
-        Format::Legacy => json!({"code": 0, "message": "", "codeDesc": "Success", "data": sdk()}),
-        Format::CosJs => json!({
-            "TmpSecretId": id,
-            "TmpSecretKey": key,
-            "SecurityToken": token,
-            "StartTime": start,
-            "ExpiredTime": c.expired_time,
-            "Expiration": c.expiration,
-            "Bucket": issued.bucket,
-            "Region": issued.region,
-            "Prefix": issued.prefix,
+        Format::Sdk => CredentialsBody::Sdk(sdk()),
+        Format::Legacy => CredentialsBody::Legacy(LegacyBody {
+            code: 0,
+            message: "",
+            code_desc: "Success",
+            data: sdk(),
+        }),
+        Format::CosJs => CredentialsBody::CosJs(CosJsBody {
+            tmp_secret_id: c.tmp_secret_id(),
+            tmp_secret_key: c.expose_tmp_secret_key(),
+            security_token: c.expose_session_token(),
+            start_time: c.start_time,
+            expired_time: c.expired_time,
+            expiration: c.expiration(),
+            bucket: &issued.bucket,
+            region: &issued.region,
+            prefix: &issued.prefix,
         }),
     }
 }
@@ -432,6 +487,55 @@ mod tests {
                 .await
         );
         assert_eq!(readiness.pings(), 2);
+    }
+
+    /// The wire shapes, key by key (the bodies borrow the cached credential).
+    #[test]
+    fn renders_the_three_response_shapes() {
+        use serde_json::json;
+        use sts_core::TemporaryCredentials;
+
+        let credential = crate::credcache::CachedCredential::new(
+            TemporaryCredentials {
+                tmp_secret_id: "AKIDtmp".into(),
+                tmp_secret_key: "k".into(),
+                session_token: "t".into(),
+                expired_time: 1_700_001_800,
+                expiration: "2023-11-14T22:43:20Z".into(),
+                request_id: "req".into(),
+            },
+            1_700_000_000,
+            1_700_000_900,
+            Instant::now(),
+        );
+        let issued = Issued {
+            credential: Arc::new(credential),
+            bucket: "b-1250000000".into(),
+            region: "ap-guangzhou".into(),
+            prefix: "users/alice/".into(),
+            cached: true,
+        };
+        let render = |f| serde_json::to_value(render_credentials(&issued, f)).unwrap();
+        let sdk = json!({
+            "credentials": {"tmpSecretId": "AKIDtmp", "tmpSecretKey": "k", "sessionToken": "t"},
+            "expiredTime": 1_700_001_800, "expiration": "2023-11-14T22:43:20Z",
+            "startTime": 1_700_000_000, "requestId": "req", "bucket": "b-1250000000",
+            "region": "ap-guangzhou", "prefix": "users/alice/",
+        });
+        assert_eq!(render(Format::Sdk), sdk);
+        assert_eq!(
+            render(Format::Legacy),
+            json!({"code": 0, "message": "", "codeDesc": "Success", "data": sdk})
+        );
+        assert_eq!(
+            render(Format::CosJs),
+            json!({
+                "TmpSecretId": "AKIDtmp", "TmpSecretKey": "k", "SecurityToken": "t",
+                "StartTime": 1_700_000_000, "ExpiredTime": 1_700_001_800,
+                "Expiration": "2023-11-14T22:43:20Z", "Bucket": "b-1250000000",
+                "Region": "ap-guangzhou", "Prefix": "users/alice/",
+            })
+        );
     }
 
     #[test]

@@ -5,8 +5,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use policy_store::Outcome;
@@ -16,52 +16,92 @@ const BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
 
-#[derive(Default, Clone)]
+/// A latency histogram of lock-free counters: an observation is three relaxed increments
+/// (its own bucket, the count and the sum), and rendering adds the buckets up.
+#[derive(Default)]
 struct Histogram {
-    counts: [u64; BUCKETS.len()],
-    sum: f64,
-    count: u64,
+    /// Observations per bucket (not cumulative); the last one is above every bound.
+    buckets: [AtomicU64; BUCKETS.len() + 1],
+    sum_nanos: AtomicU64,
+    count: AtomicU64,
 }
 
 impl Histogram {
-    fn observe(&mut self, d: Duration) {
+    fn observe(&self, d: Duration) {
         let s = d.as_secs_f64();
-        for (i, bound) in BUCKETS.iter().enumerate() {
-            if s <= *bound {
-                self.counts[i] += 1;
-            }
-        }
-        self.sum += s;
-        self.count += 1;
+        let i = BUCKETS.partition_point(|bound| *bound < s);
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
     }
 
     fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let mut cumulative = 0;
         for (i, bound) in BUCKETS.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{{labels},le=\"{bound}\"}} {}",
-                self.counts[i]
-            );
+            cumulative += self.buckets[i].load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
         }
-        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", self.count);
-        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum);
-        let _ = writeln!(out, "{name}_count{{{labels}}} {}", self.count);
+        let count = self.count.load(Ordering::Relaxed);
+        let sum = Duration::from_nanos(self.sum_nanos.load(Ordering::Relaxed)).as_secs_f64();
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+        let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
     }
 }
 
 /// One app's request counters, by outcome, and its latency histogram.
 #[derive(Default)]
 struct AppRequests {
-    by_outcome: [u64; Outcome::ALL.len()],
+    by_outcome: [AtomicU64; Outcome::ALL.len()],
     latency: Histogram,
+}
+
+/// STS call results, in the order they are rendered.
+const STS_RESULTS: [&str; 3] = ["error", "ok", "unavailable"];
+
+/// One app's STS calls by result, and their latency.
+#[derive(Default)]
+struct StsCalls {
+    by_result: [AtomicU64; STS_RESULTS.len()],
+    latency: Histogram,
+}
+
+/// Per-app series: a read lock and relaxed increments per request; the write lock only for
+/// an app's first request.
+struct PerApp<T>(RwLock<BTreeMap<String, Arc<T>>>);
+
+impl<T: Default> Default for PerApp<T> {
+    fn default() -> Self {
+        Self(RwLock::default())
+    }
+}
+
+impl<T: Default> PerApp<T> {
+    fn get(&self, app: &str) -> Arc<T> {
+        if let Some(t) = self
+            .0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(app)
+        {
+            return t.clone();
+        }
+        let mut all = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        all.entry(app.to_owned()).or_default().clone()
+    }
+
+    fn snapshot(&self) -> Vec<(String, Arc<T>)> {
+        let all = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        all.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
 }
 
 #[derive(Default)]
 pub struct Metrics {
     /// Looked up by `&str`, so the hot path allocates only for an app's first request.
-    requests: Mutex<BTreeMap<String, AppRequests>>,
-    sts_calls: Mutex<BTreeMap<(String, &'static str), u64>>,
-    sts_latency: Mutex<BTreeMap<String, Histogram>>,
+    requests: PerApp<AppRequests>,
+    sts_calls: PerApp<StsCalls>,
     audit_batches: AtomicU64,
     audit_rows: AtomicU64,
     audit_failures: AtomicU64,
@@ -117,29 +157,18 @@ fn escape(v: &str) -> String {
 
 impl Metrics {
     pub fn request(&self, app: &str, outcome: Outcome, latency: Duration) {
-        let mut requests = self.requests.lock().unwrap();
-        let entry = match requests.get_mut(app) {
-            Some(e) => e,
-            None => requests.entry(app.to_owned()).or_default(),
-        };
-        entry.by_outcome[outcome as usize] += 1;
+        let entry = self.requests.get(app);
+        entry.by_outcome[outcome as usize].fetch_add(1, Ordering::Relaxed);
         entry.latency.observe(latency);
     }
 
     /// `result` is `ok`, `error` (STS refused) or `unavailable`.
     pub fn sts_call(&self, app: &str, result: &'static str, latency: Duration) {
-        *self
-            .sts_calls
-            .lock()
-            .unwrap()
-            .entry((app.to_owned(), result))
-            .or_default() += 1;
-        self.sts_latency
-            .lock()
-            .unwrap()
-            .entry(app.to_owned())
-            .or_default()
-            .observe(latency);
+        let calls = self.sts_calls.get(app);
+        let i = STS_RESULTS.iter().position(|r| *r == result);
+        // An unknown result is a bug in the caller: count it as an error rather than lose it.
+        calls.by_result[i.unwrap_or(0)].fetch_add(1, Ordering::Relaxed);
+        calls.latency.observe(latency);
     }
 
     pub fn audit_batch(&self, rows: usize, ok: bool) {
@@ -218,10 +247,10 @@ impl Metrics {
         let mut out = String::new();
         out.push_str("# HELP stsgate_requests_total Credential requests by app and outcome.\n");
         out.push_str("# TYPE stsgate_requests_total counter\n");
-        let requests = self.requests.lock().unwrap();
-        for (app, r) in requests.iter() {
+        let requests = self.requests.snapshot();
+        for (app, r) in &requests {
             for outcome in Outcome::ALL {
-                let n = r.by_outcome[outcome as usize];
+                let n = r.by_outcome[outcome as usize].load(Ordering::Relaxed);
                 if n > 0 {
                     let _ = writeln!(
                         out,
@@ -234,27 +263,32 @@ impl Metrics {
         }
         out.push_str("# HELP stsgate_request_duration_seconds Credential request latency.\n");
         out.push_str("# TYPE stsgate_request_duration_seconds histogram\n");
-        for (app, r) in requests.iter() {
+        for (app, r) in &requests {
             r.latency.render(
                 &mut out,
                 "stsgate_request_duration_seconds",
                 &format!("app=\"{}\"", escape(app)),
             );
         }
-        drop(requests);
         out.push_str("# HELP stsgate_sts_calls_total STS calls by app and result.\n");
         out.push_str("# TYPE stsgate_sts_calls_total counter\n");
-        for ((app, result), n) in self.sts_calls.lock().unwrap().iter() {
-            let _ = writeln!(
-                out,
-                "stsgate_sts_calls_total{{app=\"{}\",result=\"{result}\"}} {n}",
-                escape(app)
-            );
+        let sts_calls = self.sts_calls.snapshot();
+        for (app, calls) in &sts_calls {
+            for (result, n) in STS_RESULTS.iter().zip(&calls.by_result) {
+                let n = n.load(Ordering::Relaxed);
+                if n > 0 {
+                    let _ = writeln!(
+                        out,
+                        "stsgate_sts_calls_total{{app=\"{}\",result=\"{result}\"}} {n}",
+                        escape(app)
+                    );
+                }
+            }
         }
         out.push_str("# HELP stsgate_sts_duration_seconds STS call latency, retries included.\n");
         out.push_str("# TYPE stsgate_sts_duration_seconds histogram\n");
-        for (app, h) in self.sts_latency.lock().unwrap().iter() {
-            h.render(
+        for (app, calls) in &sts_calls {
+            calls.latency.render(
                 &mut out,
                 "stsgate_sts_duration_seconds",
                 &format!("app=\"{}\"", escape(app)),

@@ -217,10 +217,10 @@ impl Service {
             Outcome::Issued
         };
         record.http_status = 200;
-        record.tmp_secret_id = Some(issued.credential.creds.tmp_secret_id.clone());
-        record.sts_request_id = Some(issued.credential.creds.request_id.clone());
+        record.tmp_secret_id = Some(issued.credential.tmp_secret_id().to_owned());
+        record.sts_request_id = Some(issued.credential.request_id().to_owned());
         record.expired_time =
-            OffsetDateTime::from_unix_timestamp(issued.credential.creds.expired_time).ok();
+            OffsetDateTime::from_unix_timestamp(issued.credential.expired_time).ok();
         record.prefix = Some(issued.prefix.clone());
         record.latency_us = started.elapsed().as_micros() as i64;
         let outcome = record.outcome;
@@ -392,14 +392,14 @@ impl Service {
                 .min(duration.saturating_sub(1)),
             _ => duration / 2,
         };
-        let key = CacheKey {
-            app_id: app.app.id,
-            app_generation: app.app.updated_at.unix_timestamp_nanos(),
-            template_version: template.version,
-            subject: subject.clone(),
-            policy_hash: policy.policy_hash.clone(),
+        let key = CacheKey::new(
+            app.app.id,
+            app.app.updated_at.unix_timestamp_nanos(),
+            template.version,
+            &subject,
+            &policy.policy_hash,
             duration,
-        };
+        );
         // A local miss looks in the cluster's shared table before it calls STS.
         let lookup = || {
             self.cache
@@ -500,13 +500,12 @@ impl Service {
             "credential minted"
         );
         let reuse_until = creds.expired_time - i64::try_from(min_remaining).unwrap_or(0);
-        Ok(Arc::new(CachedCredential {
+        Ok(Arc::new(CachedCredential::new(
             creds,
             start_time,
             reuse_until,
-            minted: Instant::now(),
-            from_peer: false,
-        }))
+            Instant::now(),
+        )))
     }
 }
 

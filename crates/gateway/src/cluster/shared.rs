@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use policy_store::{Claim, SharedCredential, SharedKey, Store, StoreError};
+use secrecy::SecretString;
 use sts_core::TemporaryCredentials;
 use uuid::Uuid;
 
@@ -38,37 +39,39 @@ fn key_text(key: &CacheKey) -> String {
         key.app_id,
         key.app_generation,
         key.template_version,
-        key.policy_hash,
+        key.policy_hash(),
         key.duration,
-        key.subject
+        key.subject()
     )
 }
 
 fn from_shared(c: SharedCredential) -> Arc<CachedCredential> {
-    Arc::new(CachedCredential {
-        creds: TemporaryCredentials {
-            tmp_secret_id: c.tmp_secret_id,
-            tmp_secret_key: c.tmp_secret_key,
-            session_token: c.session_token,
-            expired_time: c.expired_time,
-            expiration: c.expiration,
-            request_id: c.request_id,
-        },
-        start_time: c.start_time,
-        reuse_until: c.reuse_until,
-        minted: Instant::now(),
-        from_peer: true,
-    })
+    Arc::new(
+        CachedCredential::new(
+            TemporaryCredentials {
+                tmp_secret_id: c.tmp_secret_id,
+                tmp_secret_key: c.tmp_secret_key,
+                session_token: c.session_token,
+                expired_time: c.expired_time,
+                expiration: c.expiration,
+                request_id: c.request_id,
+            },
+            c.start_time,
+            c.reuse_until,
+            Instant::now(),
+        )
+        .taken_from_peer(),
+    )
 }
 
 fn to_shared(c: &CachedCredential) -> SharedCredential {
     SharedCredential {
-        tmp_secret_id: c.creds.tmp_secret_id.clone(),
-        tmp_secret_key: c.creds.tmp_secret_key.clone(),
-        session_token: c.creds.session_token.clone(),
-        expired_time: c.creds.expired_time,
-        expiration: c.creds.expiration.clone(),
-        request_id: c.creds.request_id.clone(),
+        tmp_secret_id: c.tmp_secret_id().to_owned(),
+        tmp_secret_key: SecretString::from(c.expose_tmp_secret_key()),
+        session_token: SecretString::from(c.expose_session_token()),
+        expired_time: c.expired_time,
+        expiration: c.expiration().to_owned(),
+        request_id: c.request_id().to_owned(),
         start_time: c.start_time,
         reuse_until: c.reuse_until,
     }
@@ -120,7 +123,7 @@ impl SharedCredentials {
         let text = key_text(key);
         let shared = SharedKey {
             app_id: key.app_id,
-            subject: &key.subject,
+            subject: key.subject(),
             key: &text,
         };
         match bounded(timeout, self.store.shared_credential(shared)).await {
@@ -209,20 +212,15 @@ mod tests {
 
     #[test]
     fn key_texts_differ_when_any_part_differs() {
-        let k = CacheKey {
-            app_id: 1,
-            app_generation: 2,
-            template_version: 3,
-            subject: "a|b".into(),
-            policy_hash: "h".into(),
-            duration: 600,
-        };
-        let mut other = k.clone();
-        other.duration = 601;
-        assert_ne!(key_text(&k), key_text(&other));
-        let mut other = k.clone();
-        other.subject = "a".into();
-        assert_ne!(key_text(&k), key_text(&other));
+        let k = CacheKey::new(1, 2, 3, "a|b", "h", 600);
+        assert_ne!(
+            key_text(&k),
+            key_text(&CacheKey::new(1, 2, 3, "a|b", "h", 601))
+        );
+        assert_ne!(
+            key_text(&k),
+            key_text(&CacheKey::new(1, 2, 3, "a", "h", 600))
+        );
         assert_eq!(key_text(&k), "1|2|3|h|600|a|b");
     }
 }

@@ -255,3 +255,36 @@ async fn batch_insert_search_and_keyset_pagination() {
         .unwrap_err();
     assert!(matches!(&err, StoreError::Invalid(e) if e[0].field == "records[1].source_ip"));
 }
+
+/// Actions travel to the server as array literals: whatever an action holds comes back as
+/// written, in order.
+#[tokio::test]
+async fn actions_of_any_text_round_trip() {
+    let (_db, store) = store().await;
+    let base = base_time();
+    let hostile: Vec<Vec<String>> = vec![
+        vec![],
+        vec![String::new()],
+        vec!["NULL".into(), "null".into()],
+        vec!["a,b".into(), "{c}".into(), " spaced ".into()],
+        vec!["quote\"d".into(), "back\\slash".into(), "\\\"".into()],
+        vec!["中文/cos:*".into(), "tab\there".into(), "'single'".into()],
+    ];
+    let records: Vec<IssuanceRecord> = hostile
+        .iter()
+        .enumerate()
+        .map(|(i, actions)| IssuanceRecord {
+            actions: actions.clone(),
+            ..record(i * 5, base)
+        })
+        .collect();
+    store.insert_issuance_batch(&records).await.unwrap();
+    let rows = store
+        .search_issuance(&IssuanceFilter::default(), None, 100)
+        .await
+        .unwrap();
+    for r in &records {
+        let found = rows.iter().find(|f| f.request_id == r.request_id).unwrap();
+        assert_eq!(found.actions, r.actions);
+    }
+}

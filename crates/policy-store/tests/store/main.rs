@@ -13,6 +13,7 @@ mod errors;
 mod issuance;
 mod log_search;
 mod migrations;
+mod pool;
 mod retention;
 mod rollup;
 mod subjects;
