@@ -25,8 +25,8 @@ pub use pg::{
     ADMIN_NOTIFY_PAYLOAD, CHANGES_CHANNEL, Change, ChangeFeed, PgStore, PoolOptions, mask_secret_id,
 };
 pub use repo::{
-    AdminPrefsStore, AdminUserStore, AppStore, ChangeLogStore, FieldError, HealthStore,
-    IssuanceStore, Store, StoreError, SubjectStore, TemplateStore,
+    AdminPrefsStore, AdminUserStore, ApiTokenStore, AppStore, ChangeLogStore, FieldError,
+    HealthStore, IssuanceStore, IssuanceTailStore, Store, StoreError, SubjectStore, TemplateStore,
 };
 pub use template::{
     NarrowError, Reach, RenderContext, RenderError, RenderedPolicy, Shared, TemplateDocument,

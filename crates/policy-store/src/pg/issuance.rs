@@ -22,6 +22,9 @@ macro_rules! issuance_columns {
     };
 }
 
+/// The columns [`issuance_from_row`] reads, for the other modules' queries.
+pub(super) const ISSUANCE_COLUMNS: &str = issuance_columns!();
+
 impl PgStore {
     /// Creates the issuance_log monthly partitions from this month to `months_ahead` ahead
     /// (idempotent; run at start and, say, daily). Returns how many were created.
@@ -34,7 +37,7 @@ impl PgStore {
     }
 }
 
-fn issuance_from_row(row: &PgRow) -> Result<IssuanceRecord, sqlx::Error> {
+pub(super) fn issuance_from_row(row: &PgRow) -> Result<IssuanceRecord, sqlx::Error> {
     let outcome: String = row.try_get("outcome")?;
     Ok(IssuanceRecord {
         id: row.try_get("id")?,

@@ -20,11 +20,13 @@ use crate::repo::HealthStore;
 
 mod admin_prefs;
 mod admin_users;
+mod api_tokens;
 mod apps;
 mod change_log;
 mod feed;
 mod issuance;
 mod issuance_filter;
+mod issuance_tail;
 mod subjects;
 mod templates;
 

@@ -13,7 +13,8 @@ async fn migrations_apply_once_and_are_idempotent() {
             "V1__init",
             "V2__admin",
             "V4__admin_ux",
-            "V5__sign_in_admission"
+            "V5__sign_in_admission",
+            "V10__api_tokens"
         ]
     );
 
@@ -28,6 +29,7 @@ async fn migrations_apply_once_and_are_idempotent() {
         "admin_sessions",
         "admin_sign_in_decoy",
         "admin_users",
+        "api_tokens",
         "app_auth",
         "apps",
         "blocked_subjects",
@@ -77,14 +79,16 @@ async fn concurrent_runs_are_serialised_by_the_advisory_lock() {
     let (a, b) = (a.unwrap().unwrap(), b.unwrap().unwrap());
     // Exactly one of them applied the migrations; the other waited and found nothing to do.
     let mut applied = [a, b].concat();
-    applied.sort();
+    // By version number: V10 comes after V5.
+    applied.sort_by_key(|m| m[1..m.find("__").unwrap()].parse::<u32>().unwrap());
     assert_eq!(
         applied,
         [
             "V1__init",
             "V2__admin",
             "V4__admin_ux",
-            "V5__sign_in_admission"
+            "V5__sign_in_admission",
+            "V10__api_tokens"
         ]
     );
 
