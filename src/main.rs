@@ -2,6 +2,7 @@
 
 mod config;
 mod dev;
+mod openapi;
 mod postgres;
 mod private_fs;
 mod serve;

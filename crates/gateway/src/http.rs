@@ -11,11 +11,13 @@ use actix_web::http::header;
 use actix_web::middleware::Next;
 use actix_web::{HttpRequest, HttpResponse, web};
 use policy_store::Store;
-use secrecy::ExposeSecret;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use crate::service::{CredentialRequest, Issued, Service};
+use crate::response::{CredentialsResponse, Format};
+use crate::service::{CredentialRequest, Service};
+#[allow(unused_imports)] // named in the OpenAPI annotation
+use sts_core::error_body::ErrorBody;
 
 /// Shared state of the public listener.
 pub struct PublicState {
@@ -96,24 +98,25 @@ pub async fn access_log(
     Ok(res)
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Format {
-    Sdk,
-    Legacy,
-    CosJs,
-}
-
 /// Options from the query string or a JSON body. `actions` is a list, or a comma-separated
 /// string in a query.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Options {
+pub(crate) struct Options {
+    /// A subset of the template's actions: a list, or comma-separated in a query
+    /// (`PutObject`, `cos:PutObject` and `name/cos:PutObject` are the same). Never widens.
+    #[schema(value_type = Option<Vec<String>>)]
     actions: Option<Value>,
+    /// A sub-path inside the user's own prefix (`photos/2024/`); whole segments only.
     prefix: Option<String>,
+    /// 1 … the app's maximum (default: the app's default).
+    #[schema(value_type = Option<u32>)]
     duration_seconds: Option<Value>,
+    /// `sdk` (default), `legacy` or `cos-js`.
     format: Option<String>,
     /// Cache busters that browser libraries add (`_=1700000000`); ignored.
     #[serde(rename = "_")]
+    #[schema(ignore)]
     _cache_buster: Option<Value>,
 }
 
@@ -231,7 +234,28 @@ fn bearer(req: &HttpRequest) -> Option<String> {
     })
 }
 
-async fn credentials(
+/// A temporary COS credential for the user the JWT names, limited by the app's policy
+/// template. Options in the query string or a JSON body (the body wins).
+#[utoipa::path(
+    method(get, post),
+    path = "/v1/apps/{app}/credentials",
+    tag = "credentials",
+    params(("app" = String, Path, description = "The app's slug")),
+    request_body(content = Options, description = "Options (also accepted in the query string)"),
+    responses(
+        (status = 200, description = "The credential, in the shape `format` asks for",
+            body = CredentialsResponse),
+        (status = 401, description = "missing or invalid JWT", body = ErrorBody),
+        (status = 403, description = "subject not allowed or blocked, app disabled, no policy", body = ErrorBody),
+        (status = 404, description = "unknown app", body = ErrorBody),
+        (status = 422, description = "invalid options", body = ErrorBody),
+        (status = 429, description = "rate limited (Retry-After)", body = ErrorBody),
+        (status = 502, description = "STS refused the request", body = ErrorBody),
+        (status = 503, description = "STS or the database unavailable", body = ErrorBody),
+    ),
+    security(("jwt" = []))
+)]
+pub(crate) async fn credentials(
     id: RequestId,
     req: HttpRequest,
     path: web::Path<String>,
@@ -263,46 +287,8 @@ async fn credentials(
         Ok(issued) => HttpResponse::Ok()
             .insert_header((header::CACHE_CONTROL, "no-store"))
             .insert_header((header::PRAGMA, "no-cache"))
-            .json(render_credentials(&issued, format)),
+            .json(CredentialsResponse::new(&issued, format)),
         Err(e) => e.to_response(&request_id),
-    }
-}
-
-/// The three response shapes (DESIGN §3; reference §2.11, §4.4, §4.7).
-fn render_credentials(issued: &Issued, format: Format) -> Value {
-    let c = &issued.credential.creds;
-    let (id, key, token) = (
-        c.tmp_secret_id.as_str(),
-        c.tmp_secret_key.expose_secret(),
-        c.session_token.expose_secret(),
-    );
-    let start = issued.credential.start_time;
-    let sdk = || {
-        json!({
-            "credentials": {"tmpSecretId": id, "tmpSecretKey": key, "sessionToken": token},
-            "expiredTime": c.expired_time,
-            "expiration": c.expiration,
-            "startTime": start,
-            "requestId": c.request_id,
-            "bucket": issued.bucket,
-            "region": issued.region,
-            "prefix": issued.prefix,
-        })
-    };
-    match format {
-        Format::Sdk => sdk(),
-        Format::Legacy => json!({"code": 0, "message": "", "codeDesc": "Success", "data": sdk()}),
-        Format::CosJs => json!({
-            "TmpSecretId": id,
-            "TmpSecretKey": key,
-            "SecurityToken": token,
-            "StartTime": start,
-            "ExpiredTime": c.expired_time,
-            "Expiration": c.expiration,
-            "Bucket": issued.bucket,
-            "Region": issued.region,
-            "Prefix": issued.prefix,
-        }),
     }
 }
 

@@ -221,8 +221,8 @@ fn checked(input: AppInput, creating: bool) -> Result<AppInput, ApiError> {
 }
 
 /// Every app.
-#[utoipa::path(get, path = "/api/v1/apps", tag = "apps",
-    responses((status = 200, body = Vec<AppView>), (status = 401, body = ErrorBody)),
+#[utoipa::path(get, operation_id = "apps_list", path = "/api/v1/apps", tag = "apps",
+    responses((status = 200, description = "OK", body = Vec<AppView>), (status = 401, description = "Missing, unknown, revoked or expired API token", body = ErrorBody)),
     security(("api_token" = ["auditor"])))]
 pub async fn list(state: State) -> Result<HttpResponse, ApiError> {
     let apps: Vec<AppView> = state
@@ -236,9 +236,9 @@ pub async fn list(state: State) -> Result<HttpResponse, ApiError> {
 }
 
 /// One app.
-#[utoipa::path(get, path = "/api/v1/apps/{slug}", tag = "apps",
+#[utoipa::path(get, operation_id = "apps_show", path = "/api/v1/apps/{slug}", tag = "apps",
     params(("slug" = String, Path)),
-    responses((status = 200, body = AppView), (status = 404, body = ErrorBody)),
+    responses((status = 200, description = "OK", body = AppView), (status = 404, description = "No such app, version, user or token", body = ErrorBody)),
     security(("api_token" = ["auditor"])))]
 pub async fn show(state: State, slug: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let app = app_or_404(&state, &slug).await?;
@@ -246,9 +246,9 @@ pub async fn show(state: State, slug: web::Path<String>) -> Result<HttpResponse,
 }
 
 /// Creates an app.
-#[utoipa::path(post, path = "/api/v1/apps", tag = "apps",
+#[utoipa::path(post, operation_id = "apps_create", path = "/api/v1/apps", tag = "apps",
     request_body = AppCreate,
-    responses((status = 201, body = AppView), (status = 409, body = ErrorBody),
+    responses((status = 201, description = "Created", body = AppView), (status = 409, description = "The name is taken", body = ErrorBody),
         (status = 422, description = "invalid fields, each named", body = ErrorBody)),
     security(("api_token" = ["admin"])))]
 pub async fn create(
@@ -264,11 +264,11 @@ pub async fn create(
 }
 
 /// Changes an app (fields left out keep their value).
-#[utoipa::path(patch, path = "/api/v1/apps/{slug}", tag = "apps",
+#[utoipa::path(patch, operation_id = "apps_update", path = "/api/v1/apps/{slug}", tag = "apps",
     params(("slug" = String, Path)),
     request_body = AppPatch,
-    responses((status = 200, body = AppView), (status = 404, body = ErrorBody),
-        (status = 422, body = ErrorBody)),
+    responses((status = 200, description = "OK", body = AppView), (status = 404, description = "No such app, version, user or token", body = ErrorBody),
+        (status = 422, description = "Invalid fields, each named in `error.fields`", body = ErrorBody)),
     security(("api_token" = ["admin"])))]
 pub async fn update(
     state: State,
@@ -301,9 +301,9 @@ async fn set_enabled(
 }
 
 /// Enables an app.
-#[utoipa::path(post, path = "/api/v1/apps/{slug}/enable", tag = "apps",
+#[utoipa::path(post, operation_id = "apps_enable", path = "/api/v1/apps/{slug}/enable", tag = "apps",
     params(("slug" = String, Path)),
-    responses((status = 200, body = AppView), (status = 404, body = ErrorBody)),
+    responses((status = 200, description = "OK", body = AppView), (status = 404, description = "No such app, version, user or token", body = ErrorBody)),
     security(("api_token" = ["admin"])))]
 pub async fn enable(
     state: State,
@@ -314,9 +314,9 @@ pub async fn enable(
 }
 
 /// Disables an app: its users get 403 `app_disabled` at once.
-#[utoipa::path(post, path = "/api/v1/apps/{slug}/disable", tag = "apps",
+#[utoipa::path(post, operation_id = "apps_disable", path = "/api/v1/apps/{slug}/disable", tag = "apps",
     params(("slug" = String, Path)),
-    responses((status = 200, body = AppView), (status = 404, body = ErrorBody)),
+    responses((status = 200, description = "OK", body = AppView), (status = 404, description = "No such app, version, user or token", body = ErrorBody)),
     security(("api_token" = ["admin"])))]
 pub async fn disable(
     state: State,
@@ -400,9 +400,9 @@ pub struct JwtInput {
 }
 
 /// An app's JWT settings.
-#[utoipa::path(get, path = "/api/v1/apps/{slug}/jwt", tag = "apps",
+#[utoipa::path(get, operation_id = "apps_jwt", path = "/api/v1/apps/{slug}/jwt", tag = "apps",
     params(("slug" = String, Path)),
-    responses((status = 200, body = JwtView), (status = 404, body = ErrorBody)),
+    responses((status = 200, description = "OK", body = JwtView), (status = 404, description = "No such app, version, user or token", body = ErrorBody)),
     security(("api_token" = ["admin"])))]
 pub async fn jwt(state: State, slug: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let app = app_or_404(&state, &slug).await?;
@@ -411,11 +411,11 @@ pub async fn jwt(state: State, slug: web::Path<String>) -> Result<HttpResponse, 
 }
 
 /// Saves an app's JWT settings (checked as the gateway compiles them).
-#[utoipa::path(put, path = "/api/v1/apps/{slug}/jwt", tag = "apps",
+#[utoipa::path(put, operation_id = "apps_set_jwt", path = "/api/v1/apps/{slug}/jwt", tag = "apps",
     params(("slug" = String, Path)),
     request_body = JwtInput,
-    responses((status = 200, body = JwtView), (status = 404, body = ErrorBody),
-        (status = 422, body = ErrorBody)),
+    responses((status = 200, description = "OK", body = JwtView), (status = 404, description = "No such app, version, user or token", body = ErrorBody),
+        (status = 422, description = "Invalid fields, each named in `error.fields`", body = ErrorBody)),
     security(("api_token" = ["admin"])))]
 pub async fn set_jwt(
     state: State,

@@ -55,9 +55,9 @@ pub struct SubjectParam {
 }
 
 /// The blocked subjects of an app.
-#[utoipa::path(get, path = "/api/v1/apps/{slug}/blocks", tag = "blocks",
+#[utoipa::path(get, operation_id = "blocks_list", path = "/api/v1/apps/{slug}/blocks", tag = "blocks",
     params(("slug" = String, Path)),
-    responses((status = 200, body = Vec<BlockView>), (status = 404, body = ErrorBody)),
+    responses((status = 200, description = "OK", body = Vec<BlockView>), (status = 404, description = "No such app, version, user or token", body = ErrorBody)),
     security(("api_token" = ["auditor"])))]
 pub async fn list(state: State, slug: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let app = app_or_404(&state, &slug).await?;
@@ -72,10 +72,10 @@ pub async fn list(state: State, slug: web::Path<String>) -> Result<HttpResponse,
 }
 
 /// Blocks a subject: its next request is refused with 403 `subject_blocked`.
-#[utoipa::path(post, path = "/api/v1/apps/{slug}/blocks", tag = "blocks",
+#[utoipa::path(post, operation_id = "blocks_add", path = "/api/v1/apps/{slug}/blocks", tag = "blocks",
     params(("slug" = String, Path)),
     request_body = BlockRequest,
-    responses((status = 200, body = BlockResult), (status = 422, body = ErrorBody)),
+    responses((status = 200, description = "OK", body = BlockResult), (status = 422, description = "Invalid fields, each named in `error.fields`", body = ErrorBody)),
     security(("api_token" = ["admin"])))]
 pub async fn add(
     state: State,
@@ -107,9 +107,9 @@ pub async fn add(
 }
 
 /// Unblocks a subject.
-#[utoipa::path(delete, path = "/api/v1/apps/{slug}/blocks", tag = "blocks",
+#[utoipa::path(delete, operation_id = "blocks_remove", path = "/api/v1/apps/{slug}/blocks", tag = "blocks",
     params(("slug" = String, Path), SubjectParam),
-    responses((status = 204), (status = 404, body = ErrorBody)),
+    responses((status = 204, description = "Done"), (status = 404, description = "No such app, version, user or token", body = ErrorBody)),
     security(("api_token" = ["admin"])))]
 pub async fn remove(
     state: State,

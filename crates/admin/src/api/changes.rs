@@ -43,9 +43,9 @@ pub struct ChangePage {
 }
 
 /// The change log, newest first (before/after values have secrets redacted).
-#[utoipa::path(get, path = "/api/v1/changes", tag = "changes",
+#[utoipa::path(get, operation_id = "changes_list", path = "/api/v1/changes", tag = "changes",
     params(ChangeParams),
-    responses((status = 200, body = ChangePage), (status = 422, body = ErrorBody)),
+    responses((status = 200, description = "OK", body = ChangePage), (status = 422, description = "Invalid fields, each named in `error.fields`", body = ErrorBody)),
     security(("api_token" = ["auditor"])))]
 pub async fn list(state: State, Query(q): Query<ChangeParams>) -> Result<HttpResponse, ApiError> {
     let mut errs = Vec::new();

@@ -5,8 +5,7 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{CACHE_CONTROL, WWW_AUTHENTICATE};
 use actix_web::{HttpResponse, ResponseError};
 use policy_store::{FieldError, StoreError};
-use serde::Serialize;
-use utoipa::ToSchema;
+pub use sts_core::error_body::{ErrorBody, ErrorDetail, FieldProblem};
 
 use crate::headers::current_request_id;
 
@@ -72,37 +71,6 @@ impl From<StoreError> for ApiError {
             e => ApiError::internal(e),
         }
     }
-}
-
-/// One invalid field.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct FieldProblem {
-    /// The field at fault, as named in the request (`statements[0].resources[1]`).
-    pub field: String,
-    pub message: String,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorDetail {
-    /// Stable machine-readable code, e.g. `invalid_request`, `not_found`, `invalid_token`.
-    pub code: String,
-    /// For people; never carries a secret.
-    pub message: String,
-    /// Validation errors, one per field (only with `invalid_request`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub fields: Option<Vec<FieldProblem>>,
-    /// The STS error code (credential API, upstream errors only).
-    #[serde(rename = "stsCode", skip_serializing_if = "Option::is_none")]
-    pub sts_code: Option<String>,
-}
-
-/// Every error of both APIs has this shape.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorBody {
-    pub error: ErrorDetail,
-    /// The `x-request-id` of the response; the server log has the details under it.
-    #[serde(rename = "requestId")]
-    pub request_id: String,
 }
 
 impl ResponseError for ApiError {

@@ -149,9 +149,9 @@ pub struct LogPage {
 }
 
 /// Searches the issuance log, newest first, one page at a time.
-#[utoipa::path(get, path = "/api/v1/log", tag = "log",
+#[utoipa::path(get, operation_id = "log_search", path = "/api/v1/log", tag = "log",
     params(LogParams),
-    responses((status = 200, body = LogPage), (status = 422, body = ErrorBody)),
+    responses((status = 200, description = "OK", body = LogPage), (status = 422, description = "Invalid fields, each named in `error.fields`", body = ErrorBody)),
     security(("api_token" = ["auditor"])))]
 pub async fn search(state: State, Query(q): Query<LogParams>) -> Result<HttpResponse, ApiError> {
     let filter = q.filter()?;
@@ -246,11 +246,11 @@ impl Tail {
 /// Streams the matching rows as NDJSON (one JSON object a line), newest first, and ends. With
 /// `follow=true` it streams oldest first from `from` (default: now) and keeps the response
 /// open, sending new rows as they are logged.
-#[utoipa::path(get, path = "/api/v1/log/export.ndjson", tag = "log",
+#[utoipa::path(get, operation_id = "log_export", path = "/api/v1/log/export.ndjson", tag = "log",
     params(LogParams),
     responses((status = 200, description = "one IssuanceRecord per line",
             content_type = "application/x-ndjson", body = IssuanceRecord),
-        (status = 422, body = ErrorBody)),
+        (status = 422, description = "Invalid fields, each named in `error.fields`", body = ErrorBody)),
     security(("api_token" = ["auditor"])))]
 pub async fn export(
     state: State,

@@ -74,7 +74,7 @@ pub fn admin_api() -> utoipa::openapi::OpenApi {
 }
 
 /// This OpenAPI document (the admin API and the public credential API).
-#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "meta",
+#[utoipa::path(get, operation_id = "openapi_document", path = "/api/v1/openapi.json", tag = "meta",
     responses((status = 200, description = "OpenAPI 3.1", content_type = "application/json")),
     security(()))]
 pub async fn document(state: State) -> HttpResponse {

@@ -111,9 +111,9 @@ impl From<PreviewView> for PreviewResult {
 }
 
 /// Every version, newest first.
-#[utoipa::path(get, path = "/api/v1/apps/{slug}/policy/versions", tag = "policy",
+#[utoipa::path(get, operation_id = "policy_versions", path = "/api/v1/apps/{slug}/policy/versions", tag = "policy",
     params(("slug" = String, Path)),
-    responses((status = 200, body = Vec<TemplateVersionView>), (status = 404, body = ErrorBody)),
+    responses((status = 200, description = "OK", body = Vec<TemplateVersionView>), (status = 404, description = "No such app, version, user or token", body = ErrorBody)),
     security(("api_token" = ["auditor"])))]
 pub async fn versions(state: State, slug: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let app = app_or_404(&state, &slug).await?;
@@ -129,9 +129,9 @@ pub async fn versions(state: State, slug: web::Path<String>) -> Result<HttpRespo
 }
 
 /// One version.
-#[utoipa::path(get, path = "/api/v1/apps/{slug}/policy/versions/{version}", tag = "policy",
+#[utoipa::path(get, operation_id = "policy_version", path = "/api/v1/apps/{slug}/policy/versions/{version}", tag = "policy",
     params(("slug" = String, Path), ("version" = i32, Path)),
-    responses((status = 200, body = TemplateVersionView), (status = 404, body = ErrorBody)),
+    responses((status = 200, description = "OK", body = TemplateVersionView), (status = 404, description = "No such app, version, user or token", body = ErrorBody)),
     security(("api_token" = ["auditor"])))]
 pub async fn version(
     state: State,
@@ -148,9 +148,9 @@ pub async fn version(
 }
 
 /// The active version.
-#[utoipa::path(get, path = "/api/v1/apps/{slug}/policy", tag = "policy",
+#[utoipa::path(get, operation_id = "policy_active", path = "/api/v1/apps/{slug}/policy", tag = "policy",
     params(("slug" = String, Path)),
-    responses((status = 200, body = TemplateVersionView),
+    responses((status = 200, description = "OK", body = TemplateVersionView),
         (status = 404, description = "no such app, or no policy saved yet", body = ErrorBody)),
     security(("api_token" = ["auditor"])))]
 pub async fn active(state: State, slug: web::Path<String>) -> Result<HttpResponse, ApiError> {
@@ -165,10 +165,10 @@ pub async fn active(state: State, slug: web::Path<String>) -> Result<HttpRespons
 
 /// Saves a new version and makes it active. Validation errors name the field
 /// (`statements[0].resources[1]`).
-#[utoipa::path(post, path = "/api/v1/apps/{slug}/policy/versions", tag = "policy",
+#[utoipa::path(post, operation_id = "policy_save", path = "/api/v1/apps/{slug}/policy/versions", tag = "policy",
     params(("slug" = String, Path)),
     request_body = TemplateSave,
-    responses((status = 201, body = TemplateVersionView), (status = 422, body = ErrorBody)),
+    responses((status = 201, description = "Created", body = TemplateVersionView), (status = 422, description = "Invalid fields, each named in `error.fields`", body = ErrorBody)),
     security(("api_token" = ["admin"])))]
 pub async fn save(
     state: State,
@@ -191,10 +191,10 @@ pub async fn save(
 }
 
 /// Makes a saved version active again (rollback).
-#[utoipa::path(post, path = "/api/v1/apps/{slug}/policy/activate", tag = "policy",
+#[utoipa::path(post, operation_id = "policy_activate", path = "/api/v1/apps/{slug}/policy/activate", tag = "policy",
     params(("slug" = String, Path)),
     request_body = Activate,
-    responses((status = 200, body = TemplateVersionView), (status = 404, body = ErrorBody)),
+    responses((status = 200, description = "OK", body = TemplateVersionView), (status = 404, description = "No such app, version, user or token", body = ErrorBody)),
     security(("api_token" = ["admin"])))]
 pub async fn activate(
     state: State,
@@ -218,10 +218,10 @@ pub async fn activate(
 }
 
 /// Renders a draft (or the active version) for the given claims. Nothing is saved.
-#[utoipa::path(post, path = "/api/v1/apps/{slug}/policy/preview", tag = "policy",
+#[utoipa::path(post, operation_id = "policy_preview", path = "/api/v1/apps/{slug}/policy/preview", tag = "policy",
     params(("slug" = String, Path)),
     request_body = PreviewRequest,
-    responses((status = 200, body = PreviewResult), (status = 404, body = ErrorBody)),
+    responses((status = 200, description = "OK", body = PreviewResult), (status = 404, description = "No such app, version, user or token", body = ErrorBody)),
     security(("api_token" = ["auditor"])))]
 pub async fn preview(
     state: State,

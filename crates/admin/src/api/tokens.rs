@@ -85,8 +85,8 @@ pub fn expiry(text: Option<&str>) -> Result<Option<OffsetDateTime>, ApiError> {
 }
 
 /// Every token, revoked and expired ones included, newest first.
-#[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens",
-    responses((status = 200, body = Vec<TokenView>), (status = 403, body = ErrorBody)),
+#[utoipa::path(get, operation_id = "tokens_list", path = "/api/v1/tokens", tag = "tokens",
+    responses((status = 200, description = "OK", body = Vec<TokenView>), (status = 403, description = "The token's role may not do this", body = ErrorBody)),
     security(("api_token" = ["admin"])))]
 pub async fn list(state: State) -> Result<HttpResponse, ApiError> {
     let tokens: Vec<TokenView> = state
@@ -100,10 +100,10 @@ pub async fn list(state: State) -> Result<HttpResponse, ApiError> {
 }
 
 /// Creates a token.
-#[utoipa::path(post, path = "/api/v1/tokens", tag = "tokens",
+#[utoipa::path(post, operation_id = "tokens_create", path = "/api/v1/tokens", tag = "tokens",
     request_body = TokenCreate,
-    responses((status = 201, body = TokenCreated), (status = 409, body = ErrorBody),
-        (status = 422, body = ErrorBody)),
+    responses((status = 201, description = "Created", body = TokenCreated), (status = 409, description = "The name is taken", body = ErrorBody),
+        (status = 422, description = "Invalid fields, each named in `error.fields`", body = ErrorBody)),
     security(("api_token" = ["admin"])))]
 pub async fn create(
     state: State,
@@ -125,9 +125,9 @@ pub async fn create(
 }
 
 /// Revokes a token at once.
-#[utoipa::path(delete, path = "/api/v1/tokens/{id}", tag = "tokens",
+#[utoipa::path(delete, operation_id = "tokens_revoke", path = "/api/v1/tokens/{id}", tag = "tokens",
     params(("id" = i64, Path)),
-    responses((status = 200, body = TokenView), (status = 404, body = ErrorBody)),
+    responses((status = 200, description = "OK", body = TokenView), (status = 404, description = "No such app, version, user or token", body = ErrorBody)),
     security(("api_token" = ["admin"])))]
 pub async fn revoke(
     state: State,

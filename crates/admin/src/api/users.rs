@@ -76,8 +76,8 @@ async fn hash(password: SecretString) -> Result<String, ApiError> {
 }
 
 /// Every admin user.
-#[utoipa::path(get, path = "/api/v1/users", tag = "users",
-    responses((status = 200, body = Vec<UserView>), (status = 403, body = ErrorBody)),
+#[utoipa::path(get, operation_id = "users_list", path = "/api/v1/users", tag = "users",
+    responses((status = 200, description = "OK", body = Vec<UserView>), (status = 403, description = "The token's role may not do this", body = ErrorBody)),
     security(("api_token" = ["admin"])))]
 pub async fn list(state: State) -> Result<HttpResponse, ApiError> {
     let users: Vec<UserView> = state
@@ -91,10 +91,10 @@ pub async fn list(state: State) -> Result<HttpResponse, ApiError> {
 }
 
 /// Creates an admin or auditor.
-#[utoipa::path(post, path = "/api/v1/users", tag = "users",
+#[utoipa::path(post, operation_id = "users_create", path = "/api/v1/users", tag = "users",
     request_body = UserCreate,
-    responses((status = 201, body = UserView), (status = 409, body = ErrorBody),
-        (status = 422, body = ErrorBody)),
+    responses((status = 201, description = "Created", body = UserView), (status = 409, description = "The name is taken", body = ErrorBody),
+        (status = 422, description = "Invalid fields, each named in `error.fields`", body = ErrorBody)),
     security(("api_token" = ["admin"])))]
 pub async fn create(
     state: State,
@@ -110,11 +110,11 @@ pub async fn create(
 }
 
 /// Changes a user's role, disables or enables them, or resets their password.
-#[utoipa::path(patch, path = "/api/v1/users/{id}", tag = "users",
+#[utoipa::path(patch, operation_id = "users_update", path = "/api/v1/users/{id}", tag = "users",
     params(("id" = i64, Path)),
     request_body = UserPatch,
-    responses((status = 200, body = UserView), (status = 404, body = ErrorBody),
-        (status = 422, body = ErrorBody)),
+    responses((status = 200, description = "OK", body = UserView), (status = 404, description = "No such app, version, user or token", body = ErrorBody),
+        (status = 422, description = "Invalid fields, each named in `error.fields`", body = ErrorBody)),
     security(("api_token" = ["admin"])))]
 pub async fn update(
     state: State,
