@@ -3,10 +3,12 @@
 mod config;
 mod dev;
 mod logging;
+mod openapi;
 mod postgres;
 mod private_fs;
 mod serve;
 mod token_tester;
+mod tokens;
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -73,6 +75,23 @@ enum AdminCommand {
         file: PathBuf,
         #[arg(long)]
         note: Option<String>,
+    },
+    /// Create an admin-API token; it is printed once on stdout (only its hash is stored).
+    CreateToken {
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_parser = ["admin", "auditor"])]
+        role: String,
+        /// Lifetime, e.g. 90d, 12h, 2w (default: never expires).
+        #[arg(long)]
+        expires: Option<String>,
+    },
+    /// List admin-API tokens with their last use.
+    ListTokens,
+    /// Revoke an admin-API token (by name, or by id) at once.
+    RevokeToken {
+        /// The token's name or id.
+        token: String,
     },
 }
 
@@ -167,6 +186,15 @@ fn run() -> anyhow::Result<()> {
                     }
                     Command::Admin(AdminCommand::SetTemplate { app, file, note }) => {
                         serve::set_template(&settings, &app, &file, note.as_deref()).await
+                    }
+                    Command::Admin(AdminCommand::CreateToken {
+                        name,
+                        role,
+                        expires,
+                    }) => tokens::create(&settings, &name, &role, expires.as_deref()).await,
+                    Command::Admin(AdminCommand::ListTokens) => tokens::list(&settings).await,
+                    Command::Admin(AdminCommand::RevokeToken { token }) => {
+                        tokens::revoke(&settings, &token).await
                     }
                     Command::Emulator(_) | Command::Dev(_) => unreachable!("handled above"),
                 }

@@ -191,7 +191,9 @@ pub async fn start(settings: &Settings, store: PgStore) -> anyhow::Result<Runnin
     });
     let admin_server = admin::serve_state(
         admin_listener,
-        admin::AdminState::new(store.clone(), admin_config).with_token_tester(tester),
+        admin::AdminState::new(store.clone(), admin_config)
+            .with_token_tester(tester)
+            .with_openapi(&crate::openapi::document()),
         settings.workers.clamp(1, 2),
     )?;
     let servers = [public_server, admin_server]

@@ -19,6 +19,7 @@ use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, guard, web};
 use policy_store::Store;
 
+pub mod api;
 mod assets;
 mod charts;
 mod diff;
@@ -90,6 +91,8 @@ pub struct AdminState {
     pub token_tester: Option<Arc<dyn TokenTester>>,
     /// Token tests per session, per minute.
     pub(crate) token_tests: token_test::SessionLimiter,
+    /// What `/api/v1/openapi.json` serves (see [`AdminState::with_openapi`]).
+    pub(crate) openapi_json: Arc<String>,
 }
 
 impl AdminState {
@@ -104,7 +107,15 @@ impl AdminState {
             sign_in_budget,
             token_tester: None,
             token_tests: token_test::SessionLimiter::new(token_test::TESTS_PER_MINUTE),
+            openapi_json: Arc::new(openapi_json(&api::openapi::admin_api())),
         }
+    }
+
+    /// Serves `doc` at `/api/v1/openapi.json` (the binary adds the credential API to the
+    /// admin API's document).
+    pub fn with_openapi(mut self, doc: &utoipa::openapi::OpenApi) -> Self {
+        self.openapi_json = Arc::new(openapi_json(doc));
+        self
     }
 
     /// Adds the token tester (the binary wires the gateway's verifier in; see
@@ -115,11 +126,35 @@ impl AdminState {
     }
 }
 
+/// An OpenAPI document as served and committed: pretty JSON with a final newline.
+pub fn openapi_json(doc: &utoipa::openapi::OpenApi) -> String {
+    let mut json = doc
+        .to_pretty_json()
+        .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+    json.push('\n');
+    json
+}
+
 /// An HTTP method a route answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RouteMethod {
     Get,
     Post,
+    Put,
+    Patch,
+    Delete,
+}
+
+impl RouteMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteMethod::Get => "get",
+            RouteMethod::Post => "post",
+            RouteMethod::Put => "put",
+            RouteMethod::Patch => "patch",
+            RouteMethod::Delete => "delete",
+        }
+    }
 }
 
 /// One admin route and who may use it.
@@ -129,6 +164,13 @@ pub struct Route {
     /// The actix path pattern, e.g. `/apps/{slug}/edit`.
     pub path: &'static str,
     pub access: Access,
+}
+
+impl Route {
+    /// A route of the admin API (bearer tokens), not a page (session cookies).
+    pub fn is_api(&self) -> bool {
+        self.path.starts_with(api::API_PREFIX)
+    }
 }
 
 macro_rules! routes {
@@ -147,7 +189,14 @@ macro_rules! routes {
                         // Runs after the session guard (wraps run outermost last): the
                         // signed-in user's display time zone for the handler.
                         .wrap(from_fn(pages::account::load_zone))
-                        .wrap(from_fn(|req, next| session::guard(Access::$access, req, next)))
+                        // API routes take bearer tokens only, pages sessions only.
+                        .wrap(from_fn(|req, next| async move {
+                            if $path.starts_with(api::API_PREFIX) {
+                                api::auth::guard(Access::$access, req, next).await
+                            } else {
+                                session::guard(Access::$access, req, next).await
+                            }
+                        }))
                         .to($handler),
                 );
             )*
@@ -199,6 +248,38 @@ routes! {
     Post "/users/{id}/disabled"              Admin   => pages::users::set_disabled;
     Get  "/users/{id}/password"              Admin   => pages::users::confirm_reset;
     Post "/users/{id}/password"              Admin   => pages::users::reset_password;
+    Get  "/tokens"                           Admin   => pages::tokens::list;
+    Post "/tokens"                           Admin   => pages::tokens::create;
+    Post "/tokens/{id}/revoke"               Admin   => pages::tokens::revoke;
+
+    // The admin API (bearer API tokens; see `api`).
+    Get    "/api/v1/openapi.json"                          Public  => api::openapi::document;
+    Get    "/api/v1/apps"                                  Auditor => api::apps::list;
+    Post   "/api/v1/apps"                                  Admin   => api::apps::create;
+    Get    "/api/v1/apps/{slug}"                           Auditor => api::apps::show;
+    Patch  "/api/v1/apps/{slug}"                           Admin   => api::apps::update;
+    Post   "/api/v1/apps/{slug}/enable"                    Admin   => api::apps::enable;
+    Post   "/api/v1/apps/{slug}/disable"                   Admin   => api::apps::disable;
+    Get    "/api/v1/apps/{slug}/jwt"                       Admin   => api::apps::jwt;
+    Put    "/api/v1/apps/{slug}/jwt"                       Admin   => api::apps::set_jwt;
+    Get    "/api/v1/apps/{slug}/policy"                    Auditor => api::policy::active;
+    Get    "/api/v1/apps/{slug}/policy/versions"           Auditor => api::policy::versions;
+    Post   "/api/v1/apps/{slug}/policy/versions"           Admin   => api::policy::save;
+    Get    "/api/v1/apps/{slug}/policy/versions/{version}" Auditor => api::policy::version;
+    Post   "/api/v1/apps/{slug}/policy/activate"           Admin   => api::policy::activate;
+    Post   "/api/v1/apps/{slug}/policy/preview"            Auditor => api::policy::preview;
+    Get    "/api/v1/apps/{slug}/blocks"                    Auditor => api::blocks::list;
+    Post   "/api/v1/apps/{slug}/blocks"                    Admin   => api::blocks::add;
+    Delete "/api/v1/apps/{slug}/blocks"                    Admin   => api::blocks::remove;
+    Get    "/api/v1/log"                                   Auditor => api::log::search;
+    Get    "/api/v1/log/export.ndjson"                     Auditor => api::log::export;
+    Get    "/api/v1/changes"                               Auditor => api::changes::list;
+    Get    "/api/v1/users"                                 Admin   => api::users::list;
+    Post   "/api/v1/users"                                 Admin   => api::users::create;
+    Patch  "/api/v1/users/{id}"                            Admin   => api::users::update;
+    Get    "/api/v1/tokens"                                Admin   => api::tokens::list;
+    Post   "/api/v1/tokens"                                Admin   => api::tokens::create;
+    Delete "/api/v1/tokens/{id}"                           Admin   => api::tokens::revoke;
 }
 
 /// Registers every admin route, with request ids, security headers and error pages. Needs a
@@ -211,7 +292,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             )
             .into()
         }))
-        .app_data(web::PathConfig::default().error_handler(|_, _| AdminError::NotFound.into()))
+        .app_data(web::PathConfig::default().error_handler(|_, req| {
+            if req.path().starts_with(api::API_PREFIX) {
+                api::ApiError::NotFound("no such API route".into()).into()
+            } else {
+                AdminError::NotFound.into()
+            }
+        }))
         .service(
             register(web::scope(""))
                 .default_service(web::to(pages::not_found))

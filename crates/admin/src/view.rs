@@ -78,6 +78,7 @@ fn notice_from(query: &str) -> Option<&'static str> {
         "user_saved" => "User updated.",
         "password_reset" => "Password reset. The user's sessions have ended.",
         "account_saved" => "Saved: times are shown in your time zone.",
+        "token_revoked" => "Token revoked: the API refuses it from now on.",
         _ => return None,
     })
 }

@@ -4,7 +4,7 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{CACHE_CONTROL, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
 use actix_web::{HttpResponse, HttpResponseBuilder};
 use policy_store::Outcome;
-use serde_json::json;
+use sts_core::error_body::ErrorBody;
 
 /// Everything the credential endpoint can refuse with. Messages are written for the client:
 /// they never carry a secret, the raw token, or an internal error's text.
@@ -109,14 +109,12 @@ impl ApiError {
 
     /// `{"error":{"code","message"[,"stsCode"]},"requestId"}` with the right status and headers.
     pub fn to_response(&self, request_id: &str) -> HttpResponse {
-        let mut error = json!({"code": self.code(), "message": self.to_string()});
-        match self {
-            ApiError::StsRefused { sts_code, .. } => error["stsCode"] = json!(sts_code),
-            ApiError::StsUnavailable {
-                sts_code: Some(code),
-            } => error["stsCode"] = json!(code),
-            _ => {}
-        }
+        let mut body = ErrorBody::new(self.code(), self.to_string(), request_id);
+        body.error.sts_code = match self {
+            ApiError::StsRefused { sts_code, .. } => Some(sts_code.clone()),
+            ApiError::StsUnavailable { sts_code } => sts_code.clone(),
+            _ => None,
+        };
         let mut builder = HttpResponseBuilder::new(self.status());
         builder.insert_header((CACHE_CONTROL, HeaderValue::from_static("no-store")));
         match self {
@@ -134,6 +132,6 @@ impl ApiError {
             }
             _ => {}
         }
-        builder.json(json!({"error": error, "requestId": request_id}))
+        builder.json(body)
     }
 }

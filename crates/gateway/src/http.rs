@@ -11,12 +11,15 @@ use actix_web::http::header;
 use actix_web::middleware::{Next, from_fn};
 use actix_web::{HttpRequest, HttpResponse, web};
 use policy_store::Store;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::apps::AppResolver;
 use crate::cors;
-use crate::service::{CredentialRequest, Issued, Service};
+use crate::response::{CredentialsResponse, Format};
+use crate::service::{CredentialRequest, Service};
+#[allow(unused_imports)] // named in the OpenAPI annotation
+use sts_core::error_body::ErrorBody;
 
 /// Shared state of the public listener.
 pub struct PublicState {
@@ -104,24 +107,25 @@ pub async fn access_log(
     Ok(res)
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Format {
-    Sdk,
-    Legacy,
-    CosJs,
-}
-
 /// Options from the query string or a JSON body. `actions` is a list, or a comma-separated
 /// string in a query.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Options {
+pub(crate) struct Options {
+    /// A subset of the template's actions: a list, or comma-separated in a query
+    /// (`PutObject`, `cos:PutObject` and `name/cos:PutObject` are the same). Never widens.
+    #[schema(value_type = Option<Vec<String>>)]
     actions: Option<Value>,
+    /// A sub-path inside the user's own prefix (`photos/2024/`); whole segments only.
     prefix: Option<String>,
+    /// 1 … the app's maximum (default: the app's default).
+    #[schema(value_type = Option<u32>)]
     duration_seconds: Option<Value>,
+    /// `sdk` (default), `legacy` or `cos-js`.
     format: Option<String>,
     /// Cache busters that browser libraries add (`_=1700000000`); ignored.
     #[serde(rename = "_")]
+    #[schema(ignore)]
     _cache_buster: Option<Value>,
 }
 
@@ -239,7 +243,28 @@ fn bearer(req: &HttpRequest) -> Option<String> {
     })
 }
 
-async fn credentials(
+/// A temporary COS credential for the user the JWT names, limited by the app's policy
+/// template. Options in the query string or a JSON body (the body wins).
+#[utoipa::path(
+    method(get, post),
+    path = "/v1/apps/{app}/credentials",
+    tag = "credentials",
+    params(("app" = String, Path, description = "The app's slug")),
+    request_body(content = Options, description = "Options (also accepted in the query string)"),
+    responses(
+        (status = 200, description = "The credential, in the shape `format` asks for",
+            body = CredentialsResponse),
+        (status = 401, description = "missing or invalid JWT", body = ErrorBody),
+        (status = 403, description = "subject not allowed or blocked, app disabled, no policy", body = ErrorBody),
+        (status = 404, description = "unknown app", body = ErrorBody),
+        (status = 422, description = "invalid options", body = ErrorBody),
+        (status = 429, description = "rate limited (Retry-After)", body = ErrorBody),
+        (status = 502, description = "STS refused the request", body = ErrorBody),
+        (status = 503, description = "STS or the database unavailable", body = ErrorBody),
+    ),
+    security(("jwt" = []))
+)]
+pub(crate) async fn credentials(
     id: RequestId,
     req: HttpRequest,
     path: web::Path<String>,
@@ -271,102 +296,8 @@ async fn credentials(
         Ok(issued) => HttpResponse::Ok()
             .insert_header((header::CACHE_CONTROL, "no-store"))
             .insert_header((header::PRAGMA, "no-cache"))
-            .json(render_credentials(&issued, format)),
+            .json(CredentialsResponse::new(&issued, format)),
         Err(e) => e.to_response(&request_id),
-    }
-}
-
-/// The SDK shape's `credentials` object.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct SdkKeys<'a> {
-    tmp_secret_id: &'a str,
-    tmp_secret_key: &'a str,
-    session_token: &'a str,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct SdkBody<'a> {
-    credentials: SdkKeys<'a>,
-    expired_time: i64,
-    expiration: &'a str,
-    start_time: i64,
-    request_id: &'a str,
-    bucket: &'a str,
-    region: &'a str,
-    prefix: &'a str,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct LegacyBody<'a> {
-    code: u8,
-    message: &'a str,
-    code_desc: &'a str,
-    data: SdkBody<'a>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct CosJsBody<'a> {
-    tmp_secret_id: &'a str,
-    tmp_secret_key: &'a str,
-    security_token: &'a str,
-    start_time: i64,
-    expired_time: i64,
-    expiration: &'a str,
-    bucket: &'a str,
-    region: &'a str,
-    prefix: &'a str,
-}
-
-/// A response body that borrows the cached credential: serialized straight into the
-/// response, without building (and dropping) a `serde_json::Value` tree of copies first.
-#[derive(Serialize)]
-#[serde(untagged)]
-enum CredentialsBody<'a> {
-    Sdk(SdkBody<'a>),
-    Legacy(LegacyBody<'a>),
-    CosJs(CosJsBody<'a>),
-}
-
-/// The three response shapes (DESIGN §3; reference §2.11, §4.4, §4.7).
-fn render_credentials(issued: &Issued, format: Format) -> CredentialsBody<'_> {
-    let c = &*issued.credential;
-    let sdk = || SdkBody {
-        credentials: SdkKeys {
-            tmp_secret_id: c.tmp_secret_id(),
-            tmp_secret_key: c.expose_tmp_secret_key(),
-            session_token: c.expose_session_token(),
-        },
-        expired_time: c.expired_time,
-        expiration: c.expiration(),
-        start_time: c.start_time,
-        request_id: c.request_id(),
-        bucket: &issued.bucket,
-        region: &issued.region,
-        prefix: &issued.prefix,
-    };
-    match format {
-        Format::Sdk => CredentialsBody::Sdk(sdk()),
-        Format::Legacy => CredentialsBody::Legacy(LegacyBody {
-            code: 0,
-            message: "",
-            code_desc: "Success",
-            data: sdk(),
-        }),
-        Format::CosJs => CredentialsBody::CosJs(CosJsBody {
-            tmp_secret_id: c.tmp_secret_id(),
-            tmp_secret_key: c.expose_tmp_secret_key(),
-            security_token: c.expose_session_token(),
-            start_time: c.start_time,
-            expired_time: c.expired_time,
-            expiration: c.expiration(),
-            bucket: &issued.bucket,
-            region: &issued.region,
-            prefix: &issued.prefix,
-        }),
     }
 }
 
@@ -508,14 +439,14 @@ mod tests {
             1_700_000_900,
             Instant::now(),
         );
-        let issued = Issued {
+        let issued = crate::service::Issued {
             credential: Arc::new(credential),
             bucket: "b-1250000000".into(),
             region: "ap-guangzhou".into(),
             prefix: "users/alice/".into(),
             cached: true,
         };
-        let render = |f| serde_json::to_value(render_credentials(&issued, f)).unwrap();
+        let render = |f| serde_json::to_value(CredentialsResponse::new(&issued, f)).unwrap();
         let sdk = json!({
             "credentials": {"tmpSecretId": "AKIDtmp", "tmpSecretKey": "k", "sessionToken": "t"},
             "expiredTime": 1_700_001_800, "expiration": "2023-11-14T22:43:20Z",

@@ -13,7 +13,9 @@ pub mod error;
 pub mod http;
 pub mod jwt;
 pub mod metrics;
+pub mod openapi;
 pub mod ratelimit;
+pub mod response;
 pub mod service;
 pub mod startup;
 

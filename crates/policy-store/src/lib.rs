@@ -29,8 +29,9 @@ pub use pg::{
     RetentionReport, RollupRefresh, mask_secret_id,
 };
 pub use repo::{
-    AdminPrefsStore, AdminUserStore, AppStore, ChangeLogStore, ClusterStore, FieldError,
-    HealthStore, IssuanceStore, RollupStore, Store, StoreError, SubjectStore, TemplateStore,
+    AdminPrefsStore, AdminUserStore, ApiTokenStore, AppStore, ChangeLogStore, ClusterStore,
+    FieldError, HealthStore, IssuanceStore, IssuanceTailStore, RollupStore, Store, StoreError,
+    SubjectStore, TemplateStore,
 };
 pub use template::{
     NarrowError, Reach, RenderContext, RenderError, RenderedPolicy, Shared, TemplateDocument,

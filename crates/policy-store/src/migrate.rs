@@ -139,11 +139,11 @@ async fn lock(conn: &mut PgConnection, options: &MigrateOptions) -> anyhow::Resu
 
 /// The migrations compiled into this binary, in order (`V1__init`, …).
 pub fn embedded_migrations() -> Vec<String> {
-    let mut migrations = embedded::migrations::runner().get_migrations().clone();
-    // By version, as refinery applies them (the runner lists them in file-name order, where
-    // V11 sorts before V2).
+    let runner = embedded::migrations::runner();
+    let mut migrations: Vec<_> = runner.get_migrations().iter().collect();
+    // By version number (V10 after V5), as they are applied; the file names sort otherwise.
     migrations.sort_by_key(|m| m.version());
-    migrations.iter().map(ToString::to_string).collect()
+    migrations.into_iter().map(ToString::to_string).collect()
 }
 
 /// A pool of `max_connections` for `database_url`, for tests that query a database directly.

@@ -206,7 +206,19 @@ pub enum SignInAdmission {
 }
 
 /// The outcome recorded for every credential request (DESIGN §5.7).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Issued,
@@ -248,7 +260,7 @@ impl Outcome {
 }
 
 /// One issuance_log row. Never holds TmpSecretKey, the session token or the JWT.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct IssuanceRecord {
     /// Set by the database on insert; 0 before.
     pub id: i64,
@@ -303,7 +315,7 @@ pub struct IssuanceCursor {
 }
 
 /// One admin_audit row: who changed what, with before/after (secrets redacted).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct AdminChange {
     pub id: i64,
     #[serde(with = "time::serde::rfc3339")]
@@ -512,4 +524,37 @@ pub enum Claim {
     Ready(SharedCredential),
     /// Another replica is minting it (its claim has not run out).
     Taken,
+}
+
+/// A bearer token of the admin API (`api_tokens`). The token itself is never stored: only its
+/// SHA-256 (not part of this type) and its first characters, to tell tokens apart in a list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApiToken {
+    pub id: i64,
+    /// `[A-Za-z0-9][A-Za-z0-9._-]{0,63}`; the change log names its changes `token:<name>`.
+    pub name: String,
+    pub role: Role,
+    /// The token's first characters (`stsg_` and a few more): enough to recognise, not to use.
+    pub prefix: String,
+    pub created_by: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+    /// Updated at most once a minute.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_used_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+/// A new API token as the store receives it: its hash, never the token.
+#[derive(Debug, Clone)]
+pub struct NewApiToken {
+    pub name: String,
+    pub role: Role,
+    /// Lowercase hex SHA-256 of the token.
+    pub token_hash: String,
+    pub prefix: String,
+    pub expires_at: Option<OffsetDateTime>,
 }

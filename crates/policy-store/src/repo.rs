@@ -24,6 +24,8 @@ pub trait Store:
     + RollupStore
     + ChangeLogStore
     + ClusterStore
+    + ApiTokenStore
+    + IssuanceTailStore
     + Send
     + Sync
     + 'static
@@ -41,6 +43,8 @@ impl<T> Store for T where
         + RollupStore
         + ChangeLogStore
         + ClusterStore
+        + ApiTokenStore
+        + IssuanceTailStore
         + Send
         + Sync
         + 'static
@@ -296,4 +300,31 @@ pub trait ClusterStore: Send + Sync {
     /// Deletes credentials past their reuse window, claims abandoned for a minute, and
     /// members not seen for an hour. Returns how many credential rows went.
     async fn purge_cluster_rows(&self) -> Result<u64>;
+}
+
+/// Bearer tokens of the admin API. Creating and revoking write the change log.
+#[async_trait]
+pub trait ApiTokenStore: Send + Sync {
+    /// Stores a token (its hash). A live token with the same name is a conflict.
+    async fn create_api_token(&self, actor: &str, token: &NewApiToken) -> Result<ApiToken>;
+    /// Every token, revoked and expired ones included, newest first.
+    async fn list_api_tokens(&self) -> Result<Vec<ApiToken>>;
+    async fn api_token_by_id(&self, id: i64) -> Result<Option<ApiToken>>;
+    /// Revokes a token at once. Revoking a revoked token changes nothing.
+    async fn revoke_api_token(&self, actor: &str, id: i64) -> Result<ApiToken>;
+    /// The live (not revoked, not expired) token with this hash, and records its use: the
+    /// last-used time is written at most once a minute, in the same statement.
+    async fn use_api_token(&self, token_hash: &str) -> Result<Option<ApiToken>>;
+}
+
+/// The issuance log read oldest first, for tailing (`follow=true` exports).
+#[async_trait]
+pub trait IssuanceTailStore: Send + Sync {
+    /// Rows matching `filter` strictly newer than `after` (by `(at, id)`), oldest first.
+    async fn issuance_after(
+        &self,
+        filter: &IssuanceFilter,
+        after: Option<IssuanceCursor>,
+        limit: i64,
+    ) -> Result<Vec<IssuanceRecord>>;
 }

@@ -4,6 +4,7 @@
 //! * [`v1`]: the older HmacSHA1/HmacSHA256 signer that the official `qcloud-cos-sts` SDKs speak.
 //! * [`cos`]: the COS request signer (`q-sign-algorithm=sha1`).
 //! * [`policy`]: the CAM policy model, the COS resource builder and session-policy validation.
+//! * [`error_body`]: the error body of both of stsgate's HTTP APIs.
 //! * [`client`]: [`StsClient`], GetFederationToken and AssumeRole over reqwest with retries.
 //!
 //! This crate knows nothing about HTTP servers or databases.
@@ -11,6 +12,7 @@
 pub mod client;
 pub mod cos;
 pub mod encoding;
+pub mod error_body;
 pub mod policy;
 pub mod tc3;
 pub mod v1;

@@ -106,22 +106,30 @@ impl LogQuery {
     }
 
     fn cursor(&self) -> Option<IssuanceCursor> {
-        let (micros, id) = self.before.split_once('_')?;
-        let micros: i128 = micros.parse().ok()?;
-        Some(IssuanceCursor {
-            at: OffsetDateTime::from_unix_timestamp_nanos(micros.checked_mul(1000)?).ok()?,
-            id: id.parse().ok()?,
-        })
+        parse_cursor(&self.before)
     }
 
     /// This filter as a query string, with another cursor (or none).
     fn with_before(&self, before: Option<&IssuanceCursor>) -> String {
         let mut q = self.clone();
-        q.before = before
-            .map(|c| format!("{}_{}", c.at.unix_timestamp_nanos() / 1000, c.id))
-            .unwrap_or_default();
+        q.before = before.map(format_cursor).unwrap_or_default();
         serde_urlencoded::to_string(&q).unwrap_or_default()
     }
+}
+
+/// A keyset cursor as it appears in URLs: `<unix microseconds>_<id>`.
+pub fn format_cursor(c: &IssuanceCursor) -> String {
+    format!("{}_{}", c.at.unix_timestamp_nanos() / 1000, c.id)
+}
+
+/// Reads [`format_cursor`]'s text; `None` when it is not one.
+pub fn parse_cursor(text: &str) -> Option<IssuanceCursor> {
+    let (micros, id) = text.split_once('_')?;
+    let micros: i128 = micros.parse().ok()?;
+    Some(IssuanceCursor {
+        at: OffsetDateTime::from_unix_timestamp_nanos(micros.checked_mul(1000)?).ok()?,
+        id: id.parse().ok()?,
+    })
 }
 
 pub struct LogRow {
@@ -412,7 +420,7 @@ pub fn csv_row(r: &IssuanceRecord) -> String {
     csv_line(&cells)
 }
 
-fn export_error(e: StoreError) -> std::io::Error {
+pub fn export_error(e: StoreError) -> std::io::Error {
     tracing::error!(error = %e, "issuance-log export failed mid-stream");
     std::io::Error::other("export failed")
 }

@@ -19,6 +19,7 @@ pub mod dashboard;
 pub mod jwt;
 pub mod log;
 pub mod policy;
+pub mod tokens;
 pub mod users;
 
 pub type State = web::Data<AdminState>;
@@ -57,6 +58,12 @@ pub async fn healthz() -> HttpResponse {
         .body("ok\n")
 }
 
-pub async fn not_found() -> Result<HttpResponse, AdminError> {
-    Err(AdminError::NotFound)
+/// No route here: a page, or for the API an error in the API's shape.
+pub async fn not_found(req: actix_web::HttpRequest) -> HttpResponse {
+    use actix_web::ResponseError as _;
+    if req.path().starts_with(crate::api::API_PREFIX) {
+        crate::api::ApiError::NotFound("no such API route".into()).error_response()
+    } else {
+        AdminError::NotFound.error_response()
+    }
 }

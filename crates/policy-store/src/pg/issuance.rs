@@ -23,6 +23,9 @@ macro_rules! issuance_columns {
 }
 pub(super) use issuance_columns;
 
+/// The columns [`issuance_from_row`] reads, for the other modules' queries.
+pub(super) const ISSUANCE_COLUMNS: &str = issuance_columns!();
+
 impl PgStore {
     /// Creates the issuance_log monthly partitions from this month to `months_ahead` ahead
     /// (idempotent; run at start and, say, daily). Returns how many were created.

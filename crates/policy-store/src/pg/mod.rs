@@ -20,12 +20,14 @@ use crate::repo::HealthStore;
 
 mod admin_prefs;
 mod admin_users;
+mod api_tokens;
 mod apps;
 mod change_log;
 mod cluster;
 mod feed;
 mod issuance;
 mod issuance_filter;
+mod issuance_tail;
 mod retention;
 mod rollup;
 mod subjects;

@@ -17,6 +17,7 @@ async fn migrations_apply_once_and_are_idempotent() {
             "V6__issuance_count",
             "V7__cluster",
             "V8__app_allowed_origins",
+            "V10__api_tokens",
             "V11__issuance_rollup"
         ]
     );
@@ -32,6 +33,7 @@ async fn migrations_apply_once_and_are_idempotent() {
         "admin_sessions",
         "admin_sign_in_decoy",
         "admin_users",
+        "api_tokens",
         "app_auth",
         "apps",
         "blocked_subjects",

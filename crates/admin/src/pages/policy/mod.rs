@@ -7,7 +7,7 @@
 //! only refreshes the preview (and marks the fields at fault) as you type.
 
 mod form;
-mod preview;
+pub(crate) mod preview;
 mod versions;
 
 use actix_web::http::StatusCode;
