@@ -69,8 +69,25 @@ async fn wait_for_lock_waiters(t: &TestAdmin, n: i64) {
 /// To make "the right one comes last" exact, the test holds root's row locked while the
 /// attempts arrive: each one queues on it in arrival order (on today's code and before the
 /// fix alike), and is let go when the test has seen all 20 waiting.
+///
+/// PostgreSQL wakes the queued attempts in arrival order almost always, but does not promise
+/// it: once in many runs the right password is admitted among the first five and, correctly,
+/// signs in. Before the fix it signed in every time, so the test fails only when it does so
+/// on three fresh databases in a row.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_attempts_cannot_outrun_the_lockout() {
+    for _ in 0..3 {
+        if !right_password_signed_in_after_a_queued_burst().await {
+            return;
+        }
+    }
+    panic!("the right password, queued after 19 wrong ones, signed in on 3 of 3 tries");
+}
+
+/// One burst of 19 wrong passwords and then the right one, all queued at once. Returns
+/// whether the right one signed in; every other attempt is refused and the account ends
+/// locked either way.
+async fn right_password_signed_in_after_a_queued_burst() -> bool {
     let t = TestAdmin::start_with_pool(
         AdminConfig {
             max_failed_logins: 5,
@@ -107,23 +124,30 @@ async fn concurrent_attempts_cannot_outrun_the_lockout() {
     wait_for_lock_waiters(&t, 20).await;
     sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
 
+    let last = attempts.len() - 1;
+    let mut signed_in = false;
     for (i, attempt) in attempts.into_iter().enumerate() {
         let res = attempt.await.unwrap();
+        let session = res
+            .set_cookies()
+            .iter()
+            .any(|c| c.starts_with("__Host-stsgate_session="));
+        if i == last && res.status == 303 {
+            assert!(session, "a 303 without a session: {}", res.body);
+            signed_in = true;
+            continue;
+        }
         assert_eq!(res.status, 401, "attempt {i}: {}", res.body);
-        assert!(
-            !res.set_cookies()
-                .iter()
-                .any(|c| c.starts_with("__Host-stsgate_session=")),
-            "attempt {i} got a session"
-        );
+        assert!(!session, "attempt {i} got a session");
     }
     let sessions: i64 = sqlx::query_scalar("SELECT count(*) FROM admin_sessions")
         .fetch_one(&t.db.pool)
         .await
         .unwrap();
-    assert_eq!(sessions, 0);
+    assert_eq!(sessions, i64::from(signed_in));
     let root = t.store.admin_user_by_name("root").await.unwrap().unwrap();
     assert!(root.locked_until.is_some(), "the account is locked");
+    signed_in
 }
 
 #[tokio::test]
