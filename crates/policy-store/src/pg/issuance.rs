@@ -27,6 +27,42 @@ pub(super) use issuance_columns;
 pub(super) const ISSUANCE_COLUMNS: &str = issuance_columns!();
 
 impl PgStore {
+    /// One keyset page of the rows matching `filter`: newest first strictly before `cursor`,
+    /// or (`oldest_first`) oldest first strictly after it. The log search and the export's
+    /// tail share it.
+    pub(super) async fn issuance_page(
+        &self,
+        filter: &IssuanceFilter,
+        cursor: Option<IssuanceCursor>,
+        limit: i64,
+        oldest_first: bool,
+    ) -> Result<Vec<IssuanceRecord>> {
+        issuance_filter::check(filter)?;
+        let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(format!(
+            "SELECT {ISSUANCE_COLUMNS} FROM issuance_log WHERE TRUE"
+        ));
+        issuance_filter::push_where(&mut qb, filter);
+        let (cmp, order) = if oldest_first {
+            (">", "at, id")
+        } else {
+            ("<", "at DESC, id DESC")
+        };
+        if let Some(c) = cursor {
+            qb.push(format!(" AND (at, id) {cmp} ("))
+                .push_bind(c.at)
+                .push(", ")
+                .push_bind(c.id)
+                .push(")");
+        }
+        qb.push(format!(" ORDER BY {order} LIMIT "))
+            .push_bind(clamp_limit(limit));
+        let rows = qb.build().fetch_all(&self.pool).await.db()?;
+        rows.iter()
+            .map(issuance_from_row)
+            .collect::<Result<_, _>>()
+            .db()
+    }
+
     /// Creates the issuance_log monthly partitions from this month to `months_ahead` ahead
     /// (idempotent; run at start and, say, daily). Returns how many were created.
     pub async fn ensure_partitions(&self, months_ahead: i32) -> Result<i32> {
@@ -224,28 +260,7 @@ impl IssuanceStore for PgStore {
         cursor: Option<IssuanceCursor>,
         limit: i64,
     ) -> Result<Vec<IssuanceRecord>> {
-        issuance_filter::check(filter)?;
-        let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(concat!(
-            "SELECT ",
-            issuance_columns!(),
-            " FROM issuance_log WHERE TRUE"
-        ));
-        issuance_filter::push_where(&mut qb, filter);
-        if let Some(c) = cursor {
-            qb.push(" AND (at, id) < (")
-                .push_bind(c.at)
-                .push(", ")
-                .push_bind(c.id)
-                .push(")");
-        }
-        qb.push(" ORDER BY at DESC, id DESC LIMIT ")
-            .push_bind(clamp_limit(limit));
-        let rows = qb.build().fetch_all(&self.pool).await.db()?;
-        Ok(rows
-            .iter()
-            .map(issuance_from_row)
-            .collect::<Result<_, _>>()
-            .db()?)
+        self.issuance_page(filter, cursor, limit, false).await
     }
 
     async fn traffic_since(&self, since: OffsetDateTime) -> Result<Vec<AppTraffic>> {

@@ -2,11 +2,9 @@
 //! tails. Uses the same filters (and indexes) as the newest-first search.
 
 use async_trait::async_trait;
-use sqlx::{Postgres, QueryBuilder};
 
-use super::issuance::{ISSUANCE_COLUMNS, issuance_from_row};
-use super::{PgStore, clamp_limit, issuance_filter};
-use crate::error::{DbResult as _, Result};
+use super::PgStore;
+use crate::error::Result;
 use crate::model::*;
 use crate::repo::IssuanceTailStore;
 
@@ -18,25 +16,6 @@ impl IssuanceTailStore for PgStore {
         after: Option<IssuanceCursor>,
         limit: i64,
     ) -> Result<Vec<IssuanceRecord>> {
-        issuance_filter::check(filter)?;
-        let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(format!(
-            "SELECT {ISSUANCE_COLUMNS} FROM issuance_log WHERE TRUE"
-        ));
-        issuance_filter::push_where(&mut qb, filter);
-        if let Some(c) = after {
-            qb.push(" AND (at, id) > (")
-                .push_bind(c.at)
-                .push(", ")
-                .push_bind(c.id)
-                .push(")");
-        }
-        qb.push(" ORDER BY at, id LIMIT ")
-            .push_bind(clamp_limit(limit));
-        let rows = qb.build().fetch_all(&self.pool).await.db()?;
-        Ok(rows
-            .iter()
-            .map(issuance_from_row)
-            .collect::<Result<_, _>>()
-            .db()?)
+        self.issuance_page(filter, after, limit, true).await
     }
 }
