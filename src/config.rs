@@ -105,7 +105,7 @@ pub struct ClusterSettings {
     /// On a local cache miss, look in the credentials the replicas share before calling STS.
     pub shared_credentials: bool,
     /// How long one replica's claim on a mint holds, and so how long the others wait for its
-    /// credential before they mint themselves.
+    /// credential before they mint themselves (or less: their database deadline ends the wait).
     pub claim_timeout_ms: u64,
 }
 
@@ -127,9 +127,11 @@ pub struct Settings {
     pub database_url: Option<SecretString>,
     pub database_url_file: Option<PathBuf>,
     pub database_max_connections: u32,
-    /// Each credential request's budget for its database work (waiting for a connection and
-    /// every query share it; the issuance-log commit has the same bound), and `/readyz`'s:
-    /// past it the answer is 503.
+    /// Each credential request's one database deadline: waiting for connections and every
+    /// query on its path (the app load; on a miss the cluster's STS budget and the shared
+    /// credential's look-up, claim, wait and write; the issuance-log commit) draw from it, so
+    /// the database holds a request up this long at most; past it the answer is 503. Also
+    /// `/readyz`'s bound.
     pub database_timeout_ms: u64,
     /// Server-side backstop on every pool connection: PostgreSQL's `statement_timeout` and
     /// `idle_in_transaction_session_timeout`. Admin queries share the pool, so keep it above

@@ -152,9 +152,9 @@ async fn a_stalling_database_never_leaves_a_row_that_disagrees_with_its_answer()
         let stall = async {
             tokio::time::sleep(Duration::from_millis(5 + 20 * round)).await;
             hole.swallow();
-            // Longer than every bounded step a miss can wait through before its row is
-            // queued (the cluster's budget and shared-table lookups, 1 s each here) plus the
-            // audit deadline, so some requests must meet the stall at their commit.
+            // Longer than the request's one database deadline (1 s here, shared by the
+            // cluster steps of a miss and the commit), so some requests must meet the stall
+            // at their commit.
             tokio::time::sleep(Duration::from_millis(3500)).await;
             hole.forward();
         };

@@ -35,8 +35,9 @@ pub struct GatewayConfig {
     pub audit: AuditConfig,
     /// Seconds in-flight requests get to finish at shutdown.
     pub shutdown_timeout: u64,
-    /// Each request's budget for its database work (waiting for a pool connection and every
-    /// query of an app load share it), and `/readyz`'s bound: past it the answer is 503.
+    /// Each request's one database deadline ([`crate::deadline::Deadline`]): the app load,
+    /// the cluster steps of a miss and the issuance-log commit all draw from it; past it the
+    /// answer is 503. Also `/readyz`'s bound.
     pub database_timeout: Duration,
     /// Cluster mode: membership, the shared STS budget and credentials (DESIGN §8).
     pub cluster: ClusterConfig,
