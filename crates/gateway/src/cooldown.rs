@@ -7,7 +7,7 @@
 //!   refilled over a minute), the address cools down for `cooldown`.
 //! - Many real users can share one address (a carrier NAT). While an address cools down, a
 //!   token whose user claim names a subject that got a credential from that address in the
-//!   last hour is still verified: the users who were already working keep working; only
+//!   last hour (up to two) is still verified: the users who were already working keep working; only
 //!   subjects never seen there wait. A bad client that forges such a claim gains nothing but
 //!   verification, and its failures keep the cool-down going.
 
@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use moka::sync::Cache;
 
 use crate::ratelimit::RateLimiter;
+use crate::recent::RecentMap;
 
 #[derive(Debug, Clone)]
 pub struct CooldownConfig {
@@ -37,11 +38,11 @@ impl Default for CooldownConfig {
 
 pub struct AuthCooldown {
     config: CooldownConfig,
-    failures: RateLimiter<IpAddr>,
+    failures: RateLimiter,
     /// Addresses cooling down, with when it started.
     cooling: Cache<IpAddr, Instant>,
-    /// (address, app, subject) that got a credential lately.
-    known: Cache<(IpAddr, i64, String), ()>,
+    /// (address, app, subject) that got a credential lately (an hour or two).
+    known: RecentMap<()>,
 }
 
 impl AuthCooldown {
@@ -52,10 +53,7 @@ impl AuthCooldown {
                 .max_capacity(100_000)
                 .time_to_live(config.cooldown.max(Duration::from_secs(1)))
                 .build(),
-            known: Cache::builder()
-                .max_capacity(1_000_000)
-                .time_to_live(Duration::from_secs(3600))
-                .build(),
+            known: RecentMap::new(1_000_000, Duration::from_secs(3600)),
             config,
         }
     }
@@ -67,7 +65,7 @@ impl AuthCooldown {
         let Some(since) = self.cooling.get(&ip) else {
             return Ok(());
         };
-        if claimed.is_some_and(|sub| self.known.contains_key(&(ip, app, sub))) {
+        if claimed.is_some_and(|sub| self.known.contains(&(ip, app, sub), Instant::now())) {
             return Ok(());
         }
         let left = self.config.cooldown.saturating_sub(since.elapsed());
@@ -96,7 +94,8 @@ impl AuthCooldown {
         if let Some(ip) = ip
             && self.config.failures_per_minute > 0
         {
-            self.known.insert((ip, app, subject.to_owned()), ());
+            self.known
+                .with(&(ip, app, subject), Instant::now(), || (), |_| ());
         }
     }
 }

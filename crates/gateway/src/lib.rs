@@ -16,6 +16,7 @@ pub mod jwt;
 pub mod metrics;
 pub mod openapi;
 pub mod ratelimit;
+mod recent;
 pub mod response;
 pub mod service;
 pub mod startup;

@@ -2,10 +2,9 @@
 //! its share of a limit, the limit divided by the live replicas (DESIGN §8).
 
 use std::hash::Hash;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use moka::sync::Cache;
+use crate::recent::RecentMap;
 
 #[derive(Debug)]
 struct Bucket {
@@ -13,52 +12,64 @@ struct Bucket {
     last: Instant,
 }
 
-/// A set of token buckets keyed by `K`. Idle buckets are evicted (a full bucket and a missing
-/// one behave the same).
-pub struct RateLimiter<K: Hash + Eq + Send + Sync + 'static> {
-    buckets: Cache<K, Arc<Mutex<Bucket>>>,
+/// A set of token buckets, one per key. Idle buckets are forgotten (a full bucket and a
+/// missing one behave the same), so `idle` must be at least the longest refill period used.
+/// Keys are kept as hashes ([`RecentMap`]): a bucket costs about 40 bytes.
+pub struct RateLimiter {
+    buckets: RecentMap<Bucket>,
 }
 
-impl<K: Hash + Eq + Send + Sync + Clone + 'static> RateLimiter<K> {
+impl RateLimiter {
     pub fn new(max_keys: u64, idle: Duration) -> Self {
         Self {
-            buckets: Cache::builder()
-                .max_capacity(max_keys)
-                .time_to_idle(idle)
-                .build(),
+            buckets: RecentMap::new(max_keys, idle),
         }
     }
 
     /// Takes one token from `key`'s bucket, which holds `capacity` tokens and refills at
     /// `capacity` per `period`. `Err(seconds)` says when a token will be available.
     /// A capacity of 0 means unlimited.
-    pub fn check(&self, key: &K, capacity: u32, period: Duration) -> Result<(), u64> {
+    pub fn check<K: Hash + ?Sized>(
+        &self,
+        key: &K,
+        capacity: u32,
+        period: Duration,
+    ) -> Result<(), u64> {
         self.check_at(key, capacity, period, Instant::now())
     }
 
-    fn check_at(&self, key: &K, capacity: u32, period: Duration, now: Instant) -> Result<(), u64> {
+    fn check_at<K: Hash + ?Sized>(
+        &self,
+        key: &K,
+        capacity: u32,
+        period: Duration,
+        now: Instant,
+    ) -> Result<(), u64> {
         if capacity == 0 {
             return Ok(());
         }
         let capacity = f64::from(capacity);
-        let bucket = self.buckets.get_with_by_ref(key, || {
-            Arc::new(Mutex::new(Bucket {
+        self.buckets.with(
+            key,
+            now,
+            || Bucket {
                 tokens: capacity,
                 last: now,
-            }))
-        });
-        let mut b = bucket.lock().unwrap();
-        let rate = capacity / period.as_secs_f64();
-        let elapsed = now.saturating_duration_since(b.last).as_secs_f64();
-        b.tokens = (b.tokens + elapsed * rate).min(capacity);
-        b.last = now;
-        if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
-            Ok(())
-        } else {
-            let wait = (1.0 - b.tokens) / rate;
-            Err(wait.ceil().max(1.0) as u64)
-        }
+            },
+            |b| {
+                let rate = capacity / period.as_secs_f64();
+                let elapsed = now.saturating_duration_since(b.last).as_secs_f64();
+                b.tokens = (b.tokens + elapsed * rate).min(capacity);
+                b.last = now;
+                if b.tokens >= 1.0 {
+                    b.tokens -= 1.0;
+                    Ok(())
+                } else {
+                    let wait = (1.0 - b.tokens) / rate;
+                    Err(wait.ceil().max(1.0) as u64)
+                }
+            },
+        )
     }
 }
 
@@ -91,7 +102,7 @@ mod tests {
 
     #[test]
     fn allows_a_burst_then_refuses_then_refills() {
-        let rl = RateLimiter::<&'static str>::new(100, Duration::from_secs(60));
+        let rl = RateLimiter::new(100, Duration::from_secs(60));
         let t0 = Instant::now();
         let minute = Duration::from_secs(60);
         for _ in 0..3 {
@@ -112,9 +123,9 @@ mod tests {
 
     #[test]
     fn zero_means_unlimited() {
-        let rl = RateLimiter::<u8>::new(10, Duration::from_secs(60));
+        let rl = RateLimiter::new(10, Duration::from_secs(60));
         for _ in 0..1000 {
-            rl.check(&1, 0, Duration::from_secs(1)).unwrap();
+            rl.check(&1u8, 0, Duration::from_secs(1)).unwrap();
         }
     }
 }

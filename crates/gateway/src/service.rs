@@ -53,7 +53,7 @@ pub struct Service {
     pub audit: AuditWriter,
     pub metrics: Arc<Metrics>,
     cache: CredentialCache,
-    subject_limits: RateLimiter<(i64, String)>,
+    subject_limits: RateLimiter,
     /// Cluster mode (DESIGN §8): the live count, the shared STS budget and credentials.
     membership: Arc<Membership>,
     budget: Budget,
@@ -381,7 +381,7 @@ impl Service {
         );
         self.subject_limits
             .check(
-                &(app.app.id, subject.clone()),
+                &(app.app.id, subject.as_str()),
                 per_minute,
                 Duration::from_secs(60),
             )

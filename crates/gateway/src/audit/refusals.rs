@@ -63,7 +63,7 @@ struct Summary {
 
 struct Shared {
     metrics: Arc<Metrics>,
-    per_ip: RateLimiter<Option<String>>,
+    per_ip: RateLimiter,
     per_ip_per_second: u32,
     max_summaries: usize,
     summaries: Mutex<HashMap<FoldKey, Summary>>,

@@ -23,7 +23,7 @@ use crate::ratelimit::{RateLimiter, replica_share};
 
 pub struct Budget {
     store: Arc<dyn Store>,
-    fallback: RateLimiter<AppId>,
+    fallback: RateLimiter,
 }
 
 /// Calls that may come at once: a tenth of a second's worth, at least one.
