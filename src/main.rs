@@ -1,5 +1,7 @@
 //! The `stsgate` command line: wiring only.
 
+mod apply;
+mod apps_file;
 mod config;
 mod dev;
 mod logging;
@@ -49,6 +51,10 @@ enum Command {
     /// Refresh the dashboard's hourly rollup now (`serve` does it every minute; the first
     /// run on a database backfills 8 days).
     Rollup,
+    /// Converge the apps to a TOML file (policy as code); `--dry-run` prints the changes.
+    Apply(apply::ApplyArgs),
+    /// Write every app as an apps file (secrets left out), the form `apply` takes.
+    Export(apply::ExportArgs),
     /// Manage admin users.
     #[command(subcommand)]
     Admin(AdminCommand),
@@ -181,6 +187,8 @@ fn run() -> anyhow::Result<()> {
                     Command::Migrate => serve::migrate(&settings).await,
                     Command::Retention { dry_run } => serve::retention(&settings, dry_run).await,
                     Command::Rollup => serve::rollup(&settings).await,
+                    Command::Apply(args) => apply::apply(&settings, args).await,
+                    Command::Export(args) => apply::export(&settings, args).await,
                     Command::Admin(AdminCommand::CreateUser { username, role }) => {
                         serve::create_user(&settings, &username, &role).await
                     }

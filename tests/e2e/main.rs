@@ -3,6 +3,7 @@
 
 mod admin_api;
 mod admin_tokens;
+mod apply;
 mod assume_role;
 mod audit;
 mod binary;

@@ -13,6 +13,7 @@ pub mod model;
 pub mod origin;
 mod pg;
 pub mod repo;
+pub mod spec;
 pub mod template;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -29,9 +30,12 @@ pub use pg::{
     RetentionReport, RollupRefresh, mask_secret_id,
 };
 pub use repo::{
-    AdminPrefsStore, AdminUserStore, ApiTokenStore, AppStore, ChangeLogStore, ClusterStore,
-    FieldError, HealthStore, IssuanceStore, IssuanceTailStore, RollupStore, Store, StoreError,
-    SubjectStore, TemplateStore,
+    AdminPrefsStore, AdminUserStore, ApiTokenStore, AppStore, AppsAsCodeStore, ChangeLogStore,
+    ClusterStore, FieldError, HealthStore, IssuanceStore, IssuanceTailStore, RollupStore, Store,
+    StoreError, SubjectStore, TemplateStore,
+};
+pub use spec::{
+    AppPlan, AppSpec, ApplyOptions, BlockSpec, ChangeOp, FieldChange, JwtSpec, Plan, PlanAction,
 };
 pub use template::{
     NarrowError, Reach, RenderContext, RenderError, RenderedPolicy, Shared, TemplateDocument,

@@ -21,6 +21,7 @@ use crate::repo::HealthStore;
 mod admin_prefs;
 mod admin_users;
 mod api_tokens;
+mod apply;
 mod apps;
 mod change_log;
 mod cluster;
