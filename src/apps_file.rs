@@ -326,4 +326,25 @@ hs_secret_file = "hs.txt"
         assert!(back[0].secret_key.is_none(), "no secret in an export");
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    /// The README's excerpt of examples/apps.toml is the file's own text (e2e applies the file).
+    #[test]
+    fn the_readme_shows_the_example_file() {
+        let root = env!("CARGO_MANIFEST_DIR");
+        let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+        let example = std::fs::read_to_string(format!("{root}/examples/apps.toml")).unwrap();
+        let section = &readme[readme.find("### Apps as code").unwrap()..];
+        let block = section.split("```toml\n").nth(1).unwrap();
+        let block = &block[..block.find("```").unwrap()];
+        for line in block.lines().filter(|l| !l.starts_with('#')) {
+            let line = line.split("  #").next().unwrap().trim_end();
+            assert!(
+                example.lines().any(|l| l == line),
+                "README line {line:?} is not in examples/apps.toml"
+            );
+        }
+        let env = |var: &str| Some(format!("{var}-value-that-is-long-enough-0123456789"));
+        let specs = parse(&example, Path::new(root), &env).unwrap();
+        assert_eq!(specs.len(), 2);
+    }
 }
