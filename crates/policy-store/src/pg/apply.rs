@@ -98,6 +98,13 @@ impl AppsAsCodeStore for PgStore {
         specs: &[AppSpec],
         options: ApplyOptions,
     ) -> Result<Plan> {
+        if options.prune && specs.is_empty() {
+            // Almost certainly a wrong or truncated file, not a wish to disable every app.
+            return Err(StoreError::Invalid(vec![FieldError::new(
+                "apps",
+                "the spec lists no app, and pruning would disable every app: list the apps to keep",
+            )]));
+        }
         let mut tx = self.pool.begin().await.db()?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(APPLY_LOCK_KEY)
