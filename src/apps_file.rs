@@ -308,7 +308,19 @@ hs_secret_file = "hs.txt"
         let dir = std::env::temp_dir().join(format!("stsgate-apps-rt-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("hs.txt"), "hs-secret\n").unwrap();
-        let specs = parse(FILE, &dir, &env).unwrap();
+        let mut specs = parse(FILE, &dir, &env).unwrap();
+        // What TOML must carry faithfully: multi-line PEM keys, conditions, shared statements.
+        specs[0].jwt.as_mut().unwrap().public_keys = vec![
+            "kid: k1\n-----BEGIN PUBLIC KEY-----\nMFkw\"EwYH'\n-----END PUBLIC KEY-----\n".into(),
+        ];
+        specs[0].template = Some(
+            serde_json::from_value(serde_json::json!({"prefix": "users/${sub}/", "statements": [
+                {"effect": "allow", "actions": ["name/cos:GetObject"], "resources": ["users/${sub}/*"],
+                 "conditions": {"ip_equal": {"qcs:ip": ["10.0.0.0/8"]}, "numeric_less_than_equal": {"cos:content-length": 1048576}}},
+                {"effect": "allow", "actions": ["name/cos:GetObject"], "resources": ["public/*"],
+                 "shared": {"reason": "the catalogue every user reads"}}]}))
+            .unwrap(),
+        );
         let text = render(&specs).unwrap();
         assert!(
             text.contains("# secret_key_env = \"PHOTOS_SECRET_KEY\""),
