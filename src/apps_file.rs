@@ -6,16 +6,64 @@
 //! left out, the stored secret is kept. Relative secret files are read from the apps file's
 //! directory.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use policy_store::AppSpec;
 use secrecy::SecretString;
 use toml::{Table, Value};
 
-/// Every problem found in an apps file, each naming the app and field.
+/// Every problem found in an apps file, one a line.
 #[derive(Debug, thiserror::Error)]
-#[error("{}", .0.join("\n"))]
-pub struct FileErrors(pub Vec<String>);
+#[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+pub struct FileErrors(pub Vec<FileError>);
+
+/// One problem in an apps file.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    /// Not TOML; the parser's message says where.
+    #[error("{0}")]
+    Syntax(String),
+    /// A problem with one field, named as `apps.<slug>.<field>`.
+    #[error("{field}: {problem}")]
+    Field { field: String, problem: Problem },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Problem {
+    #[error("must be a table of [apps.<slug>] tables")]
+    AppsNotATable,
+    #[error("unknown top-level key; the file holds only [apps.<slug>] tables")]
+    UnknownTopLevelKey,
+    #[error("must be a table ([apps.<slug>])")]
+    AppNotATable,
+    #[error("the slug is the table's name ([apps.<slug>]); remove the key")]
+    SlugKey,
+    /// serde's word on the app's settings (an unknown field, a wrong type).
+    #[error("{0}")]
+    Settings(String),
+    #[error("secrets are never written in the file; use {0}_env = \"VAR\" or {0}_file = \"path\"")]
+    SecretInClear(String),
+    #[error("give a non-empty string")]
+    NotAString,
+    #[error("give {0}_env or {0}_file, not both")]
+    BothReferences(String),
+    #[error("the environment variable {0} is not set")]
+    EnvNotSet(String),
+    #[error("cannot read {}: {source}", .path.display())]
+    Unreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the secret is empty")]
+    EmptySecret,
+}
+
+fn field_error(field: impl Into<String>, problem: Problem) -> FileError {
+    FileError::Field {
+        field: field.into(),
+        problem,
+    }
+}
 
 /// Where a secret comes from.
 struct SecretRef {
@@ -34,19 +82,20 @@ fn take_secret_ref(
     table: &mut Table,
     name: &str,
     at: &str,
-    errors: &mut Vec<String>,
+    errors: &mut Vec<FileError>,
 ) -> Option<SecretRef> {
     if table.remove(name).is_some() {
-        errors.push(format!(
-            "{at}{name}: secrets are never written in the file; use {name}_env = \"VAR\" or {name}_file = \"path\""
+        errors.push(field_error(
+            format!("{at}{name}"),
+            Problem::SecretInClear(name.to_owned()),
         ));
     }
     let env_key = format!("{name}_env");
     let file_key = format!("{name}_file");
-    let text = |v: Value, key: &str, errors: &mut Vec<String>| match v {
+    let text = |v: Value, key: &str, errors: &mut Vec<FileError>| match v {
         Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
         _ => {
-            errors.push(format!("{at}{key}: give a non-empty string"));
+            errors.push(field_error(format!("{at}{key}"), Problem::NotAString));
             None
         }
     };
@@ -58,8 +107,9 @@ fn take_secret_ref(
         .and_then(|v| text(v, &file_key, errors));
     match (env, file) {
         (Some(_), Some(_)) => {
-            errors.push(format!(
-                "{at}{name}: give {env_key} or {file_key}, not both"
+            errors.push(field_error(
+                format!("{at}{name}"),
+                Problem::BothReferences(name.to_owned()),
             ));
             None
         }
@@ -80,21 +130,22 @@ impl SecretRef {
         &self,
         base_dir: &Path,
         env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<SecretString, String> {
+    ) -> Result<SecretString, FileError> {
         let value = match &self.source {
-            Source::Env(var) => env(var).ok_or_else(|| {
-                format!("{}: the environment variable {var} is not set", self.field)
-            })?,
+            Source::Env(var) => {
+                env(var).ok_or_else(|| field_error(&self.field, Problem::EnvNotSet(var.clone())))?
+            }
             Source::File(path) => {
-                let full = base_dir.join(path);
-                std::fs::read_to_string(&full)
-                    .map_err(|e| format!("{}: cannot read {}: {e}", self.field, full.display()))?
+                let path = base_dir.join(path);
+                std::fs::read_to_string(&path).map_err(|source| {
+                    field_error(&self.field, Problem::Unreadable { path, source })
+                })?
             }
         };
         // A file usually ends with a newline; the secret does not.
         let value = value.trim_end_matches(['\n', '\r']);
         if value.is_empty() {
-            return Err(format!("{}: the secret is empty", self.field));
+            return Err(field_error(&self.field, Problem::EmptySecret));
         }
         Ok(SecretString::from(value.to_owned()))
     }
@@ -108,35 +159,32 @@ pub fn parse(
     base_dir: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Vec<AppSpec>, FileErrors> {
-    let mut doc: Table = text
-        .parse()
-        .map_err(|e: toml::de::Error| FileErrors(vec![e.to_string().trim_end().to_owned()]))?;
+    let mut doc: Table = text.parse().map_err(|e: toml::de::Error| {
+        FileErrors(vec![FileError::Syntax(e.to_string().trim_end().to_owned())])
+    })?;
     let mut errors = Vec::new();
     let apps = match doc.remove("apps") {
         Some(Value::Table(t)) => t,
         Some(_) => {
-            return Err(FileErrors(vec![
-                "apps: must be a table of [apps.<slug>] tables".into(),
-            ]));
+            return Err(FileErrors(vec![field_error(
+                "apps",
+                Problem::AppsNotATable,
+            )]));
         }
         None => Table::new(),
     };
     for key in doc.keys() {
-        errors.push(format!(
-            "{key}: unknown top-level key; the file holds only [apps.<slug>] tables"
-        ));
+        errors.push(field_error(key, Problem::UnknownTopLevelKey));
     }
     let mut specs = Vec::with_capacity(apps.len());
     for (slug, app) in apps {
         let at = format!("apps.{slug}.");
         let Value::Table(mut table) = app else {
-            errors.push(format!("apps.{slug}: must be a table ([apps.{slug}])"));
+            errors.push(field_error(format!("apps.{slug}"), Problem::AppNotATable));
             continue;
         };
         if table.contains_key("slug") {
-            errors.push(format!(
-                "{at}slug: the slug is the table's name ([apps.{slug}]); remove the key"
-            ));
+            errors.push(field_error(format!("{at}slug"), Problem::SlugKey));
         }
         table.insert("slug".into(), Value::String(slug.clone()));
         let secret_key = take_secret_ref(&mut table, "secret_key", &at, &mut errors);
@@ -149,7 +197,10 @@ pub fn parse(
         let mut spec: AppSpec = match Value::Table(table).try_into() {
             Ok(s) => s,
             Err(e) => {
-                errors.push(format!("apps.{slug}: {}", e.to_string().trim_end()));
+                errors.push(field_error(
+                    format!("apps.{slug}"),
+                    Problem::Settings(e.to_string().trim_end().to_owned()),
+                ));
                 continue;
             }
         };
@@ -270,10 +321,14 @@ hs_secret_file = "hs.txt"
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    fn messages(e: FileErrors) -> Vec<String> {
+        e.0.iter().map(ToString::to_string).collect()
+    }
+
     #[test]
     fn problems_name_the_app_and_field() {
         let none = |_: &str| None;
-        let err = parse(FILE, Path::new("/nonexistent"), &none).unwrap_err().0;
+        let err = messages(parse(FILE, Path::new("/nonexistent"), &none).unwrap_err());
         assert!(
             err.contains(&"apps.photos.secret_key_env: the environment variable PHOTOS_SECRET_KEY is not set".to_owned()),
             "{err:?}"
@@ -288,14 +343,14 @@ hs_secret_file = "hs.txt"
             "secret_key_env = \"PHOTOS_SECRET_KEY\"",
             "secret_key = \"x\"",
         );
-        let err = parse(&clear, Path::new("."), &env).unwrap_err().0;
+        let err = messages(parse(&clear, Path::new("."), &env).unwrap_err());
         assert!(
             err[0].starts_with("apps.photos.secret_key: secrets are never written in the file"),
             "{err:?}"
         );
 
         let typo = FILE.replace("bucket =", "buckett =");
-        let err = parse(&typo, Path::new("."), &env).unwrap_err().0;
+        let err = messages(parse(&typo, Path::new("."), &env).unwrap_err());
         assert!(
             err.iter()
                 .any(|e| e.starts_with("apps.photos:") && e.contains("buckett")),
