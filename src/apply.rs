@@ -41,9 +41,21 @@ pub struct ApplyArgs {
     /// list (without it, those are left alone and reported).
     #[arg(long)]
     prune: bool,
+    /// With --dry-run: exit with status 2 when there are changes to make (0: none), so CI can
+    /// tell a database that drifted from the file.
+    #[arg(long, requires = "dry_run")]
+    exit_code: bool,
     #[command(flatten)]
     target: Target,
 }
+
+/// The exit status of `apply --dry-run --exit-code` when the plan has changes.
+pub const PENDING_CHANGES_EXIT_CODE: i32 = 2;
+
+/// `apply --dry-run --exit-code` found changes (not a failure: the plan was printed).
+#[derive(Debug, thiserror::Error)]
+#[error("the database differs from the file")]
+pub struct PendingChanges;
 
 #[derive(Args, Debug)]
 pub struct ExportArgs {
@@ -126,6 +138,10 @@ pub async fn apply(settings: &Settings, args: ApplyArgs) -> anyhow::Result<()> {
         &args.file.display().to_string(),
         args.dry_run,
     )?;
+    out.flush()?;
+    if args.exit_code && !plan.is_empty() {
+        return Err(PendingChanges.into());
+    }
     Ok(())
 }
 
@@ -182,7 +198,11 @@ impl ApiClient {
             "the token file {} is empty",
             token_file.display()
         );
-        let base = server.trim_end_matches('/').to_owned();
+        // The listener's URL; `…/api/v1` is accepted too.
+        let base = server
+            .trim_end_matches('/')
+            .trim_end_matches("/api/v1")
+            .to_owned();
         anyhow::ensure!(
             base.starts_with("http://") || base.starts_with("https://"),
             "--server takes the admin listener's URL, e.g. http://127.0.0.1:8081"

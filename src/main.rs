@@ -152,6 +152,10 @@ const DEFAULT_LOG: &str = "info,sqlx=warn";
 
 fn main() {
     if let Err(e) = run() {
+        if e.downcast_ref::<apply::PendingChanges>().is_some() {
+            // `apply --dry-run --exit-code` found changes: the plan is printed already.
+            std::process::exit(apply::PENDING_CHANGES_EXIT_CODE);
+        }
         // One clear line (with its causes), no backtrace.
         eprintln!("error: {e:#}");
         std::process::exit(1);
@@ -180,7 +184,12 @@ fn run() -> anyhow::Result<()> {
         }
         command => {
             let settings = config::Settings::load(cli.config.as_deref())?;
-            _log = logging::init(settings.log_format == config::LogFormat::Json, DEFAULT_LOG);
+            // apply/export print a plan or a file: migration chatter would only bury it.
+            let filter = match command {
+                Command::Apply(_) | Command::Export(_) => "warn",
+                _ => DEFAULT_LOG,
+            };
+            _log = logging::init(settings.log_format == config::LogFormat::Json, filter);
             runtime.block_on(async {
                 match command {
                     Command::Serve => serve::serve(settings).await,

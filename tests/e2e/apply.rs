@@ -284,6 +284,17 @@ async fn converge(db: &TestDatabase, mode: &Mode, dir: &Path) {
         !plan.contains("secret_key"),
         "unchanged secrets are not changes:\n{plan}"
     );
+    let drift = mode.run(
+        &[
+            "apply",
+            "-f",
+            file.to_str().unwrap(),
+            "--dry-run",
+            "--exit-code",
+        ],
+        &env,
+    );
+    assert_eq!(drift.status.code(), Some(2), "changes pending");
     assert_eq!(changes(pool).await, logged);
     ok(mode.run(&["apply", "-f", file.to_str().unwrap()], &env));
     assert_eq!(changes(pool).await, logged + 2);
@@ -300,6 +311,17 @@ async fn converge(db: &TestDatabase, mode: &Mode, dir: &Path) {
         3,
         "photos' unchanged template got no new version"
     );
+    let out = ok(mode.run(
+        &[
+            "apply",
+            "-f",
+            file.to_str().unwrap(),
+            "--dry-run",
+            "--exit-code",
+        ],
+        &env,
+    ));
+    assert!(out.contains("No changes"), "{out}");
     let out = ok(mode.run(&["apply", "-f", file.to_str().unwrap()], &env));
     assert!(out.contains("No changes"), "{out}");
     assert_eq!(changes(pool).await, logged + 2);

@@ -208,7 +208,7 @@ impl AppsAsCodeStore for PgStore {
             };
             let b = block_changes(&stored_blocks, &spec.blocked_subjects, options.prune);
             changes.extend(b.changes);
-            let notes = b
+            let mut notes: Vec<String> = b
                 .kept
                 .iter()
                 .map(|s| {
@@ -217,6 +217,14 @@ impl AppsAsCodeStore for PgStore {
                     )
                 })
                 .collect();
+            if spec.jwt.is_none() && stored_auth.is_some() {
+                notes.push("no JWT settings in the spec: the stored ones are kept".into());
+            }
+            if spec.template.is_none()
+                && stored.is_some_and(|a| a.active_template_version.is_some())
+            {
+                notes.push("no template in the spec: the active version is kept".into());
+            }
 
             let action = match (stored, changes.is_empty()) {
                 (None, _) => PlanAction::Create,
