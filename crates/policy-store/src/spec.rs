@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::model::{App, AppAuth, AppAuthInput, AppInput, StsMode};
 use crate::origin::normalize_origins;
-use crate::pg::mask_secret_id;
+use crate::redact::mask_secret_id;
 use crate::template::TemplateDocument;
 use crate::validate::non_empty;
 

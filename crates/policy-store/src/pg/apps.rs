@@ -14,6 +14,7 @@ use super::{PgStore, REDACTED, audit, decode_err, map_db_error, notify};
 use crate::error::{DbResult as _, Result, StoreError};
 use crate::model::*;
 use crate::origin::normalize_origins;
+use crate::redact::mask_secret_id;
 use crate::repo::AppStore;
 use crate::validate::{invalid_if_any, non_empty, validate_app};
 
@@ -174,17 +175,6 @@ impl AppRow {
             "active_template_version": self.active_template_version,
         })
     }
-}
-
-/// `AKID…wxyz`: enough to recognise a key, not enough to use it.
-pub fn mask_secret_id(secret_id: &str) -> String {
-    let n = secret_id.chars().count();
-    if n <= 12 {
-        return REDACTED.to_owned();
-    }
-    let head: String = secret_id.chars().take(4).collect();
-    let tail: String = secret_id.chars().skip(n - 4).collect();
-    format!("{head}…{tail}")
 }
 
 struct AuthRow {
@@ -618,19 +608,5 @@ impl PgStore {
         notify(tx, &id.to_string()).await?;
         let auth = self.auth_from_row(&row)?;
         Ok(auth)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn secret_ids_are_masked() {
-        assert_eq!(
-            mask_secret_id("AKIDz8krbsJ5yKBZQpn74WFkmLPx3EXAMPLE"),
-            "AKID…MPLE"
-        );
-        assert_eq!(mask_secret_id("short"), REDACTED);
     }
 }
