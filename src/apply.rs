@@ -190,6 +190,7 @@ struct ApiClient {
 impl ApiClient {
     fn new(server: &str, token_file: Option<&Path>) -> anyhow::Result<Self> {
         let token_file = token_file.context("--server needs --token-file")?;
+        apps_file::warn_if_shared(token_file);
         let token = std::fs::read_to_string(token_file)
             .with_context(|| format!("cannot read the token file {}", token_file.display()))?;
         let token = token.trim();

@@ -137,6 +137,7 @@ impl SecretRef {
             }
             Source::File(path) => {
                 let path = base_dir.join(path);
+                warn_if_shared(&path);
                 std::fs::read_to_string(&path).map_err(|source| {
                     field_error(&self.field, Problem::Unreadable { path, source })
                 })?
@@ -148,6 +149,22 @@ impl SecretRef {
             return Err(field_error(&self.field, Problem::EmptySecret));
         }
         Ok(SecretString::from(value.to_owned()))
+    }
+}
+
+/// Warns (on stderr) when a file holding a secret can be read by other users.
+pub fn warn_if_shared(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        if let Ok(meta) = std::fs::metadata(path)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            eprintln!(
+                "warning: {} holds a secret and other users can read it: chmod 600 it",
+                path.display()
+            );
+        }
     }
 }
 

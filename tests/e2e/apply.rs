@@ -114,6 +114,8 @@ pub fn token_file(db_url: &str, dir: &Path, name: &str) -> PathBuf {
     .unwrap());
     let path = dir.join(format!("{name}.token"));
     std::fs::write(&path, token.trim()).unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
     path
 }
 
@@ -396,12 +398,19 @@ async fn apply_and_export_through_the_admin_api() {
     .unwrap());
     let auditor_file = dir.join("audit.token");
     std::fs::write(&auditor_file, auditor.trim()).unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&auditor_file, std::fs::Permissions::from_mode(0o644)).unwrap();
     let as_auditor = Mode::Server {
         admin_url: serve.admin_url(),
         token_file: auditor_file,
     };
     let err = refused(as_auditor.run(&["export"], &[]));
     assert!(err.contains("403 forbidden"), "{err}");
+    // That token file is readable by everyone (0644): a warning says so.
+    assert!(
+        err.contains("audit.token holds a secret and other users can read it: chmod 600 it"),
+        "{err}"
+    );
     assert!(serve.terminate());
     std::fs::remove_dir_all(&dir).unwrap();
 }
