@@ -105,7 +105,7 @@ pub struct ClusterSettings {
     /// On a local cache miss, look in the credentials the replicas share before calling STS.
     pub shared_credentials: bool,
     /// How long one replica's claim on a mint holds, and so how long the others wait for its
-    /// credential before they mint themselves.
+    /// credential before they mint themselves (or less: their database deadline ends the wait).
     pub claim_timeout_ms: u64,
 }
 
@@ -127,9 +127,11 @@ pub struct Settings {
     pub database_url: Option<SecretString>,
     pub database_url_file: Option<PathBuf>,
     pub database_max_connections: u32,
-    /// Each credential request's budget for its database work (waiting for a connection and
-    /// every query share it; the issuance-log commit has the same bound), and `/readyz`'s:
-    /// past it the answer is 503.
+    /// Each credential request's one database deadline: waiting for connections and every
+    /// query on its path (the app load; on a miss the cluster's STS budget and the shared
+    /// credential's look-up, claim, wait and write; the issuance-log commit) draw from it, so
+    /// the database holds a request up this long at most; past it the answer is 503. Also
+    /// `/readyz`'s bound.
     pub database_timeout_ms: u64,
     /// Server-side backstop on every pool connection: PostgreSQL's `statement_timeout` and
     /// `idle_in_transaction_session_timeout`. Admin queries share the pool, so keep it above
@@ -154,6 +156,10 @@ pub struct Settings {
     /// metadata addresses are always refused.
     pub allow_loopback_jwks: bool,
     pub shutdown_timeout_secs: u64,
+    /// At SIGTERM, how long `/readyz` answers 503 while the listeners keep serving (with
+    /// `Connection: close`) before they close: long enough for the load balancer's health
+    /// check to take the replica out of rotation. 0: no drain.
+    pub shutdown_drain_secs: u64,
     /// Authentication failures a minute from one source address before it cools down (429
     /// before verification, except for subjects that succeeded from it lately); 0: never.
     pub auth_failures_per_minute: u32,
@@ -187,6 +193,7 @@ impl Default for Settings {
             trust_forwarded_for: false,
             allow_loopback_jwks: false,
             shutdown_timeout_secs: 30,
+            shutdown_drain_secs: 5,
             auth_failures_per_minute: 60,
             auth_cooldown_secs: 60,
             sts: StsSettings {
@@ -216,7 +223,7 @@ impl Default for Settings {
 }
 
 /// Top-level keys, for spotting misspelt `STSGATE_*` variables.
-const KNOWN_KEYS: [&str; 23] = [
+const KNOWN_KEYS: [&str; 24] = [
     "DATABASE_URL",
     "DATABASE_URL_FILE",
     "DATABASE_MAX_CONNECTIONS",
@@ -233,6 +240,7 @@ const KNOWN_KEYS: [&str; 23] = [
     "TRUST_FORWARDED_FOR",
     "ALLOW_LOOPBACK_JWKS",
     "SHUTDOWN_TIMEOUT_SECS",
+    "SHUTDOWN_DRAIN_SECS",
     "AUTH_FAILURES_PER_MINUTE",
     "AUTH_COOLDOWN_SECS",
     "STS",
@@ -324,7 +332,6 @@ impl Settings {
         }
     }
 
-    /// The requests' database budget (at least 1 ms).
     /// The issuance-log retention the daily job applies; `None` when `retention_days` is 0.
     pub fn retention_policy(&self) -> Option<policy_store::RetentionPolicy> {
         (self.audit.retention_days > 0).then(|| policy_store::RetentionPolicy {
@@ -333,6 +340,12 @@ impl Settings {
         })
     }
 
+    /// The readiness drain at SIGTERM (`shutdown_drain_secs`).
+    pub fn shutdown_drain(&self) -> Duration {
+        Duration::from_secs(self.shutdown_drain_secs)
+    }
+
+    /// The requests' database budget (at least 1 ms).
     pub fn database_timeout(&self) -> Duration {
         Duration::from_millis(self.database_timeout_ms.max(1))
     }
@@ -511,6 +524,7 @@ mod tests {
             assert_eq!(s.sts.connect_timeout_ms, 2000); // default
             assert_eq!(s.gateway_config().database_timeout, Duration::from_secs(3)); // default
             assert!(s.admin_config().secure_cookies); // default: Secure cookies
+            assert_eq!(s.shutdown_drain(), Duration::from_secs(5)); // default
             assert_eq!(s.database_url().unwrap(), "postgres://u:p@db/x");
             Ok(())
         });

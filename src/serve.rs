@@ -108,6 +108,8 @@ pub struct Running {
     pub public_addr: std::net::SocketAddr,
     pub admin_addr: std::net::SocketAddr,
     stop: CancellationToken,
+    /// Cancelled when the drain starts: the membership task leaves the cluster at once.
+    leave: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     servers: Vec<(
         actix_web::dev::ServerHandle,
@@ -155,6 +157,7 @@ pub async fn start(settings: &Settings, store: PgStore) -> anyhow::Result<Runnin
         settings.gateway_config(),
     );
     let stop = CancellationToken::new();
+    let leave = stop.child_token();
     let mut tasks = vec![tokio::spawn(gateway::follow_changes(
         changes,
         gateway.apps.clone(),
@@ -172,7 +175,7 @@ pub async fn start(settings: &Settings, store: PgStore) -> anyhow::Result<Runnin
     tasks.push(gateway.join_cluster(
         public_addr.to_string(),
         admin_addr.to_string(),
-        stop.clone(),
+        leave.clone(),
     ));
 
     let public_server = gateway.serve(public)?;
@@ -204,6 +207,7 @@ pub async fn start(settings: &Settings, store: PgStore) -> anyhow::Result<Runnin
         public_addr,
         admin_addr,
         stop,
+        leave,
         tasks,
         servers,
         gateway,
@@ -211,6 +215,27 @@ pub async fn start(settings: &Settings, store: PgStore) -> anyhow::Result<Runnin
 }
 
 impl Running {
+    /// The readiness drain that starts a graceful shutdown: `/readyz` answers 503 at once,
+    /// the replica leaves the cluster's membership (the others recount), and for `period`
+    /// the listeners keep accepting and serving, every response with `Connection: close`,
+    /// so a load balancer's health check takes this replica out of rotation before its
+    /// listeners close. A second signal ends the drain early.
+    pub async fn drain(&self, period: std::time::Duration) {
+        self.gateway.drain();
+        self.leave.cancel();
+        if period.is_zero() {
+            return;
+        }
+        tracing::info!(
+            drain_secs = period.as_secs_f64(),
+            "draining: /readyz answers 503, requests are still served"
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = wait_for_signal() => tracing::info!("second signal: the drain ends early"),
+        }
+    }
+
     /// Graceful: stop accepting, let in-flight requests finish, flush the audit log.
     pub async fn shutdown(self) {
         for (handle, _) in &self.servers {
@@ -352,6 +377,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let running = start(&settings, store).await?;
     tracing::info!(public = %running.public_addr, admin = %running.admin_addr, "stsgate serving");
     wait_for_signal().await?;
+    running.drain(settings.shutdown_drain()).await;
     tracing::info!("shutting down: finishing in-flight requests and flushing the issuance log");
     running.shutdown().await;
     Ok(())

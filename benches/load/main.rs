@@ -11,11 +11,14 @@
 //!     without TLS, and `RUST_LOG=warn` without TLS;
 //!   - the gateway's RSS with 0, 100k and 300k cached credentials, against the credential's
 //!     own size;
-//!   - `issuance_log` rows per run against the requests answered.
+//!   - `issuance_log` rows per run against the requests answered;
+//!   - paced cache hits with no flood and under a flood of about 2,000 refused requests a
+//!     second from one other address and from many (`flood.rs`).
 //!
 //! Prints one table; asserts nothing about speed. `-- --profile` instead records `perf` call
 //! graphs of the gateway under the default-settings hit and miss loads (`scripts/profile`).
 
+mod flood;
 mod procs;
 mod report;
 mod seed;
@@ -116,6 +119,16 @@ impl Bench {
         }
         for (k, v) in extra {
             cmd.env(k, v);
+        }
+        // `STSGATE_BENCH_GATEWAY_ENV="K=V K=V"`: more settings for every gateway started (to
+        // see what one costs; the table then no longer shows the defaults).
+        if let Ok(more) = std::env::var("STSGATE_BENCH_GATEWAY_ENV") {
+            for pair in more.split_whitespace() {
+                let (k, v) = pair
+                    .split_once('=')
+                    .expect("STSGATE_BENCH_GATEWAY_ENV holds K=V pairs");
+                cmd.env(k, v);
+            }
         }
         let log = self.dir.join(format!("gateway-{log}.log"));
         let proc = Proc::spawn(&format!("gateway ({})", setting.label), cmd, &self.dir, log);
@@ -321,6 +334,14 @@ async fn emulator_issued(http: &reqwest::Client, emulator_url: &str) -> (u64, u6
 async fn main() {
     sts_core::install_crypto_provider();
     let profile = std::env::args().any(|a| a == "--profile");
+    // `STSGATE_BENCH_ONLY=rss` or `=flood` runs only that part (for working on it).
+    let only = std::env::var("STSGATE_BENCH_ONLY").ok();
+    if let Some(part) = &only {
+        assert!(
+            part == "rss" || part == "flood",
+            "STSGATE_BENCH_ONLY is rss or flood, not {part:?}"
+        );
+    }
     let secs: u64 = std::env::var("STSGATE_BENCH_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -341,7 +362,7 @@ async fn main() {
             .fetch_one(&db.pool)
             .await
             .unwrap();
-    let mut apps = vec!["rss".to_owned()];
+    let mut apps = vec!["rss".to_owned(), flood::APP.to_owned()];
     for s in &SETTINGS {
         apps.push(format!("hit-{}", s.key));
         apps.push(format!("miss-{}", s.key));
@@ -386,6 +407,16 @@ async fn main() {
         profile,
     };
     let mut rows: Vec<Row> = Vec::new();
+    if let Some(part) = &only {
+        if part == "rss" {
+            report::print_rss(&measure_rss(&bench).await, &count_rows(&db.url).await);
+        } else {
+            let flood = flood::measure(&bench).await;
+            flood::print(&flood);
+        }
+        emulator.stop();
+        return;
+    }
 
     // The STS ceiling: one signed request replayed.
     let (headers, body) = seed::signed_federation_request(&format!("127.0.0.1:{emulator_port}"));
@@ -516,10 +547,13 @@ async fn main() {
         });
     }
 
-    let rss = if profile {
-        None
+    let (rss, flood) = if profile {
+        (None, None)
     } else {
-        Some(measure_rss(&bench).await)
+        (
+            Some(measure_rss(&bench).await),
+            Some(flood::measure(&bench).await),
+        )
     };
     emulator.stop();
 
@@ -539,6 +573,9 @@ async fn main() {
         rss,
         profile,
     });
+    if let Some(flood) = &flood {
+        flood::print(flood);
+    }
     if profile {
         println!(
             "\nperf data: {}/perf-hit.data, perf-miss.data",

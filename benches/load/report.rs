@@ -266,38 +266,7 @@ pub fn print(r: &Report) {
     }
 
     if let Some(rss) = &r.rss {
-        println!(
-            "gateway RSS (warn, no TLS, cache.credential_entries={}); a credential's own bytes: \
-             {} ({}):",
-            rss.capacity, rss.credential_bytes, rss.credential_detail
-        );
-        let mut prev: Option<(usize, u64)> = None;
-        for &(n, kib, counted) in &rss.steps {
-            let counted = counted.map_or("?".to_owned(), |c| c.to_string());
-            match prev {
-                None => println!(
-                    "  {n:>7} cached credentials: {:>7.1} MiB (gateway's count {counted})",
-                    mib(kib)
-                ),
-                Some((pn, pkib)) => {
-                    let per = (kib as f64 - pkib as f64) * 1024.0 / (n - pn) as f64;
-                    println!(
-                        "  {n:>7} cached credentials: {:>7.1} MiB (gateway's count {counted}): \
-                         {per:.0} bytes per entry since {pn} = {:.2} x the credential's own bytes",
-                        mib(kib),
-                        per / rss.credential_bytes.max(1) as f64
-                    );
-                }
-            }
-            prev = Some((n, kib));
-        }
-        let rows = r.rows_of(&rss.app);
-        notes.extend(r.outcome_note("RSS fill", &rss.app));
-        println!(
-            "  issuance_log rows for the fill: {rows} for {} requests answered ({:+})",
-            rss.requests,
-            rows - rss.requests as i64
-        );
+        notes.extend(rss_lines(rss, r));
     }
     println!(
         "rows/txn: issuance-log rows per group commit during the run (the gateway's /metrics)."
@@ -309,5 +278,60 @@ pub fn print(r: &Report) {
     );
     for n in notes {
         println!("WARNING: {n}");
+    }
+}
+
+/// The RSS part of the table; returns its warnings.
+fn rss_lines(rss: &RssFigures, r: &Report) -> Option<String> {
+    println!(
+        "gateway RSS (warn, no TLS, cache.credential_entries={}); a credential's own bytes: \
+         {} ({}):",
+        rss.capacity, rss.credential_bytes, rss.credential_detail
+    );
+    let mut prev: Option<(usize, u64)> = None;
+    for &(n, kib, counted) in &rss.steps {
+        let counted = counted.map_or("?".to_owned(), |c| c.to_string());
+        match prev {
+            None => println!(
+                "  {n:>7} cached credentials: {:>7.1} MiB (gateway's count {counted})",
+                mib(kib)
+            ),
+            Some((pn, pkib)) => {
+                let per = (kib as f64 - pkib as f64) * 1024.0 / (n - pn) as f64;
+                println!(
+                    "  {n:>7} cached credentials: {:>7.1} MiB (gateway's count {counted}): \
+                     {per:.0} bytes per entry since {pn} = {:.2} x the credential's own bytes",
+                    mib(kib),
+                    per / rss.credential_bytes.max(1) as f64
+                );
+            }
+        }
+        prev = Some((n, kib));
+    }
+    let rows = r.rows_of(&rss.app);
+    println!(
+        "  issuance_log rows for the fill: {rows} for {} requests answered ({:+})",
+        rss.requests,
+        rows - rss.requests as i64
+    );
+    r.outcome_note("RSS fill", &rss.app)
+}
+
+/// Only the RSS part (`STSGATE_BENCH_ONLY=rss`).
+pub fn print_rss(rss: &RssFigures, counts: &BTreeMap<String, BTreeMap<String, i64>>) {
+    let r = Report {
+        secs: 0,
+        cores: 0,
+        server: String::new(),
+        load: (String::new(), String::new()),
+        settings: Vec::new(),
+        rows: Vec::new(),
+        counts: counts.clone(),
+        sts_minted: (0, 0),
+        rss: None,
+        profile: false,
+    };
+    if let Some(note) = rss_lines(rss, &r) {
+        println!("WARNING: {note}");
     }
 }

@@ -1,5 +1,6 @@
 //! Runs wrk and reads its report.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -22,7 +23,22 @@ pub struct Report {
     /// Times a cache-miss script ran out of fresh tokens and started over (0 unless sized
     /// wrongly: then some "misses" were hits).
     pub tokens_wrapped: u64,
+    /// Responses per HTTP status, for scripts that count them (`status 401: 123` lines).
+    pub statuses: BTreeMap<u16, u64>,
 }
+
+/// wrk's threads and connections for one run.
+#[derive(Debug, Clone, Copy)]
+pub struct Shape {
+    pub threads: usize,
+    pub connections: usize,
+}
+
+/// The shape of the throughput runs: as many requests as the gateway takes.
+pub const FULL: Shape = Shape {
+    threads: THREADS,
+    connections: CONNECTIONS,
+};
 
 /// What a run sends.
 pub enum Load<'a> {
@@ -34,10 +50,15 @@ pub enum Load<'a> {
 
 /// `wrk -t2 -c64 -d<secs>s --latency` against `url`.
 pub fn run(url: &str, secs: u64, load: Load<'_>) -> Report {
+    run_shaped(url, secs, FULL, load)
+}
+
+/// `wrk -t<threads> -c<connections> -d<secs>s --latency` against `url`.
+pub fn run_shaped(url: &str, secs: u64, shape: Shape, load: Load<'_>) -> Report {
     let mut cmd = Command::new("wrk");
     cmd.args([
-        format!("-t{THREADS}"),
-        format!("-c{CONNECTIONS}"),
+        format!("-t{}", shape.threads),
+        format!("-c{}", shape.connections),
         format!("-d{secs}s"),
         "--latency".into(),
     ]);
@@ -102,6 +123,10 @@ pub fn parse(text: &str) -> Option<Report> {
                     .sum();
             }
             ["tokens", "wrapped:", n] => r.tokens_wrapped = n.parse().ok()?,
+            ["status", code, n] => {
+                let code = code.trim_end_matches(':').parse().ok()?;
+                r.statuses.insert(code, n.parse().ok()?);
+            }
             _ => {}
         }
     }
@@ -183,6 +208,98 @@ end
 "#,
         prefix = lua_string(&token_prefix.display().to_string()),
         path = lua_string(request_path),
+    );
+    std::fs::write(path, lua).expect("writing a wrk script");
+    path.to_owned()
+}
+
+/// Lua that counts responses per status in every thread and prints the totals when the run
+/// ends (read back by [`parse`] into [`Report::statuses`]).
+const COUNT_STATUSES: &str = r#"local threads = {}
+function setup(thread)
+  table.insert(threads, thread)
+end
+function response(status, headers, body)
+  counts[status] = (counts[status] or 0) + 1
+end
+function done(summary, latency, requests)
+  local total = {}
+  for _, t in ipairs(threads) do
+    for k, v in pairs(t:get("counts")) do
+      total[k] = (total[k] or 0) + v
+    end
+  end
+  for k, v in pairs(total) do
+    io.write("status " .. k .. ": " .. v .. "\n")
+  end
+end
+"#;
+
+/// A paced script: every connection sends `GET <path>` with `headers`, then waits `delay_ms`
+/// before its next request, so `connections * 1000 / (delay_ms + latency)` requests a second.
+/// wrk's latency is measured from send to answer, without the wait.
+pub fn paced_script(
+    path: &Path,
+    request_path: &str,
+    headers: &[(&str, &str)],
+    delay_ms: u32,
+) -> PathBuf {
+    let mut lua = String::from(COUNT_STATUSES);
+    lua.push_str("function init(args)\n  counts = {}\nend\n");
+    lua.push_str(&format!("wrk.path = {}\n", lua_string(request_path)));
+    for (name, value) in headers {
+        lua.push_str(&format!(
+            "wrk.headers[ {} ] = {}\n",
+            lua_string(name),
+            lua_string(value)
+        ));
+    }
+    lua.push_str(&format!("function delay()\n  return {delay_ms}\nend\n"));
+    std::fs::write(path, lua).expect("writing a wrk script");
+    path.to_owned()
+}
+
+/// A paced flood of refused requests: `GET <path>` with `Bearer <token>`, from `X-Forwarded-For: <fixed_ip>` or, when `fixed_ip` is `None`, from a
+/// new address of 198.18.0.0/15 on every request (a botnet: no address repeats often enough
+/// to cool down).
+pub fn flood_script(
+    path: &Path,
+    request_path: &str,
+    token: &str,
+    fixed_ip: Option<&str>,
+    delay_ms: u32,
+) -> PathBuf {
+    let ip = match fixed_ip {
+        Some(ip) => lua_string(ip),
+        None => "\"198.\" .. (18 + math.floor(n / 65536) % 2) .. \".\" .. \
+                 math.floor(n / 256) % 256 .. \".\" .. n % 256"
+            .into(),
+    };
+    let lua = format!(
+        r#"{COUNT_STATUSES}
+local counter = 0
+function setup(thread)
+  thread:set("id", counter)
+  table.insert(threads, thread)
+  counter = counter + 1
+end
+function init(args)
+  counts = {{}}
+  n = id * 1000003
+end
+function request()
+  n = n + 1
+  return wrk.format("GET", {path}, {{
+    ["Authorization"] = {token},
+    ["X-Forwarded-For"] = {ip},
+  }})
+end
+function delay()
+  return {delay_ms}
+end
+"#,
+        path = lua_string(request_path),
+        token = lua_string(&format!("Bearer {token}")),
     );
     std::fs::write(path, lua).expect("writing a wrk script");
     path.to_owned()

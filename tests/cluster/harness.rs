@@ -64,6 +64,8 @@ impl Cluster {
             ("STSGATE_WORKERS", "2"),
             ("STSGATE_STS__MAX_ATTEMPTS", "1"),
             ("STSGATE_SHUTDOWN_TIMEOUT_SECS", "10"),
+            // No readiness drain unless a test asks for one (the rolling restart does).
+            ("STSGATE_SHUTDOWN_DRAIN_SECS", "0"),
             ("RUST_LOG", "warn,stsgate=info"),
         ]
         .iter()

@@ -171,7 +171,7 @@ async fn ok_within(cluster: &Cluster, replica: usize, sub: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_miss_path_with_and_without_the_shared_table() {
+async fn the_miss_path_with_and_without_the_shared_table_and_a_wait_within_the_deadline() {
     let mut cluster = Cluster::start(&Options::default(), &[]).await;
     let mut without = cluster.spawn_replica(&[("STSGATE_CLUSTER__SHARED_CREDENTIALS", "false")]);
     let base_without = without.public_url();
@@ -208,5 +208,58 @@ async fn the_miss_path_with_and_without_the_shared_table() {
             .unwrap();
     assert_eq!(rows, i64::from(n) + 1);
     assert!(without.terminate());
+
+    // Waiting for another replica's row draws from the request's one database deadline: a
+    // replica with a 1 s deadline does not wait out a peer's 3.5 s STS call (nor mint a
+    // second credential); it answers 503, and its client's retry finds the peer's row.
+    let mut short = cluster.spawn_replica(&[("STSGATE_DATABASE_TIMEOUT_MS", "1000")]);
+    let base_short = short.public_url();
+    assert_eq!(
+        fetch(&cluster.http, 3, &base_short, "warm-s").await.status,
+        200
+    );
+    cluster
+        .emulator
+        .set_faults(sts_emulator::Faults {
+            latency_ms: 3500,
+            ..Default::default()
+        })
+        .unwrap();
+    let calls = cluster.emulator.stats().requests;
+    let claimer = {
+        let (http, url) = (cluster.http.clone(), cluster.url(0));
+        tokio::spawn(async move { fetch(&http, 0, &url, "slow-mint").await })
+    };
+    // Replica 0 has claimed the mint and waits on STS.
+    let since = Instant::now();
+    while cluster.emulator.stats().requests == calls {
+        assert!(since.elapsed() < Duration::from_secs(10), "no STS call");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let asked = Instant::now();
+    let waiter = fetch(&cluster.http, 3, &base_short, "slow-mint").await;
+    let took = asked.elapsed();
+    println!(
+        "a miss waiting for another replica's 3.5 s mint, 1 s database deadline: {} after {took:?}",
+        waiter.status
+    );
+    assert_eq!(waiter.status, 503, "{waiter:?}");
+    assert_eq!(waiter.body["error"]["code"], "unavailable");
+    assert!(took < Duration::from_secs(4), "answered after {took:?}");
+    let minted = claimer.await.unwrap();
+    assert_eq!(minted.status, 200, "{minted:?}");
+    cluster
+        .emulator
+        .set_faults(sts_emulator::Faults::default())
+        .unwrap();
+    let retried = fetch(&cluster.http, 3, &base_short, "slow-mint").await;
+    assert_eq!(retried.status, 200, "{retried:?}");
+    assert_eq!(retried.tmp_secret_id(), minted.tmp_secret_id());
+    assert_eq!(
+        cluster.emulator.stats().requests,
+        calls + 1,
+        "the waiter minted a credential of its own"
+    );
+    assert!(short.terminate());
     assert!(cluster.stop());
 }

@@ -152,9 +152,9 @@ async fn a_stalling_database_never_leaves_a_row_that_disagrees_with_its_answer()
         let stall = async {
             tokio::time::sleep(Duration::from_millis(5 + 20 * round)).await;
             hole.swallow();
-            // Longer than every bounded step a miss can wait through before its row is
-            // queued (the cluster's budget and shared-table lookups, 1 s each here) plus the
-            // audit deadline, so some requests must meet the stall at their commit.
+            // Longer than the request's one database deadline (1 s here, shared by the
+            // cluster steps of a miss and the commit), so some requests must meet the stall
+            // at their commit.
             tokio::time::sleep(Duration::from_millis(3500)).await;
             hole.forward();
         };
@@ -211,10 +211,12 @@ async fn a_stalling_database_never_leaves_a_row_that_disagrees_with_its_answer()
     app.shutdown().await;
 }
 
-/// SIGTERM while requests wait on a slow STS: each is answered with its credential, and
-/// each credential has its row once the binary has exited.
+/// SIGTERM while requests wait on a slow STS, with a readiness drain: `/readyz` answers 503
+/// at once and the replica leaves the cluster's membership, yet the listener still accepts
+/// and serves a new request (its answer closing the connection); every request is answered
+/// with its credential, and each credential has its row once the binary has exited (0).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_answers_requests_in_flight_and_logs_every_credential() {
+async fn sigterm_drains_then_answers_requests_in_flight_and_logs_every_credential() {
     sts_core::install_crypto_provider();
     let db = fresh_database().await.unwrap();
     let store = PgStore::new(db.pool.clone(), test_cipher());
@@ -222,7 +224,15 @@ async fn sigterm_answers_requests_in_flight_and_logs_every_credential() {
     let emu = emulator();
     let Served {
         mut child, public, ..
-    } = serve(&db.url, &emu, &[("STSGATE_STS__TIMEOUT_MS", "10000")]);
+    } = serve(
+        &db.url,
+        &emu,
+        &[
+            ("STSGATE_STS__TIMEOUT_MS", "10000"),
+            // Long enough for the checks below on a busy machine; they do not wait it out.
+            ("STSGATE_SHUTDOWN_DRAIN_SECS", "4"),
+        ],
+    );
     let _guard = KillOnDrop(child.id());
     emu.set_faults(Faults {
         latency_ms: 1500,
@@ -232,29 +242,42 @@ async fn sigterm_answers_requests_in_flight_and_logs_every_credential() {
     const IN_FLIGHT: u64 = 20;
     let http = reqwest::Client::new();
     let url = format!("http://{public}/v1/apps/{APP}/credentials");
-    let requests: Vec<_> = (0..IN_FLIGHT)
-        .map(|i| {
-            let (http, url) = (http.clone(), url.clone());
-            let token = TestAppTokens.token(&format!("inflight{i}"));
-            tokio::spawn(async move {
-                let res = http.get(url).bearer_auth(token).send().await.unwrap();
-                let id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
-                (
-                    res.status().as_u16(),
-                    id,
-                    res.json::<Value>().await.unwrap(),
-                )
-            })
+    let ask = |sub: String| {
+        let (http, url) = (http.clone(), url.clone());
+        let token = TestAppTokens.token(&sub);
+        tokio::spawn(async move {
+            let res = http.get(url).bearer_auth(token).send().await.unwrap();
+            let id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+            let closes = res
+                .headers()
+                .get("connection")
+                .is_some_and(|v| v == "close");
+            (
+                res.status().as_u16(),
+                id,
+                res.json::<Value>().await.unwrap(),
+                closes,
+            )
         })
+    };
+    let members = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM cluster_members")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap()
+    };
+    let mut requests: Vec<_> = (0..IN_FLIGHT)
+        .map(|i| ask(format!("inflight{i}")))
         .collect();
-    // Every request has reached STS and waits there.
+    // Every request has reached STS and waits there, and the replica has joined.
     for _ in 0..1000 {
-        if emu.stats().requests >= IN_FLIGHT {
+        if emu.stats().requests >= IN_FLIGHT && members().await == 1 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert_eq!(emu.stats().requests, IN_FLIGHT);
+    assert_eq!(members().await, 1);
     assert!(
         Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
@@ -262,10 +285,40 @@ async fn sigterm_answers_requests_in_flight_and_logs_every_credential() {
             .unwrap()
             .success()
     );
+    // The drain: not ready at once (and the answer closes its connection) ...
+    let readyz = format!("http://{public}/readyz");
+    let mut draining = None;
+    for _ in 0..200 {
+        let res = http.get(&readyz).send().await.unwrap();
+        if res.status() == 503 {
+            draining = Some(res);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let draining = draining.expect("/readyz never answered 503 after SIGTERM");
+    assert_eq!(draining.headers()["connection"], "close");
+    assert!(draining.text().await.unwrap().contains("draining"));
+    // ... out of the cluster's membership at once, not after three missed beats ...
+    for _ in 0..200 {
+        if members().await == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(members().await, 0, "the draining replica is still a member");
+    // ... and still serving: a request that arrives now gets its credential.
+    requests.push(ask("late".to_owned()));
     let mut handed = Vec::new();
-    for r in requests {
-        let (status, id, body) = r.await.unwrap();
+    for (i, r) in requests.into_iter().enumerate() {
+        let (status, id, body, closes) = r.await.unwrap();
         assert_eq!(status, 200, "{body}");
+        if i as u64 == IN_FLIGHT {
+            assert!(
+                closes,
+                "an answer during the drain keeps its connection open"
+            );
+        }
         handed.push((
             id,
             body["credentials"]["tmpSecretId"]
@@ -285,6 +338,7 @@ async fn sigterm_answers_requests_in_flight_and_logs_every_credential() {
             .await
             .unwrap(),
     );
+    assert_eq!(handed.len() as u64, IN_FLIGHT + 1);
     for (id, tmp_secret_id) in handed {
         let row = rows.get(&id).unwrap_or_else(|| panic!("no row for {id}"));
         assert_eq!(row.outcome, Outcome::Issued);

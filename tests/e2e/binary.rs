@@ -257,6 +257,8 @@ pub fn serve(db_url: &str, emu: &sts_emulator::EmulatorHandle, env: &[(&str, &st
         .env("STSGATE_STS__ENDPOINT", format!("{}/", emu.url()))
         .env("STSGATE_STS__TIMEOUT_MS", "500")
         .env("STSGATE_STS__MAX_ATTEMPTS", "1")
+        // No readiness drain at SIGTERM unless a test asks for one.
+        .env("STSGATE_SHUTDOWN_DRAIN_SECS", "0")
         .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -222,3 +222,96 @@ async fn an_app_load_stuck_behind_a_lock_answers_503_within_the_deadline() {
     assert_eq!(app.credentials("alice", "").await.status(), 200);
     app.shutdown().await;
 }
+
+/// A cache miss against a database that goes silent: every cluster step of the miss (the
+/// app's STS budget, the shared credential's look-up and claim) and the issuance-log commit
+/// draw from the request's one deadline, so the answer is a 503 within that deadline (plus
+/// slack), and no STS call is made for a credential that could not be logged. Before, each
+/// step had a deadline of its own: the budget fell back to the replica's share after 1 s, the
+/// shared table was skipped after another, STS was called, and the commit waited a third.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_miss_against_a_silent_database_draws_every_step_from_one_deadline() {
+    let hole = BlackHole::start().await;
+    let app = TestApp::spawn_with(Options {
+        db_via: Some(hole.addr),
+        database_timeout: DEADLINE,
+        // `photos` has an STS budget, so its miss asks the cluster's budget first.
+        rate_app_per_second: 50,
+        ..Options::default()
+    })
+    .await;
+    // `albums` has none: its miss goes to the shared credential table first.
+    seed_app(
+        &*app.store,
+        "test",
+        &seed_options("albums", &Options::default()),
+    )
+    .await
+    .unwrap();
+    let alice = app.token("alice");
+    for slug in [APP, "albums"] {
+        let path = format!("/v1/apps/{slug}/credentials");
+        let mut status = 0;
+        for _ in 0..40 {
+            status = app.get(&path, Some(&alice)).await.status().as_u16();
+            if status == 200 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(status, 200, "{slug} does not serve alice");
+    }
+    let sts_calls = app.emulator.stats().requests;
+
+    hole.swallow();
+    let bob = app.token("bob");
+    let mut refused = Vec::new();
+    for (slug, first_step) in [(APP, "the STS budget"), ("albums", "the shared table")] {
+        let path = format!("/v1/apps/{slug}/credentials");
+        let started = Instant::now();
+        let res = tokio::time::timeout(Duration::from_secs(30), app.get(&path, Some(&bob)))
+            .await
+            .unwrap_or_else(|_| panic!("{slug}: no answer within 30 s"));
+        let took = started.elapsed();
+        let status = res.status().as_u16();
+        let id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+        let body: Value = res.json().await.unwrap();
+        println!("a miss stalled at {first_step} answered {status} after {took:?}");
+        assert_eq!(status, 503, "{slug}: {body}");
+        assert_eq!(body["error"]["code"], "unavailable", "{slug}");
+        assert!(body.get("credentials").is_none());
+        assert!(
+            took < DEADLINE + Duration::from_secs(3),
+            "{slug}: answered after {took:?}"
+        );
+        refused.push(id);
+    }
+    assert_eq!(
+        app.emulator.stats().requests,
+        sts_calls,
+        "STS was called for a credential that could not be logged"
+    );
+
+    hole.forward();
+    for slug in [APP, "albums"] {
+        let path = format!("/v1/apps/{slug}/credentials");
+        let mut status = 0;
+        for _ in 0..40 {
+            status = app.get(&path, Some(&bob)).await.status().as_u16();
+            if status == 200 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        assert_eq!(status, 200, "{slug} did not resume");
+    }
+    // The refused requests left no credential row behind.
+    let rows = app.log_rows().await;
+    for id in &refused {
+        for row in rows.iter().filter(|r| &r.request_id == id) {
+            assert_eq!(row.http_status, 503, "{row:?}");
+            assert!(row.tmp_secret_id.is_none(), "{row:?}");
+        }
+    }
+    app.shutdown().await;
+}

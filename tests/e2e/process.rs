@@ -39,6 +39,8 @@ impl ServeProcess {
             .env("STSGATE_PUBLIC_LISTEN", "127.0.0.1:0")
             .env("STSGATE_ADMIN_LISTEN", "127.0.0.1:0")
             .env("STSGATE_STS__ENDPOINT", format!("{sts_url}/"))
+            // No readiness drain at SIGTERM unless a test asks for one.
+            .env("STSGATE_SHUTDOWN_DRAIN_SECS", "0")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         for (k, v) in env {

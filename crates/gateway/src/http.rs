@@ -1,13 +1,13 @@
 //! The public HTTP API (DESIGN §3).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use actix_request_identifier::RequestId;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::header;
+use actix_web::http::{ConnectionType, header};
 use actix_web::middleware::{Next, from_fn};
 use actix_web::{HttpRequest, HttpResponse, web};
 use policy_store::Store;
@@ -28,19 +28,32 @@ pub struct PublicState {
     pub apps: Arc<AppResolver>,
     pub store: Arc<dyn Store>,
     pub trust_forwarded_for: bool,
-    pub readiness: Readiness,
+    pub readiness: Arc<Readiness>,
 }
 
 /// `/readyz`'s database check, one at a time: probes that arrive while a ping is under way
 /// share its answer, so a flood of unauthenticated probes holds at most one connection and
 /// cannot take the pool from issuance. An answer is never reused once its ping is over.
+///
+/// Once [`Readiness::drain`] is called (at SIGTERM) the replica is not ready for good: load
+/// balancers take it out of rotation while it still serves what reaches it.
 #[derive(Debug, Default)]
 pub struct Readiness {
     flight: Mutex<Option<Arc<tokio::sync::OnceCell<bool>>>>,
     pings: AtomicU64,
+    draining: AtomicBool,
 }
 
 impl Readiness {
+    /// From now on `/readyz` answers 503 and every response closes its connection.
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
     /// Pings the database within `timeout`; probes arriving meanwhile share the answer.
     async fn check(&self, store: &dyn Store, timeout: std::time::Duration) -> bool {
         let flight = {
@@ -104,6 +117,22 @@ pub async fn access_log(
     let res = next.call(req).await?;
     let (status, latency_us) = (res.status().as_u16(), started.elapsed().as_micros() as u64);
     tracing::info!(request_id = %id, %method, %path, status, latency_us, "request");
+    Ok(res)
+}
+
+/// While the replica drains, every response says `Connection: close`, so clients and proxies
+/// holding keep-alive connections to it reconnect elsewhere before its listeners close.
+pub async fn close_when_draining(
+    state: web::Data<PublicState>,
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let mut res = next.call(req).await?;
+    if state.readiness.draining() {
+        res.response_mut()
+            .head_mut()
+            .set_connection_type(ConnectionType::Close);
+    }
     Ok(res)
 }
 
@@ -305,8 +334,14 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("ok\n")
 }
 
-/// Ready when the database answers `SELECT 1` within the requests' database budget.
+/// Ready when the database answers `SELECT 1` within the requests' database budget, and
+/// not once the replica drains for a shutdown.
 async fn readyz(state: web::Data<PublicState>) -> HttpResponse {
+    if state.readiness.draining() {
+        return HttpResponse::ServiceUnavailable()
+            .content_type("text/plain")
+            .body("draining: shutting down\n");
+    }
     if state
         .readiness
         .check(&*state.store, state.service.database_timeout())

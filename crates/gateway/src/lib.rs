@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod cooldown;
 pub mod cors;
 pub mod credcache;
+pub mod deadline;
 pub mod error;
 pub mod http;
 pub mod jwt;

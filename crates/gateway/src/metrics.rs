@@ -185,7 +185,8 @@ impl Metrics {
 
     /// `result` of a local miss in the shared credential table: `hit` (another replica's
     /// credential), `waited` (after waiting for another replica's mint), `minted` (this
-    /// replica claimed the mint), `gave_up` (waited out another's claim) or `error`.
+    /// replica claimed the mint), `gave_up` (waited out another's claim), `error`, or
+    /// `deadline` (the request's database deadline ran out there: answered 503).
     pub fn shared_credential(&self, result: &'static str) {
         *self
             .shared_credentials

@@ -16,6 +16,7 @@ use crate::clock::unix_now;
 use crate::cluster::{Budget, Membership, SharedCredentials};
 use crate::cooldown::{AuthCooldown, CooldownConfig};
 use crate::credcache::{CacheKey, CachedCredential, CredentialCache, evict_if_same, new_cache};
+use crate::deadline::Deadline;
 use crate::error::ApiError;
 use crate::jwt::{JwtError, JwtVerifier, Observed, unverified_claim};
 use crate::metrics::Metrics;
@@ -67,8 +68,6 @@ pub struct Service {
 struct Progress {
     /// The app exists (its own metrics label).
     known_app: bool,
-    /// The request's database time so far (the app load), out of `database_timeout`.
-    db_spent: Duration,
     /// The app's id and the verified subject, once known (the cool-down's known subjects).
     app_id: i64,
     subject: Option<String>,
@@ -177,7 +176,11 @@ impl Service {
         };
         let mut progress = Progress::default();
         let ip = req.source_ip.as_deref().and_then(|ip| ip.parse().ok());
-        let result = self.issue(req, ip, &mut record, &mut progress).await;
+        // One database deadline per request: every step on the path and the commit draw from it.
+        let deadline = Deadline::new(self.database_timeout);
+        let result = self
+            .issue(req, ip, &mut record, &mut progress, &deadline)
+            .await;
         let label = if progress.known_app {
             req.app.as_str()
         } else {
@@ -224,11 +227,9 @@ impl Service {
         record.prefix = Some(issued.prefix.clone());
         record.latency_us = started.elapsed().as_micros() as i64;
         let outcome = record.outcome;
-        // One database budget per request: what the app load left of it bounds queueing and
-        // the commit together.
-        let deadline =
-            tokio::time::Instant::now() + self.database_timeout.saturating_sub(progress.db_spent);
-        let written = self.audit.record(record, deadline).await;
+        // What the path left of the request's database deadline bounds queueing and the
+        // commit together.
+        let written = self.audit.record(record, deadline.instant()).await;
         // Counted as the client gets it: a credential whose row did not commit is a 503.
         let answered = if written.is_ok() {
             outcome
@@ -256,12 +257,12 @@ impl Service {
         ip: Option<std::net::IpAddr>,
         record: &mut IssuanceRecord,
         progress: &mut Progress,
+        deadline: &Deadline,
     ) -> Result<Issued, ApiError> {
-        // One budget for the app load: waiting for a connection and every query share it.
+        // The app load: waiting for a connection and every query draw from the deadline.
         let load_started = tokio::time::Instant::now();
-        let deadline = load_started + self.database_timeout;
-        let resolved = self.apps.resolve(&req.app, deadline).await;
-        progress.db_spent = load_started.elapsed();
+        let resolved = self.apps.resolve(&req.app, deadline.instant()).await;
+        deadline.charge(load_started.elapsed());
         let app = match resolved {
             Ok(Some(app)) => app,
             Ok(None) => {
@@ -404,8 +405,15 @@ impl Service {
         let lookup = || {
             self.cache
                 .entry_by_ref(&key)
-                .or_try_insert_with(self.shared.get_or_mint(&key, self.database_timeout, || {
-                    self.mint(&app, &policy.policy, &subject, duration, min_remaining)
+                .or_try_insert_with(self.shared.get_or_mint(&key, deadline, || {
+                    self.mint(
+                        &app,
+                        &policy.policy,
+                        &subject,
+                        duration,
+                        min_remaining,
+                        deadline,
+                    )
                 }))
         };
 
@@ -435,17 +443,12 @@ impl Service {
         subject: &str,
         duration: u64,
         min_remaining: u64,
+        deadline: &Deadline,
     ) -> Result<Arc<CachedCredential>, ApiError> {
         let per_second = u32::try_from(app.app.rate_app_per_second).unwrap_or(0);
         self.budget
-            .take(
-                app.app.id,
-                per_second,
-                self.membership.live(),
-                self.database_timeout,
-            )
-            .await
-            .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
+            .take(app.app.id, per_second, self.membership.live(), deadline)
+            .await?;
         let start_time = unix_now();
         let started = Instant::now();
         let result: Result<TemporaryCredentials, StsError> = match app.mode {

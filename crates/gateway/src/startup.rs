@@ -17,7 +17,7 @@ use crate::apps::AppResolver;
 use crate::audit::{AuditConfig, AuditWriter};
 use crate::cluster::{Budget, ClusterConfig, Membership, SharedCredentials};
 use crate::cooldown::CooldownConfig;
-use crate::http::{PublicState, access_log, configure};
+use crate::http::{PublicState, Readiness, access_log, close_when_draining, configure};
 use crate::jwt::{JwksConfig, JwtVerifier};
 use crate::metrics::Metrics;
 use crate::service::Service;
@@ -35,8 +35,9 @@ pub struct GatewayConfig {
     pub audit: AuditConfig,
     /// Seconds in-flight requests get to finish at shutdown.
     pub shutdown_timeout: u64,
-    /// Each request's budget for its database work (waiting for a pool connection and every
-    /// query of an app load share it), and `/readyz`'s bound: past it the answer is 503.
+    /// Each request's one database deadline ([`crate::deadline::Deadline`]): the app load,
+    /// the cluster steps of a miss and the issuance-log commit all draw from it; past it the
+    /// answer is 503. Also `/readyz`'s bound.
     pub database_timeout: Duration,
     /// Cluster mode: membership, the shared STS budget and credentials (DESIGN §8).
     pub cluster: ClusterConfig,
@@ -68,6 +69,8 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     /// This replica's membership of the cluster (run it with [`Gateway::join_cluster`]).
     pub membership: Arc<Membership>,
+    /// `/readyz`, shared by every server built by [`Gateway::serve`].
+    readiness: Arc<Readiness>,
     store: Arc<dyn Store>,
     config: GatewayConfig,
     writers: Vec<JoinHandle<()>>,
@@ -126,6 +129,7 @@ impl Gateway {
             apps,
             metrics,
             membership,
+            readiness: Arc::default(),
             store,
             config,
             writers,
@@ -140,10 +144,11 @@ impl Gateway {
             apps: self.apps.clone(),
             store: self.store.clone(),
             trust_forwarded_for: self.config.trust_forwarded_for,
-            readiness: Default::default(),
+            readiness: self.readiness.clone(),
         });
         Ok(HttpServer::new(move || {
             App::new()
+                .wrap(from_fn(close_when_draining))
                 .wrap(from_fn(access_log))
                 .wrap(RequestIdentifier::with_uuid())
                 .app_data(state.clone())
@@ -154,6 +159,12 @@ impl Gateway {
         .shutdown_timeout(self.config.shutdown_timeout)
         .listen(listener)?
         .run())
+    }
+
+    /// The start of a graceful shutdown: `/readyz` answers 503 from now on and every response
+    /// closes its connection, while the listeners keep serving (stop them after the drain).
+    pub fn drain(&self) {
+        self.readiness.drain();
     }
 
     /// Beats this replica's membership row until `stop` is cancelled, then leaves the

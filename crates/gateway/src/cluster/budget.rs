@@ -7,14 +7,18 @@
 //! cluster makes at most the rate plus a tenth. The statement costs one round trip to
 //! PostgreSQL on the mint path only, next to an STS call that costs far more.
 //!
-//! When the database cannot be asked in time, each replica falls back to its own bucket with
-//! its share (rate / live replicas), so the limit still holds approximately.
+//! When the database refuses the statement, each replica falls back to its own bucket with
+//! its share (rate / live replicas), so the limit still holds approximately. When it does not
+//! answer within the request's deadline, the request is answered 503: its issuance-log row
+//! could not be written in time either.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use policy_store::{AppId, BudgetGrant, Store};
 
+use crate::deadline::Deadline;
+use crate::error::ApiError;
 use crate::ratelimit::{RateLimiter, replica_share};
 
 pub struct Budget {
@@ -35,40 +39,44 @@ impl Budget {
         }
     }
 
-    /// Takes one STS call of the app's budget of `per_second` (0: unlimited).
-    /// `Err(seconds)` says when to come back. `live` is the live replica count (for the
-    /// fallback), `timeout` bounds the database round trip.
+    /// Takes one STS call of the app's budget of `per_second` (0: unlimited): a 429 with
+    /// `Retry-After` when it is used up. `live` is the live replica count (for the fallback);
+    /// the database round trip draws from the request's `deadline`.
     pub async fn take(
         &self,
         app: AppId,
         per_second: u32,
         live: u32,
-        timeout: Duration,
-    ) -> Result<(), u64> {
+        deadline: &Deadline,
+    ) -> Result<(), ApiError> {
         if per_second == 0 {
             return Ok(());
         }
         let asked = self
             .store
             .take_sts_budget(app, per_second, burst(per_second));
-        match tokio::time::timeout(timeout, asked).await {
-            Ok(Ok(BudgetGrant::Granted)) => Ok(()),
-            Ok(Ok(BudgetGrant::RetryAfter(wait))) => Err(wait.as_secs_f64().ceil().max(1.0) as u64),
-            failed => {
-                match failed {
-                    Ok(Err(e)) => {
-                        tracing::warn!(app, error = %e, "cannot take from the cluster's STS budget; using this replica's share")
-                    }
-                    _ => tracing::warn!(
-                        app,
-                        "the cluster's STS budget did not answer in time; using this replica's share"
-                    ),
-                }
-                self.fallback.check(
-                    &app,
-                    replica_share(per_second, live),
-                    Duration::from_secs(1),
-                )
+        let retry_after = |wait: Duration| wait.as_secs_f64().ceil().max(1.0) as u64;
+        match deadline.run(asked).await {
+            Some(Ok(BudgetGrant::Granted)) => Ok(()),
+            Some(Ok(BudgetGrant::RetryAfter(wait))) => Err(ApiError::RateLimited {
+                retry_after: retry_after(wait),
+            }),
+            Some(Err(e)) => {
+                tracing::warn!(app, error = %e, "cannot take from the cluster's STS budget; using this replica's share");
+                self.fallback
+                    .check(
+                        &app,
+                        replica_share(per_second, live),
+                        Duration::from_secs(1),
+                    )
+                    .map_err(|retry_after| ApiError::RateLimited { retry_after })
+            }
+            None => {
+                tracing::warn!(
+                    app,
+                    "the cluster's STS budget did not answer within the request's database deadline"
+                );
+                Err(ApiError::Unavailable)
             }
         }
     }

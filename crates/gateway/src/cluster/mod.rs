@@ -26,7 +26,7 @@ pub struct ClusterConfig {
     /// Look in the shared credential table on a local miss (off: every replica mints its own).
     pub shared_credentials: bool,
     /// How long a replica's claim on a mint holds, and how long others wait for it before
-    /// they mint themselves.
+    /// they mint themselves (unless their request's database deadline runs out first).
     pub claim_timeout: Duration,
 }
 

@@ -4,8 +4,12 @@
 //! hit. Otherwise it claims the mint with one atomic upsert: the claimer calls STS and stores
 //! the credential (sealed under the master key, the cache key as associated data); the other
 //! replicas poll the row until it is there, up to the claim timeout, then mint themselves.
-//! A mint that fails releases its claim so that a waiter takes it over at once. Trouble with
+//! A mint that fails releases its claim so that a waiter takes it over at once. An error from
 //! the table never fails a request: the replica mints on its own and says so in the log.
+//!
+//! Every round trip, and the wait for another replica's row, draws from the request's one
+//! database deadline ([`Deadline`]); once it is spent the request is answered 503 (its
+//! issuance-log row could not be written in time either), without calling STS.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -17,6 +21,7 @@ use sts_core::TemporaryCredentials;
 use uuid::Uuid;
 
 use crate::credcache::{CacheKey, CachedCredential};
+use crate::deadline::Deadline;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 
@@ -77,15 +82,23 @@ fn to_shared(c: &CachedCredential) -> SharedCredential {
     }
 }
 
-/// A store call bounded by `timeout` (a timeout is reported like an unavailable database).
+/// What went wrong with a round trip to the table.
+enum Trouble {
+    /// The store answered with an error: mint here instead.
+    Failed(StoreError),
+    /// The request's database deadline ran out: answer 503.
+    Deadline,
+}
+
+/// A store call within the request's deadline.
 async fn bounded<T>(
-    timeout: Duration,
+    deadline: &Deadline,
     call: impl Future<Output = Result<T, StoreError>>,
-) -> Result<T, String> {
-    match tokio::time::timeout(timeout, call).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("the database did not answer in time".to_owned()),
+) -> Result<T, Trouble> {
+    match deadline.run(call).await {
+        Some(Ok(v)) => Ok(v),
+        Some(Err(e)) => Err(Trouble::Failed(e)),
+        None => Err(Trouble::Deadline),
     }
 }
 
@@ -107,11 +120,12 @@ impl SharedCredentials {
     }
 
     /// The credential for `key` from another replica, or minted here by `mint` (called at
-    /// most once). `timeout` bounds each database round trip.
+    /// most once). Every round trip and the wait for another replica's row draw from
+    /// `deadline`.
     pub async fn get_or_mint<F>(
         &self,
         key: &CacheKey,
-        timeout: Duration,
+        deadline: &Deadline,
         mint: impl FnOnce() -> F,
     ) -> Result<Arc<CachedCredential>, ApiError>
     where
@@ -126,37 +140,43 @@ impl SharedCredentials {
             subject: key.subject(),
             key: &text,
         };
-        match bounded(timeout, self.store.shared_credential(shared)).await {
+        match bounded(deadline, self.store.shared_credential(shared)).await {
             Ok(Some(found)) => {
                 self.metrics.shared_credential("hit");
                 return Ok(from_shared(found));
             }
             Ok(None) => {}
-            Err(e) => {
+            Err(Trouble::Failed(e)) => {
                 tracing::warn!(error = %e, "cannot read the shared credential table; minting here");
                 self.metrics.shared_credential("error");
                 return mint().await;
             }
+            Err(Trouble::Deadline) => return Err(self.out_of_time("reading")),
         }
         let waiting_since = Instant::now();
         let mut waited = false;
         loop {
             let claim = bounded(
-                timeout,
+                deadline,
                 self.store
                     .claim_shared_credential(shared, self.me, self.claim_timeout),
             )
             .await;
             match claim {
-                Ok(Claim::Mine) => return self.mint_and_share(shared, timeout, mint).await,
+                Ok(Claim::Mine) => return self.mint_and_share(shared, deadline, mint).await,
                 Ok(Claim::Ready(found)) => {
                     self.metrics
                         .shared_credential(if waited { "waited" } else { "hit" });
                     return Ok(from_shared(found));
                 }
+                Ok(Claim::Taken) if deadline.remaining() <= POLL => {
+                    return Err(self.out_of_time("waiting for another replica's mint in"));
+                }
                 Ok(Claim::Taken) if waiting_since.elapsed() + POLL < self.claim_timeout => {
                     waited = true;
+                    let slept = tokio::time::Instant::now();
                     tokio::time::sleep(POLL).await;
+                    deadline.charge(slept.elapsed());
                 }
                 Ok(Claim::Taken) => {
                     tracing::warn!(
@@ -166,19 +186,29 @@ impl SharedCredentials {
                     self.metrics.shared_credential("gave_up");
                     return mint().await;
                 }
-                Err(e) => {
+                Err(Trouble::Failed(e)) => {
                     tracing::warn!(error = %e, "cannot claim the shared credential; minting here");
                     self.metrics.shared_credential("error");
                     return mint().await;
                 }
+                Err(Trouble::Deadline) => return Err(self.out_of_time("claiming")),
             }
         }
+    }
+
+    /// The request's database deadline ran out while `doing` the shared credential table.
+    fn out_of_time(&self, doing: &str) -> ApiError {
+        tracing::warn!(
+            "the request's database deadline ran out {doing} the shared credential table"
+        );
+        self.metrics.shared_credential("deadline");
+        ApiError::Unavailable
     }
 
     async fn mint_and_share<F>(
         &self,
         key: SharedKey<'_>,
-        timeout: Duration,
+        deadline: &Deadline,
         mint: impl FnOnce() -> F,
     ) -> Result<Arc<CachedCredential>, ApiError>
     where
@@ -189,16 +219,28 @@ impl SharedCredentials {
             Ok(minted) => {
                 let sharing = to_shared(&minted);
                 let put = self.store.put_shared_credential(key, &sharing);
-                if let Err(e) = bounded(timeout, put).await {
-                    // The others wait out the claim, then mint themselves.
-                    tracing::warn!(error = %e, "cannot store the credential for the other replicas");
+                // The others wait out the claim, then mint themselves.
+                match bounded(deadline, put).await {
+                    Ok(()) => {}
+                    Err(Trouble::Failed(e)) => {
+                        tracing::warn!(error = %e, "cannot store the credential for the other replicas")
+                    }
+                    Err(Trouble::Deadline) => tracing::warn!(
+                        "cannot store the credential for the other replicas: the request's database deadline ran out"
+                    ),
                 }
                 Ok(minted)
             }
             Err(err) => {
                 let release = self.store.release_shared_claim(key, self.me);
-                if let Err(e) = bounded(timeout, release).await {
-                    tracing::warn!(error = %e, "cannot release the claim on a failed mint");
+                match bounded(deadline, release).await {
+                    Ok(()) => {}
+                    Err(Trouble::Failed(e)) => {
+                        tracing::warn!(error = %e, "cannot release the claim on a failed mint")
+                    }
+                    Err(Trouble::Deadline) => tracing::warn!(
+                        "cannot release the claim on a failed mint: the request's database deadline ran out"
+                    ),
                 }
                 Err(err)
             }

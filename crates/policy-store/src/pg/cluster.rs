@@ -157,7 +157,7 @@ impl ClusterStore for PgStore {
         me: &MemberInfo,
         live_within: Duration,
     ) -> Result<Vec<ClusterMember>> {
-        let mut conn = self.pool.acquire().await.db()?;
+        let mut conn = self.coordination.acquire().await.db()?;
         sqlx::query(
             "INSERT INTO cluster_members (id, host, public_addr, admin_addr, version) \
              VALUES ($1, $2, $3, $4, $5) \
@@ -182,7 +182,7 @@ impl ClusterStore for PgStore {
     async fn leave_cluster(&self, id: Uuid) -> Result<()> {
         sqlx::query("DELETE FROM cluster_members WHERE id = $1")
             .bind(id)
-            .execute(&self.pool)
+            .execute(&self.coordination)
             .await
             .db()?;
         Ok(())
@@ -194,7 +194,7 @@ impl ClusterStore for PgStore {
             .bind(id)
             .bind(interval)
             .bind(interval * f64::from(burst.max(1)))
-            .fetch_one(&self.pool)
+            .fetch_one(&self.coordination)
             .await
             .db()?;
         Ok(if wait <= 0.0 {
@@ -210,7 +210,7 @@ impl ClusterStore for PgStore {
              WHERE key_hash = $1 AND sealed IS NOT NULL AND reuse_until > now()",
         )
         .bind(key_hash(key.key))
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.coordination)
         .await
         .db()?;
         sealed.map(|s| self.open(key, &s)).transpose()
@@ -238,7 +238,7 @@ impl ClusterStore for PgStore {
         .bind(sub_hash(key.subject))
         .bind(me)
         .bind(claim_for.as_secs_f64())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.coordination)
         .await
         .db()?;
         if mine.is_some() {
@@ -268,7 +268,7 @@ impl ClusterStore for PgStore {
         .bind(sub_hash(key.subject))
         .bind(sealed)
         .bind(credential.reuse_until as f64)
-        .execute(&self.pool)
+        .execute(&self.coordination)
         .await
         .db()?;
         Ok(())
@@ -281,7 +281,7 @@ impl ClusterStore for PgStore {
         )
         .bind(key_hash(key.key))
         .bind(me)
-        .execute(&self.pool)
+        .execute(&self.coordination)
         .await
         .db()?;
         Ok(())

@@ -88,6 +88,10 @@ impl Default for PoolOptions {
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// Cluster coordination (membership beats, the STS budget, shared-credential claims and
+    /// rows): connections whose commits do not wait for the WAL flush (see
+    /// [`coordination_pool`]). Never used for the issuance log or admin data.
+    coordination: PgPool,
     cipher: Arc<Cipher>,
     /// How JWT settings are checked before they are saved: the gateway compiles them with the
     /// same options, so the store never accepts what the gateway would refuse.
@@ -109,8 +113,10 @@ impl PgStore {
         cipher: Cipher,
     ) -> Result<Self> {
         let pool = connect_pool(database_url, options).await.db()?;
+        let coordination = coordination_pool(database_url, options).db()?;
         Ok(Self {
             pool,
+            coordination,
             cipher: Arc::new(cipher),
             jwt: Default::default(),
         })
@@ -126,6 +132,7 @@ impl PgStore {
     #[cfg(any(test, feature = "testing"))]
     pub fn new(pool: PgPool, cipher: Cipher) -> Self {
         Self {
+            coordination: pool.clone(),
             pool,
             cipher: Arc::new(cipher),
             jwt: Default::default(),
@@ -136,6 +143,12 @@ impl PgStore {
     #[cfg(any(test, feature = "testing"))]
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// The cluster's coordination pool (see [`coordination_pool`]), for tests.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn coordination(&self) -> &PgPool {
+        &self.coordination
     }
 
     /// Follows [`CHANGES_CHANNEL`]: see [`ChangeFeed`]. Connects on the first
@@ -150,6 +163,44 @@ pub(crate) async fn connect_pool(
     database_url: &str,
     options: &PoolOptions,
 ) -> Result<PgPool, sqlx::Error> {
+    PgPoolOptions::new()
+        .max_connections(options.max_connections)
+        .acquire_timeout(options.acquire_timeout)
+        .connect_with(connect_options(database_url, options)?)
+        .await
+}
+
+/// Connections at most in the [`coordination_pool`].
+const COORDINATION_CONNECTIONS: u32 = 4;
+
+/// The cluster's coordination pool: connected on first use (commands that never coordinate
+/// open nothing), at most [`COORDINATION_CONNECTIONS`], with `synchronous_commit = off`.
+///
+/// What it writes is soft state whose loss in a database crash costs nothing that matters: a
+/// membership beat (the next one comes within a second), a slice of an STS budget (at worst
+/// a few calls too many in the second after a crash) and a shared-credential row (at worst
+/// one extra mint). Such a commit is visible to every other session at once and durable
+/// within `wal_writer_delay` (3 × 200 ms at worst); it just does not wait for the flush.
+/// Without this, every cache miss waited for three WAL flushes besides its own
+/// issuance-log row, and all misses of one app queued behind one flush per call on the
+/// budget row's lock. The issuance log is untouched: its commits still wait for the flush,
+/// and since the WAL is written in order, flushing one of them flushes every coordination
+/// commit before it.
+pub(crate) fn coordination_pool(
+    database_url: &str,
+    options: &PoolOptions,
+) -> Result<PgPool, sqlx::Error> {
+    let connect = connect_options(database_url, options)?.options([("synchronous_commit", "off")]);
+    Ok(PgPoolOptions::new()
+        .max_connections(options.max_connections.clamp(1, COORDINATION_CONNECTIONS))
+        .acquire_timeout(options.acquire_timeout)
+        .connect_lazy_with(connect))
+}
+
+fn connect_options(
+    database_url: &str,
+    options: &PoolOptions,
+) -> Result<PgConnectOptions, sqlx::Error> {
     let mut connect = PgConnectOptions::from_str(database_url)?;
     // Sent as startup parameters: every connection of the pool has them from its first query.
     let timeouts = [
@@ -165,11 +216,7 @@ pub(crate) async fn connect_pool(
             connect = connect.options([(name, format!("{}ms", t.as_millis().max(1)))]);
         }
     }
-    PgPoolOptions::new()
-        .max_connections(options.max_connections)
-        .acquire_timeout(options.acquire_timeout)
-        .connect_with(connect)
-        .await
+    Ok(connect)
 }
 
 // -------------------------------------------------------------------------------------------

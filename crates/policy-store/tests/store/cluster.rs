@@ -231,3 +231,43 @@ async fn blocking_a_subject_or_disabling_the_app_purges_their_shared_credentials
             .is_none()
     );
 }
+
+/// Cluster coordination commits without waiting for the WAL flush; everything else (the
+/// issuance log above all) keeps the server's `synchronous_commit`.
+#[tokio::test]
+async fn only_coordination_skips_the_wal_flush() {
+    let db = policy_store::testing::fresh_database().await.unwrap();
+    let store = policy_store::PgStore::connect(
+        &db.url,
+        &policy_store::PoolOptions::default(),
+        policy_store::testing::test_cipher(),
+    )
+    .await
+    .unwrap();
+    let setting = |pool: &sqlx::PgPool| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, String>("SHOW synchronous_commit")
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    let server = setting(&db.pool).await;
+    assert_eq!(
+        setting(store.pool()).await,
+        server,
+        "the main pool keeps the server's setting"
+    );
+    assert_eq!(setting(store.coordination()).await, "off");
+
+    // The coordination statements work over it: a beat makes a live member.
+    let me = member(1);
+    let members = store.heartbeat(&me, Duration::from_secs(3)).await.unwrap();
+    assert!(members.iter().any(|m| m.id == me.id && m.live));
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM cluster_members")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 1);
+}
