@@ -1,5 +1,7 @@
 //! The `stsgate` command line: wiring only.
 
+mod apply;
+mod apps_file;
 mod config;
 mod dev;
 mod logging;
@@ -49,6 +51,10 @@ enum Command {
     /// Refresh the dashboard's hourly rollup now (`serve` does it every minute; the first
     /// run on a database backfills 8 days).
     Rollup,
+    /// Converge the apps to a TOML file (policy as code); `--dry-run` prints the changes.
+    Apply(apply::ApplyArgs),
+    /// Write every app as an apps file (secrets left out), the form `apply` takes.
+    Export(apply::ExportArgs),
     /// Manage admin users.
     #[command(subcommand)]
     Admin(AdminCommand),
@@ -146,6 +152,10 @@ const DEFAULT_LOG: &str = "info,sqlx=warn";
 
 fn main() {
     if let Err(e) = run() {
+        if e.downcast_ref::<apply::PendingChanges>().is_some() {
+            // `apply --dry-run --exit-code` found changes: the plan is printed already.
+            std::process::exit(apply::PENDING_CHANGES_EXIT_CODE);
+        }
         // One clear line (with its causes), no backtrace.
         eprintln!("error: {e:#}");
         std::process::exit(1);
@@ -174,13 +184,20 @@ fn run() -> anyhow::Result<()> {
         }
         command => {
             let settings = config::Settings::load(cli.config.as_deref())?;
-            _log = logging::init(settings.log_format == config::LogFormat::Json, DEFAULT_LOG);
+            // apply/export print a plan or a file: migration chatter would only bury it.
+            let filter = match command {
+                Command::Apply(_) | Command::Export(_) => "warn",
+                _ => DEFAULT_LOG,
+            };
+            _log = logging::init(settings.log_format == config::LogFormat::Json, filter);
             runtime.block_on(async {
                 match command {
                     Command::Serve => serve::serve(settings).await,
                     Command::Migrate => serve::migrate(&settings).await,
                     Command::Retention { dry_run } => serve::retention(&settings, dry_run).await,
                     Command::Rollup => serve::rollup(&settings).await,
+                    Command::Apply(args) => apply::apply(&settings, args).await,
+                    Command::Export(args) => apply::export(&settings, args).await,
                     Command::Admin(AdminCommand::CreateUser { username, role }) => {
                         serve::create_user(&settings, &username, &role).await
                     }

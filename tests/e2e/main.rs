@@ -3,6 +3,7 @@
 
 mod admin_api;
 mod admin_tokens;
+mod apply;
 mod assume_role;
 mod audit;
 mod binary;
@@ -13,6 +14,7 @@ mod deadlines;
 mod deploy;
 mod dev_security;
 mod failures;
+mod operator;
 // Shared with tests/cluster, which uses the rest of it.
 #[allow(dead_code)]
 mod process;

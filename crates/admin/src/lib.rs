@@ -22,7 +22,7 @@ use policy_store::Store;
 pub mod api;
 mod assets;
 mod charts;
-mod diff;
+pub mod diff;
 mod error;
 mod forms;
 mod headers;
@@ -262,6 +262,8 @@ routes! {
     Post   "/api/v1/apps/{slug}/disable"                   Admin   => api::apps::disable;
     Get    "/api/v1/apps/{slug}/jwt"                       Admin   => api::apps::jwt;
     Put    "/api/v1/apps/{slug}/jwt"                       Admin   => api::apps::set_jwt;
+    Post   "/api/v1/apply"                                 Admin   => api::apply::apply;
+    Get    "/api/v1/export"                                Admin   => api::apply::export;
     Get    "/api/v1/apps/{slug}/policy"                    Auditor => api::policy::active;
     Get    "/api/v1/apps/{slug}/policy/versions"           Auditor => api::policy::versions;
     Post   "/api/v1/apps/{slug}/policy/versions"           Admin   => api::policy::save;

@@ -12,7 +12,9 @@ pub mod migrate;
 pub mod model;
 pub mod origin;
 mod pg;
+pub mod redact;
 pub mod repo;
+pub mod spec;
 pub mod template;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -26,12 +28,16 @@ pub use origin::{MAX_ALLOWED_ORIGINS, OriginError, normalize_origin, normalize_o
 pub use pg::{
     ADMIN_NOTIFY_PAYLOAD, ArchiveFiles, CHANGES_CHANNEL, Change, ChangeFeed, DroppedPartition,
     MonthlyPartition, PgStore, PoolOptions, RETENTION_LOCK_KEY, RetentionError, RetentionPolicy,
-    RetentionReport, RollupRefresh, mask_secret_id,
+    RetentionReport, RollupRefresh,
 };
+pub use redact::mask_secret_id;
 pub use repo::{
-    AdminPrefsStore, AdminUserStore, ApiTokenStore, AppStore, ChangeLogStore, ClusterStore,
-    FieldError, HealthStore, IssuanceStore, IssuanceTailStore, RollupStore, Store, StoreError,
-    SubjectStore, TemplateStore,
+    AdminPrefsStore, AdminUserStore, ApiTokenStore, AppStore, AppsAsCodeStore, ChangeLogStore,
+    ClusterStore, FieldError, HealthStore, IssuanceStore, IssuanceTailStore, RollupStore, Store,
+    StoreError, SubjectStore, TemplateStore,
+};
+pub use spec::{
+    AppPlan, AppSpec, ApplyOptions, BlockSpec, ChangeOp, FieldChange, JwtSpec, Plan, PlanAction,
 };
 pub use template::{
     NarrowError, Reach, RenderContext, RenderError, RenderedPolicy, Shared, TemplateDocument,

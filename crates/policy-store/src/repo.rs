@@ -5,6 +5,7 @@ use async_trait::async_trait;
 
 pub use crate::error::{FieldError, Result, StoreError};
 use crate::model::*;
+use crate::spec::{AppSpec, ApplyOptions, Plan};
 use crate::template::TemplateDocument;
 
 /// Everything stsgate reads and writes. Every app-scoped query is scoped by app id.
@@ -26,6 +27,7 @@ pub trait Store:
     + ClusterStore
     + ApiTokenStore
     + IssuanceTailStore
+    + AppsAsCodeStore
     + Send
     + Sync
     + 'static
@@ -45,6 +47,7 @@ impl<T> Store for T where
         + ClusterStore
         + ApiTokenStore
         + IssuanceTailStore
+        + AppsAsCodeStore
         + Send
         + Sync
         + 'static
@@ -327,4 +330,22 @@ pub trait IssuanceTailStore: Send + Sync {
         after: Option<IssuanceCursor>,
         limit: i64,
     ) -> Result<Vec<IssuanceRecord>>;
+}
+
+/// Apps as code (`stsgate apply` / `export`, `POST /api/v1/apply`).
+#[async_trait]
+pub trait AppsAsCodeStore: Send + Sync {
+    /// Every app with all its settings, secrets left out, by slug.
+    async fn export_specs(&self) -> Result<Vec<AppSpec>>;
+    /// Converges the store to `specs` in one transaction and returns what changed (or, with
+    /// `dry_run`, what would). Every spec is validated with the writers' own checks before
+    /// anything is written; any invalid field fails the whole apply with
+    /// [`StoreError::Invalid`], every field named `apps.<slug>.<field>`. Writes go through the
+    /// same writers as the pages, so each change has its change-log row under `actor`.
+    async fn apply_specs(
+        &self,
+        actor: &str,
+        specs: &[AppSpec],
+        options: ApplyOptions,
+    ) -> Result<Plan>;
 }

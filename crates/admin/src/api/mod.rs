@@ -15,6 +15,7 @@ use policy_store::App;
 
 use crate::AdminState;
 
+pub mod apply;
 pub mod apps;
 pub mod auth;
 // utoipa's `params(…)` qualifies the IntoParams types it expands.

@@ -9,7 +9,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::State;
-use super::{apps, blocks, changes, log, policy, tokens, users};
+use super::{apply, apps, blocks, changes, log, policy, tokens, users};
 
 /// The bearer scheme every API route but this document uses. The requirement's list names
 /// the role a route needs (`admin` or `auditor`, as in the admin route table).
@@ -44,7 +44,7 @@ impl Modify for Security {
     ),
     paths(
         apps::list, apps::show, apps::create, apps::update, apps::enable, apps::disable,
-        apps::jwt, apps::set_jwt,
+        apps::jwt, apps::set_jwt, apply::apply, apply::export,
         policy::versions, policy::version, policy::active, policy::save, policy::activate,
         policy::preview,
         blocks::list, blocks::add, blocks::remove,

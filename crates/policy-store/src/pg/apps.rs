@@ -5,6 +5,7 @@
 use async_trait::async_trait;
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
+use sqlx::PgConnection;
 use sqlx::Row as _;
 use sqlx::postgres::PgRow;
 use time::OffsetDateTime;
@@ -13,6 +14,7 @@ use super::{PgStore, REDACTED, audit, decode_err, map_db_error, notify};
 use crate::error::{DbResult as _, Result, StoreError};
 use crate::model::*;
 use crate::origin::normalize_origins;
+use crate::redact::mask_secret_id;
 use crate::repo::AppStore;
 use crate::validate::{invalid_if_any, non_empty, validate_app};
 
@@ -175,17 +177,6 @@ impl AppRow {
     }
 }
 
-/// `AKID…wxyz`: enough to recognise a key, not enough to use it.
-pub fn mask_secret_id(secret_id: &str) -> String {
-    let n = secret_id.chars().count();
-    if n <= 12 {
-        return REDACTED.to_owned();
-    }
-    let head: String = secret_id.chars().take(4).collect();
-    let tail: String = secret_id.chars().skip(n - 4).collect();
-    format!("{head}…{tail}")
-}
-
 struct AuthRow {
     app_id: AppId,
     issuer: Option<String>,
@@ -268,9 +259,89 @@ impl AppStore for PgStore {
     }
 
     async fn create_app(&self, actor: &str, input: &AppInput) -> Result<App> {
+        let mut tx = self.pool.begin().await.db()?;
+        let app = self.create_app_in(&mut tx, actor, input).await?;
+        tx.commit().await.db()?;
+        Ok(app)
+    }
+
+    async fn update_app(&self, actor: &str, id: AppId, input: &AppInput) -> Result<App> {
+        let mut tx = self.pool.begin().await.db()?;
+        let app = self.update_app_in(&mut tx, actor, id, input).await?;
+        tx.commit().await.db()?;
+        Ok(app)
+    }
+
+    async fn set_app_enabled(&self, actor: &str, id: AppId, enabled: bool) -> Result<()> {
+        let mut tx = self.pool.begin().await.db()?;
+        self.set_app_enabled_in(&mut tx, actor, id, enabled).await?;
+        tx.commit().await.db()?;
+        Ok(())
+    }
+    async fn app_auth(&self, id: AppId) -> Result<Option<AppAuth>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            auth_columns!(),
+            " FROM app_auth WHERE app_id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .db()?;
+        row.map(|r| self.auth_from_row(&r)).transpose()
+    }
+
+    async fn set_app_auth(&self, actor: &str, id: AppId, input: &AppAuthInput) -> Result<AppAuth> {
+        let mut tx = self.pool.begin().await.db()?;
+        let auth = self.set_app_auth_in(&mut tx, actor, id, input).await?;
+        tx.commit().await.db()?;
+        Ok(auth)
+    }
+}
+
+/// The writers, on the caller's transaction (one call of the trait, or a whole apply).
+impl PgStore {
+    /// Every app, read on the caller's transaction; `lock` takes their rows for update.
+    pub(super) async fn apps_in(&self, tx: &mut PgConnection, lock: bool) -> Result<Vec<App>> {
+        let sql = if lock {
+            concat!(
+                "SELECT ",
+                app_columns!(),
+                " FROM apps ORDER BY slug FOR UPDATE"
+            )
+        } else {
+            concat!("SELECT ", app_columns!(), " FROM apps ORDER BY slug")
+        };
+        let rows = sqlx::query(sql).fetch_all(&mut *tx).await.db()?;
+        rows.iter().map(|r| self.app_from_row(r)).collect()
+    }
+
+    /// An app's JWT settings, read on the caller's transaction.
+    pub(super) async fn app_auth_in(
+        &self,
+        tx: &mut PgConnection,
+        id: AppId,
+    ) -> Result<Option<AppAuth>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            auth_columns!(),
+            " FROM app_auth WHERE app_id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .db()?;
+        row.map(|r| self.auth_from_row(&r)).transpose()
+    }
+
+    pub(super) async fn create_app_in(
+        &self,
+        tx: &mut PgConnection,
+        actor: &str,
+        input: &AppInput,
+    ) -> Result<App> {
         invalid_if_any(validate_app(input, true))?;
         let secret_key = input.secret_key.as_ref().expect("validated");
-        let mut tx = self.pool.begin().await.db()?;
         // Take the id first: the ciphertext is bound to it (associated data).
         let id: i64 = sqlx::query_scalar("SELECT nextval(pg_get_serial_sequence('apps', 'id'))")
             .fetch_one(&mut *tx)
@@ -316,7 +387,7 @@ impl AppStore for PgStore {
         })?;
         let raw = AppRow::from_row(&row).db()?;
         audit(
-            &mut tx,
+            tx,
             actor,
             "app.create",
             &raw.slug,
@@ -324,15 +395,19 @@ impl AppStore for PgStore {
             Some(raw.audit_json()),
         )
         .await?;
-        notify(&mut tx, &id.to_string()).await?;
+        notify(tx, &id.to_string()).await?;
         let app = self.app_from_row(&row)?;
-        tx.commit().await.db()?;
         Ok(app)
     }
 
-    async fn update_app(&self, actor: &str, id: AppId, input: &AppInput) -> Result<App> {
+    pub(super) async fn update_app_in(
+        &self,
+        tx: &mut PgConnection,
+        actor: &str,
+        id: AppId,
+        input: &AppInput,
+    ) -> Result<App> {
         invalid_if_any(validate_app(input, false))?;
-        let mut tx = self.pool.begin().await.db()?;
         let before = sqlx::query(concat!(
             "SELECT ",
             app_columns!(),
@@ -388,7 +463,7 @@ impl AppStore for PgStore {
         let mut after_json = after.audit_json();
         after_json["secret_key_changed"] = Value::Bool(secret_key_changed);
         audit(
-            &mut tx,
+            tx,
             actor,
             "app.update",
             &after.slug,
@@ -396,14 +471,18 @@ impl AppStore for PgStore {
             Some(after_json),
         )
         .await?;
-        notify(&mut tx, &id.to_string()).await?;
+        notify(tx, &id.to_string()).await?;
         let app = self.app_from_row(&row)?;
-        tx.commit().await.db()?;
         Ok(app)
     }
 
-    async fn set_app_enabled(&self, actor: &str, id: AppId, enabled: bool) -> Result<()> {
-        let mut tx = self.pool.begin().await.db()?;
+    pub(super) async fn set_app_enabled_in(
+        &self,
+        tx: &mut PgConnection,
+        actor: &str,
+        id: AppId,
+        enabled: bool,
+    ) -> Result<()> {
         let (slug, was): (String, bool) =
             sqlx::query_as("SELECT slug, enabled FROM apps WHERE id = $1 FOR UPDATE")
                 .bind(id)
@@ -418,11 +497,11 @@ impl AppStore for PgStore {
             .await
             .db()?;
         if !enabled {
-            super::cluster::purge_shared_credentials(&mut tx, id, None).await?;
+            super::cluster::purge_shared_credentials(tx, id, None).await?;
         }
         let action = if enabled { "app.enable" } else { "app.disable" };
         audit(
-            &mut tx,
+            tx,
             actor,
             action,
             &slug,
@@ -430,26 +509,17 @@ impl AppStore for PgStore {
             Some(json!({ "enabled": enabled })),
         )
         .await?;
-        notify(&mut tx, &id.to_string()).await?;
-        tx.commit().await.db()?;
+        notify(tx, &id.to_string()).await?;
         Ok(())
     }
 
-    async fn app_auth(&self, id: AppId) -> Result<Option<AppAuth>> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            auth_columns!(),
-            " FROM app_auth WHERE app_id = $1"
-        ))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await
-        .db()?;
-        row.map(|r| self.auth_from_row(&r)).transpose()
-    }
-
-    async fn set_app_auth(&self, actor: &str, id: AppId, input: &AppAuthInput) -> Result<AppAuth> {
-        let mut tx = self.pool.begin().await.db()?;
+    pub(super) async fn set_app_auth_in(
+        &self,
+        tx: &mut PgConnection,
+        actor: &str,
+        id: AppId,
+        input: &AppAuthInput,
+    ) -> Result<AppAuth> {
         let slug: String = sqlx::query_scalar("SELECT slug FROM apps WHERE id = $1 FOR UPDATE")
             .bind(id)
             .fetch_optional(&mut *tx)
@@ -527,7 +597,7 @@ impl AppStore for PgStore {
         let mut after_json = after.audit_json();
         after_json["hs_secret_changed"] = Value::Bool(input.hs_secret.is_some());
         audit(
-            &mut tx,
+            tx,
             actor,
             "auth.update",
             &slug,
@@ -535,23 +605,8 @@ impl AppStore for PgStore {
             Some(after_json),
         )
         .await?;
-        notify(&mut tx, &id.to_string()).await?;
+        notify(tx, &id.to_string()).await?;
         let auth = self.auth_from_row(&row)?;
-        tx.commit().await.db()?;
         Ok(auth)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn secret_ids_are_masked() {
-        assert_eq!(
-            mask_secret_id("AKIDz8krbsJ5yKBZQpn74WFkmLPx3EXAMPLE"),
-            "AKID…MPLE"
-        );
-        assert_eq!(mask_secret_id("short"), REDACTED);
     }
 }

@@ -21,6 +21,7 @@ use crate::repo::HealthStore;
 mod admin_prefs;
 mod admin_users;
 mod api_tokens;
+mod apply;
 mod apps;
 mod change_log;
 mod cluster;
@@ -33,7 +34,6 @@ mod rollup;
 mod subjects;
 mod templates;
 
-pub use apps::mask_secret_id;
 pub use feed::{Change, ChangeFeed};
 pub use retention::{
     ArchiveFiles, DroppedPartition, MonthlyPartition, RETENTION_LOCK_KEY, RetentionError,
@@ -48,7 +48,7 @@ pub const CHANGES_CHANNEL: &str = "stsgate_changes";
 /// Payload of notifications about admin users.
 pub const ADMIN_NOTIFY_PAYLOAD: &str = "admin";
 
-const REDACTED: &str = "[redacted]";
+use crate::redact::REDACTED;
 
 /// Longest `limit` honoured by the list queries.
 pub const MAX_PAGE: i64 = 10_000;

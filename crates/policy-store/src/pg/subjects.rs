@@ -2,6 +2,7 @@
 
 use async_trait::async_trait;
 use serde_json::json;
+use sqlx::PgConnection;
 use time::OffsetDateTime;
 
 use super::{PgStore, audit, notify};
@@ -30,9 +31,57 @@ impl SubjectStore for PgStore {
         subject: &str,
         reason: Option<&str>,
     ) -> Result<BlockOutcome> {
+        let mut tx = self.pool.begin().await.db()?;
+        let out = self
+            .block_subject_in(&mut tx, actor, id, subject, reason)
+            .await?;
+        tx.commit().await.db()?;
+        Ok(out)
+    }
+
+    /// Unblocking a subject that is not blocked is a no-op (no audit row).
+    async fn unblock_subject(&self, actor: &str, id: AppId, subject: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await.db()?;
+        let out = self.unblock_subject_in(&mut tx, actor, id, subject).await?;
+        tx.commit().await.db()?;
+        Ok(out)
+    }
+
+    async fn blocked_subjects(&self, id: AppId) -> Result<Vec<BlockedSubject>> {
+        let rows: Vec<(i64, String, Option<String>, String, OffsetDateTime)> = sqlx::query_as(
+            "SELECT app_id, subject, reason, blocked_by, created_at FROM blocked_subjects \
+             WHERE app_id = $1 ORDER BY created_at DESC, subject",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .db()?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(app_id, subject, reason, blocked_by, created_at)| BlockedSubject {
+                    app_id,
+                    subject,
+                    reason,
+                    blocked_by,
+                    created_at,
+                },
+            )
+            .collect())
+    }
+}
+
+impl PgStore {
+    pub(super) async fn block_subject_in(
+        &self,
+        tx: &mut PgConnection,
+        actor: &str,
+        id: AppId,
+        subject: &str,
+        reason: Option<&str>,
+    ) -> Result<BlockOutcome> {
         validate_subject(subject)?;
         let reason = reason.map(str::trim).filter(|r| !r.is_empty());
-        let mut tx = self.pool.begin().await.db()?;
         let slug: String = sqlx::query_scalar("SELECT slug FROM apps WHERE id = $1 FOR UPDATE")
             .bind(id)
             .fetch_optional(&mut *tx)
@@ -63,7 +112,7 @@ impl SubjectStore for PgStore {
                 .await
                 .db()?;
                 audit(
-                    &mut tx,
+                    tx,
                     actor,
                     "subject.block",
                     &slug,
@@ -71,7 +120,7 @@ impl SubjectStore for PgStore {
                     Some(json!({ "subject": subject, "reason": reason })),
                 )
                 .await?;
-                super::cluster::purge_shared_credentials(&mut tx, id, Some(subject)).await?;
+                super::cluster::purge_shared_credentials(tx, id, Some(subject)).await?;
                 BlockOutcome::Blocked
             }
             // Blocking again without a (new) reason keeps the stored one.
@@ -91,7 +140,7 @@ impl SubjectStore for PgStore {
                 .await
                 .db()?;
                 audit(
-                    &mut tx,
+                    tx,
                     actor,
                     "subject.block",
                     &slug,
@@ -102,14 +151,19 @@ impl SubjectStore for PgStore {
                 BlockOutcome::ReasonUpdated
             }
         };
-        notify(&mut tx, &id.to_string()).await?;
-        tx.commit().await.db()?;
+        notify(tx, &id.to_string()).await?;
         Ok(outcome)
     }
+}
 
-    /// Unblocking a subject that is not blocked is a no-op (no audit row).
-    async fn unblock_subject(&self, actor: &str, id: AppId, subject: &str) -> Result<()> {
-        let mut tx = self.pool.begin().await.db()?;
+impl PgStore {
+    pub(super) async fn unblock_subject_in(
+        &self,
+        tx: &mut PgConnection,
+        actor: &str,
+        id: AppId,
+        subject: &str,
+    ) -> Result<()> {
         let slug: String = sqlx::query_scalar("SELECT slug FROM apps WHERE id = $1")
             .bind(id)
             .fetch_optional(&mut *tx)
@@ -128,7 +182,7 @@ impl SubjectStore for PgStore {
             return Ok(());
         };
         audit(
-            &mut tx,
+            tx,
             actor,
             "subject.unblock",
             &slug,
@@ -136,31 +190,7 @@ impl SubjectStore for PgStore {
             None,
         )
         .await?;
-        notify(&mut tx, &id.to_string()).await?;
-        tx.commit().await.db()?;
+        notify(tx, &id.to_string()).await?;
         Ok(())
-    }
-
-    async fn blocked_subjects(&self, id: AppId) -> Result<Vec<BlockedSubject>> {
-        let rows: Vec<(i64, String, Option<String>, String, OffsetDateTime)> = sqlx::query_as(
-            "SELECT app_id, subject, reason, blocked_by, created_at FROM blocked_subjects \
-             WHERE app_id = $1 ORDER BY created_at DESC, subject",
-        )
-        .bind(id)
-        .fetch_all(&self.pool)
-        .await
-        .db()?;
-        Ok(rows
-            .into_iter()
-            .map(
-                |(app_id, subject, reason, blocked_by, created_at)| BlockedSubject {
-                    app_id,
-                    subject,
-                    reason,
-                    blocked_by,
-                    created_at,
-                },
-            )
-            .collect())
     }
 }

@@ -2,6 +2,7 @@
 
 use async_trait::async_trait;
 use serde_json::json;
+use sqlx::PgConnection;
 use sqlx::Row as _;
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
@@ -54,57 +55,10 @@ impl TemplateStore for PgStore {
         document: &TemplateDocument,
         note: Option<&str>,
     ) -> Result<PolicyTemplateVersion> {
-        document.validate().map_err(StoreError::Invalid)?;
-        let note = note.map(str::trim).filter(|n| !n.is_empty());
         let mut tx = self.pool.begin().await.db()?;
-        // Locking the app row serialises version numbering per app.
-        let (slug, active): (String, Option<i32>) = sqlx::query_as(
-            "SELECT slug, active_template_version FROM apps WHERE id = $1 FOR UPDATE",
-        )
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await
-        .db()?
-        .ok_or(StoreError::NotFound)?;
-        let row = sqlx::query(concat!(
-            "INSERT INTO policy_templates (app_id, version, document, author, note) \
-             SELECT $1, COALESCE(MAX(version), 0) + 1, $2, $3, $4 \
-             FROM policy_templates WHERE app_id = $1 \
-             RETURNING ",
-            template_columns!()
-        ))
-        .bind(id)
-        .bind(Json(document))
-        .bind(actor)
-        .bind(note)
-        .fetch_one(&mut *tx)
-        .await
-        .db()?;
-        let saved = template_from_row(&row).db()?;
-        sqlx::query(
-            "UPDATE apps SET active_template_version = $2, updated_at = now() WHERE id = $1",
-        )
-        .bind(id)
-        .bind(saved.version)
-        .execute(&mut *tx)
-        .await
-        .db()?;
-        audit(
-            &mut tx,
-            actor,
-            "template.save",
-            &slug,
-            Some(json!({ "active_version": active })),
-            Some(json!({
-                "active_version": saved.version,
-                "version": saved.version,
-                "note": note,
-                "shared": shared_reasons(document),
-                "document": document,
-            })),
-        )
-        .await?;
-        notify(&mut tx, &id.to_string()).await?;
+        let saved = self
+            .save_template_in(&mut tx, actor, id, document, note)
+            .await?;
         tx.commit().await.db()?;
         Ok(saved)
     }
@@ -199,5 +153,69 @@ impl TemplateStore for PgStore {
         notify(&mut tx, &id.to_string()).await?;
         tx.commit().await.db()?;
         Ok(())
+    }
+}
+
+/// The writer, on the caller's transaction (one save, or a whole apply).
+impl PgStore {
+    pub(super) async fn save_template_in(
+        &self,
+        tx: &mut PgConnection,
+        actor: &str,
+        id: AppId,
+        document: &TemplateDocument,
+        note: Option<&str>,
+    ) -> Result<PolicyTemplateVersion> {
+        document.validate().map_err(StoreError::Invalid)?;
+        let note = note.map(str::trim).filter(|n| !n.is_empty());
+        // Locking the app row serialises version numbering per app.
+        let (slug, active): (String, Option<i32>) = sqlx::query_as(
+            "SELECT slug, active_template_version FROM apps WHERE id = $1 FOR UPDATE",
+        )
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .db()?
+        .ok_or(StoreError::NotFound)?;
+        let row = sqlx::query(concat!(
+            "INSERT INTO policy_templates (app_id, version, document, author, note) \
+             SELECT $1, COALESCE(MAX(version), 0) + 1, $2, $3, $4 \
+             FROM policy_templates WHERE app_id = $1 \
+             RETURNING ",
+            template_columns!()
+        ))
+        .bind(id)
+        .bind(Json(document))
+        .bind(actor)
+        .bind(note)
+        .fetch_one(&mut *tx)
+        .await
+        .db()?;
+        let saved = template_from_row(&row).db()?;
+        sqlx::query(
+            "UPDATE apps SET active_template_version = $2, updated_at = now() WHERE id = $1",
+        )
+        .bind(id)
+        .bind(saved.version)
+        .execute(&mut *tx)
+        .await
+        .db()?;
+        audit(
+            tx,
+            actor,
+            "template.save",
+            &slug,
+            Some(json!({ "active_version": active })),
+            Some(json!({
+                "active_version": saved.version,
+                "version": saved.version,
+                "note": note,
+                "shared": shared_reasons(document),
+                "document": document,
+            })),
+        )
+        .await?;
+        notify(tx, &id.to_string()).await?;
+        Ok(saved)
     }
 }

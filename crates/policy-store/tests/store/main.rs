@@ -4,6 +4,7 @@
 
 mod admin_pages;
 mod admin_users;
+mod apply;
 mod apps;
 mod audit;
 mod bootstrap;
