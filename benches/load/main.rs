@@ -226,9 +226,10 @@ fn credential_bytes(body: &Value) -> (usize, String) {
     (parts.iter().map(|p| p.1).sum(), detail)
 }
 
-/// Sends `count` requests for distinct subjects `<prefix>-<n>` (64 at a time) and panics
-/// unless every one is answered 200.
-async fn fill(http: &reqwest::Client, url: &str, prefix: &str, count: usize) {
+/// Sends `count` requests for distinct subjects `<prefix>-<n>` (64 at a time); returns how
+/// many were not answered 200 (a 503 is a correct answer when the database stalls, so it is
+/// reported, not fatal: a panic here would lose the whole table).
+async fn fill(http: &reqwest::Client, url: &str, prefix: &str, count: usize) -> u64 {
     let next = Arc::new(AtomicUsize::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let key = Arc::new(seed::jwt_key());
@@ -260,11 +261,7 @@ async fn fill(http: &reqwest::Client, url: &str, prefix: &str, count: usize) {
     for w in workers {
         w.await.unwrap();
     }
-    let failed = failed.load(Ordering::Relaxed);
-    assert_eq!(
-        failed, 0,
-        "{failed} of {count} fill requests were not answered 200"
-    );
+    failed.load(Ordering::Relaxed)
 }
 
 async fn metrics_text(http: &reqwest::Client, base: &str) -> Option<String> {
@@ -608,8 +605,9 @@ async fn measure_rss(bench: &Bench) -> RssFigures {
     assert_eq!(status, 200, "RSS warm-up: {body}");
     let (own, detail) = credential_bytes(&body);
     let mut done = 1;
+    let mut not_200 = 0;
     for step in RSS_STEPS {
-        fill(&bench.http, &url, &format!("rss{done}"), step - done).await;
+        not_200 += fill(&bench.http, &url, &format!("rss{done}"), step - done).await;
         done = step;
         tokio::time::sleep(Duration::from_secs(1)).await;
         rss.push((
@@ -628,6 +626,7 @@ async fn measure_rss(bench: &Bench) -> RssFigures {
         credential_bytes: own,
         credential_detail: detail,
         requests: done as u64,
+        not_200,
         app: "rss".into(),
         capacity,
     }

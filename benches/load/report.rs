@@ -48,6 +48,8 @@ pub struct RssFigures {
     pub credential_bytes: usize,
     pub credential_detail: String,
     pub requests: u64,
+    /// Fill requests not answered 200 (they are not cached: the figures are a little low).
+    pub not_200: u64,
     pub app: String,
     pub capacity: String,
 }
@@ -314,6 +316,12 @@ fn rss_lines(rss: &RssFigures, r: &Report) -> Option<String> {
         rss.requests,
         rows - rss.requests as i64
     );
+    if rss.not_200 > 0 {
+        return Some(format!(
+            "RSS fill: {} of {} requests were not answered 200 (see the gateway's log)",
+            rss.not_200, rss.requests
+        ));
+    }
     r.outcome_note("RSS fill", &rss.app)
 }
 
