@@ -13,7 +13,8 @@
 //! in an order that rotates from round to round, so drift on a shared machine hits all alike;
 //! the tables show medians over `STSGATE_BENCH_ROUNDS` (default 5) rounds, and the commit floor
 //! (one durable one-int commit: a round trip plus the WAL flush). A second part measures what
-//! each secondary index costs per row: today's insert (batches of 512) with every index, with
+//! each secondary index costs per row: the WAL of today's insert attributed to the heap and each
+//! index (pg_walinspect), then today's insert (batches of 512) timed with every index, with
 //! each one dropped alone and with none, in this scratch database only. The current month's
 //! partition is first filled with `STSGATE_BENCH_FILL` (default 1,000,000) rows, so its indexes
 //! outgrow the buffer cache as a busy month's do (an empty table hides their cost).
