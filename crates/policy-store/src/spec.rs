@@ -6,6 +6,8 @@
 //! differences in one transaction. Secrets are write-only: they are never serialized, and a
 //! secret left out keeps the stored one.
 
+use std::collections::{HashMap, HashSet};
+
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -15,6 +17,10 @@ use crate::origin::normalize_origins;
 use crate::redact::mask_secret_id;
 use crate::template::TemplateDocument;
 use crate::validate::non_empty;
+
+/// The most subjects one app's spec may list in `blocked_subjects`: an apply plans and writes
+/// in one transaction, and a longer list belongs to the pages or the API.
+pub const MAX_BLOCKED_SUBJECTS: usize = 10_000;
 
 fn yes() -> bool {
     true
@@ -576,9 +582,15 @@ pub(crate) fn block_changes(
     };
     let field = |s: &str| format!("blocked_subjects[{}]", Value::from(s));
     let shown = |r: Option<String>| Some(serde_json::json!({ "reason": r }));
+    let stored_by_subject: HashMap<&str, &Option<String>> =
+        stored.iter().map(|(s, r)| (s.as_str(), r)).collect();
+    let wanted: HashSet<&str> = desired.iter().map(|d| d.subject.as_str()).collect();
     for d in desired {
         let want = reason(&d.reason);
-        match stored.iter().find(|(s, _)| *s == d.subject) {
+        match stored_by_subject
+            .get(d.subject.as_str())
+            .map(|r| (&d.subject, *r))
+        {
             None => {
                 out.block.push(d.clone());
                 out.changes.push(FieldChange {
@@ -602,7 +614,7 @@ pub(crate) fn block_changes(
         }
     }
     for (s, r) in stored {
-        if desired.iter().any(|d| d.subject == *s) {
+        if wanted.contains(s.as_str()) {
             continue;
         }
         if prune {
