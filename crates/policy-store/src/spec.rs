@@ -22,9 +22,6 @@ use crate::validate::non_empty;
 /// in one transaction, and a longer list belongs to the pages or the API.
 pub const MAX_BLOCKED_SUBJECTS: usize = 10_000;
 
-fn yes() -> bool {
-    true
-}
 fn federation_token() -> StsMode {
     StsMode::FederationToken
 }
@@ -48,14 +45,17 @@ fn default_leeway() -> i32 {
 }
 
 /// One app and all its settings. A field left out takes the new-app form's default, except
-/// `jwt` and `template` (left out: kept as stored) and the secrets (left out: kept).
+/// `enabled`, `jwt` and `template` (left out: kept as stored; a new app is enabled) and the
+/// secrets (left out: kept).
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AppSpec {
     pub slug: String,
     pub name: String,
-    #[serde(default = "yes")]
-    pub enabled: bool,
+    /// Left out: kept as stored (an app an admin disabled stays disabled); a new app is
+    /// enabled. Export always writes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
     pub region: String,
     /// Full bucket name, `<name>-<appid>`.
     pub bucket: String,
@@ -131,13 +131,14 @@ pub struct JwtSpec {
 }
 
 impl AppSpec {
-    /// The store's input for this app, cleaned as the pages clean a form.
-    pub fn app_input(&self) -> AppInput {
+    /// The store's input for this app (`stored`: the app as it is, None for a new one),
+    /// cleaned as the pages clean a form.
+    pub fn app_input(&self, stored: Option<&App>) -> AppInput {
         let opt = |v: &Option<String>| non_empty(v).map(|s| s.trim().to_owned());
         AppInput {
             slug: self.slug.trim().to_owned(),
             name: self.name.trim().to_owned(),
-            enabled: self.enabled,
+            enabled: self.enabled.unwrap_or(stored.is_none_or(|a| a.enabled)),
             region: self.region.trim().to_owned(),
             bucket: self.bucket.trim().to_owned(),
             mode: self.mode,
@@ -165,7 +166,7 @@ impl AppSpec {
         Self {
             slug: app.slug.clone(),
             name: app.name.clone(),
-            enabled: app.enabled,
+            enabled: Some(app.enabled),
             region: app.region.clone(),
             bucket: app.bucket.clone(),
             mode: app.mode,

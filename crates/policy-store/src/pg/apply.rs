@@ -146,7 +146,7 @@ impl AppsAsCodeStore for PgStore {
                 continue;
             }
             let stored = stored_apps.iter().find(|a| a.slug == slug);
-            let input = spec.app_input();
+            let input = spec.app_input(stored);
             let mut app_errors = validate_app(&input, stored.is_none());
             if stored.is_none() && input.secret_key.is_none() {
                 app_errors.retain(|e| e.field != "secret_key");

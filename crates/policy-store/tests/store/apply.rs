@@ -263,3 +263,42 @@ async fn a_spec_blocks_at_most_the_documented_number_of_subjects() {
         [format!("apps.demo.blocked_subjects[{last}].subject")]
     );
 }
+
+/// `enabled` left out keeps the stored value: an automated apply does not re-enable an app an
+/// admin disabled. A new app left without it is enabled; export writes it.
+#[tokio::test]
+async fn enabled_left_out_keeps_what_is_stored() {
+    let (_db, store) = store().await;
+    let seed = SeedApp::new("demo");
+    let demo = seed_app(&store, "root", &seed).await.unwrap();
+    let mut spec = store.export_specs().await.unwrap().remove(0);
+    assert_eq!(spec.enabled, Some(true), "export writes it");
+    spec.enabled = None;
+    store
+        .set_app_enabled("admin", demo.id, false)
+        .await
+        .unwrap();
+
+    let plan = store
+        .apply_specs("apply:t", &[spec.clone()], APPLY)
+        .await
+        .unwrap();
+    assert!(plan.is_empty(), "{plan:?}");
+    assert!(!store.app_by_slug("demo").await.unwrap().unwrap().enabled);
+
+    let mut fresh = spec.clone();
+    fresh.slug = "fresh".into();
+    fresh.secret_key = Some(SecretString::from(seed.secret_key.clone()));
+    fresh.jwt = None;
+    store
+        .apply_specs("apply:t", &[spec.clone(), fresh], APPLY)
+        .await
+        .unwrap();
+    assert!(store.app_by_slug("fresh").await.unwrap().unwrap().enabled);
+
+    // Given, it is applied.
+    spec.enabled = Some(true);
+    let plan = store.apply_specs("apply:t", &[spec], APPLY).await.unwrap();
+    assert_eq!(plan.apps[0].changes[0].field, "enabled");
+    assert!(store.app_by_slug("demo").await.unwrap().unwrap().enabled);
+}
