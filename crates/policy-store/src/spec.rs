@@ -354,7 +354,7 @@ fn secret_change(
 ) -> Option<FieldChange> {
     let given = given?;
     match stored {
-        Some(s) if s.expose_secret() == given.expose_secret() => None,
+        Some(s) if secrets_equal(s, given) => None,
         Some(_) => Some(FieldChange {
             field: field.to_owned(),
             op: ChangeOp::Change,
@@ -368,6 +368,16 @@ fn secret_change(
             after: Some(SECRET_SET.into()),
         }),
     }
+}
+
+/// True when two secrets are equal, compared in constant time (STYLE.md §8).
+pub(crate) fn secrets_equal(a: &SecretString, b: &SecretString) -> bool {
+    use subtle::ConstantTimeEq as _;
+    bool::from(
+        a.expose_secret()
+            .as_bytes()
+            .ct_eq(b.expose_secret().as_bytes()),
+    )
 }
 
 fn masked(v: &Option<String>) -> Option<Value> {
@@ -631,4 +641,18 @@ pub(crate) fn block_changes(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_compare_by_value() {
+        let s = |v: &str| SecretString::from(v.to_owned());
+        assert!(secrets_equal(&s("same-secret"), &s("same-secret")));
+        assert!(!secrets_equal(&s("same-secret"), &s("same-secreT")));
+        assert!(!secrets_equal(&s("same-secret"), &s("same-secret-longer")));
+        assert!(!secrets_equal(&s(""), &s("x")));
+    }
 }

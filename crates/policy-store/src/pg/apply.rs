@@ -18,7 +18,7 @@ use crate::model::*;
 use crate::repo::AppsAsCodeStore;
 use crate::spec::{
     AppPlan, AppSpec, ApplyOptions, BlockSpec, ChangeOp, FieldChange, MAX_BLOCKED_SUBJECTS, Plan,
-    PlanAction, app_changes, auth_changes, block_changes, template_change,
+    PlanAction, app_changes, auth_changes, block_changes, secrets_equal, template_change,
 };
 use crate::template::TemplateDocument;
 use crate::validate::{validate_app, validate_subject};
@@ -309,8 +309,7 @@ impl AppsAsCodeStore for PgStore {
                         let mut input = step.input.clone();
                         // An unchanged SecretKey is not rewritten (nor logged as changed).
                         if let Some(k) = &input.secret_key
-                            && secrecy::ExposeSecret::expose_secret(k)
-                                == secrecy::ExposeSecret::expose_secret(&app.secret_key)
+                            && secrets_equal(k, &app.secret_key)
                         {
                             input.secret_key = None;
                         }
