@@ -414,3 +414,32 @@ async fn apply_and_export_through_the_admin_api() {
     assert!(serve.terminate());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A secret pasted where its reference goes, or breaking the TOML, never reaches stderr.
+#[test]
+fn a_pasted_secret_never_reaches_stderr() {
+    let dir = temp_dir("pasted");
+    let secret = "Gu5t9xGARNpq86cd98joQYCN3EXAMPLE";
+    let base = "[apps.photos]\nname = \"Photos\"\nregion = \"ap-guangzhou\"\n\
+                bucket = \"photos-1250000000\"\nsecret_id = \"AKIDEXAMPLEEXAMPLE\"\n";
+    for line in [
+        format!("secret_key_env = \"{secret}\""),
+        format!("secret_key_env = \"{secret}+/=\""),
+        format!("secret_key_file = \"{secret}\""),
+        format!("secret_key_env = \"{secret}\"x\""),
+        format!("secret_key_env = \"{secret}"),
+    ] {
+        let file = dir.join("apps.toml");
+        std::fs::write(&file, format!("{base}{line}\n")).unwrap();
+        let err = refused(
+            stsgate(&[])
+                .args(["apply", "--dry-run", "-f"])
+                .arg(&file)
+                .output()
+                .unwrap(),
+        );
+        assert!(err.contains("apps.toml has problems"), "{err}");
+        assert!(!err.contains("Gu5t9x"), "{line}: {err}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
