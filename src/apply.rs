@@ -100,6 +100,19 @@ pub async fn apply(settings: &Settings, args: ApplyArgs) -> anyhow::Result<()> {
         dry_run: args.dry_run,
         prune: args.prune,
     };
+    let file = args.file.display();
+    // A failure after the request went out, unless the store or the server refused it: the
+    // changes may or may not have been committed.
+    let unknown = || {
+        if args.dry_run {
+            format!("the dry run of {file} failed (a dry run changes nothing)")
+        } else {
+            format!(
+                "the outcome of applying {file} is unknown: the changes may or may not have been \
+                 committed; run `stsgate apply -f {file} --dry-run` to see what is left to change"
+            )
+        }
+    };
     let plan = match &args.target.server {
         None => {
             let store = connect(settings).await?;
@@ -115,7 +128,8 @@ pub async fn apply(settings: &Settings, args: ApplyArgs) -> anyhow::Result<()> {
                             .collect::<Vec<_>>()
                             .join("\n")
                     ),
-                    e => anyhow::Error::new(e).context("applying the file; nothing was changed"),
+                    // Most failures roll back, but one while committing leaves it unknown.
+                    e => anyhow::Error::new(e).context(unknown()),
                 })?
         }
         Some(server) => {
@@ -128,7 +142,13 @@ pub async fn apply(settings: &Settings, args: ApplyArgs) -> anyhow::Result<()> {
             client
                 .send(client.http.post(client.url("/api/v1/apply")).json(&body))
                 .await
-                .with_context(|| format!("{} was not applied", args.file.display()))?
+                .map_err(|e| {
+                    if e.downcast_ref::<OutcomeUnknown>().is_some() {
+                        e.context(unknown())
+                    } else {
+                        e.context(format!("{file} was not applied"))
+                    }
+                })?
         }
     };
     let mut out = std::io::stdout().lock();
@@ -181,6 +201,12 @@ fn spec_with_secrets(spec: &AppSpec) -> anyhow::Result<Value> {
     Ok(v)
 }
 
+/// No answer came back (a timeout, a dropped connection) or the server failed (5xx): the
+/// request may have been carried out.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct OutcomeUnknown(String);
+
 struct ApiClient {
     http: reqwest::Client,
     base: String,
@@ -232,9 +258,21 @@ impl ApiClient {
             .bearer_auth(self.token.expose_secret())
             .send()
             .await
-            .with_context(|| format!("cannot reach {}", self.base))?;
+            .map_err(|e| {
+                // A connection never made sent nothing; any other failure may come after the
+                // server got the request.
+                let base = &self.base;
+                if e.is_connect() {
+                    anyhow::Error::new(e).context(format!("cannot reach {base}"))
+                } else {
+                    anyhow::Error::new(e).context(OutcomeUnknown(format!("no answer from {base}")))
+                }
+            })?;
         let status = res.status();
-        let body = res.bytes().await.context("reading the server's answer")?;
+        let body = res
+            .bytes()
+            .await
+            .context(OutcomeUnknown("reading the server's answer failed".into()))?;
         if status.is_success() {
             return serde_json::from_slice(&body)
                 .context("the server's answer is not the expected JSON");
@@ -258,6 +296,13 @@ impl ApiClient {
                     .collect::<String>()
             })
             .unwrap_or_default();
+        if status.is_server_error() {
+            return Err(OutcomeUnknown(format!(
+                "the server failed: {} {code}: {message}",
+                status.as_u16()
+            ))
+            .into());
+        }
         if fields.is_empty() {
             anyhow::bail!("the server refused: {} {code}: {message}", status.as_u16())
         }

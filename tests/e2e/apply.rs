@@ -443,3 +443,46 @@ fn a_pasted_secret_never_reaches_stderr() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A server that takes the request and then drops the connection, or answers 500: the apply
+/// may have been committed, so the error says the outcome is unknown (not "not applied").
+#[test]
+fn a_lost_answer_leaves_the_outcome_unknown() {
+    use std::io::{Read as _, Write as _};
+
+    let dir = temp_dir("lost");
+    let token = dir.join("t.token");
+    std::fs::write(&token, "not-a-real-token").unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    for answer in [
+        None,
+        Some("HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n"),
+    ] {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            // Read the request's head, then answer (or not) and close.
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            if let Some(a) = answer {
+                conn.write_all(a.as_bytes()).unwrap();
+            }
+        });
+        let out = stsgate(&example_env())
+            .args(["apply", "-f", EXAMPLE, "--server", &url, "--token-file"])
+            .arg(&token)
+            .output()
+            .unwrap();
+        server.join().unwrap();
+        let err = refused(out);
+        assert!(
+            err.contains("apps.toml is unknown: the changes may or may not have been committed")
+                && err.contains("--dry-run` to see what is left to change")
+                && !err.contains("was not applied"),
+            "{err}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
