@@ -19,14 +19,19 @@ use crate::serve::connect;
 /// Where the commands send their work.
 #[derive(Args, Debug, Clone)]
 pub struct Target {
-    /// A running stsgate's admin listener, e.g. http://127.0.0.1:8081 (default: straight to
-    /// the database named by DATABASE_URL).
+    /// A running stsgate's admin listener, e.g. https://admin.example:8081 or
+    /// http://127.0.0.1:8081 (plain http only on this machine; default: straight to the
+    /// database named by DATABASE_URL).
     #[arg(long, value_name = "URL", requires = "token_file")]
     server: Option<String>,
     /// A file holding an admin API token (`stsgate admin create-token --role admin`); the
     /// token is never taken from the command line.
     #[arg(long, value_name = "FILE", requires = "server")]
     token_file: Option<PathBuf>,
+    /// Allow a plain http:// --server that is not on this machine (the token and the
+    /// SecretKeys then cross the network in clear); without it only https:// or loopback.
+    #[arg(long, requires = "server")]
+    insecure_http: bool,
 }
 
 #[derive(Args, Debug)]
@@ -132,8 +137,8 @@ pub async fn apply(settings: &Settings, args: ApplyArgs) -> anyhow::Result<()> {
                     e => anyhow::Error::new(e).context(unknown()),
                 })?
         }
-        Some(server) => {
-            let client = ApiClient::new(server, args.target.token_file.as_deref())?;
+        Some(_) => {
+            let client = ApiClient::new(&args.target)?;
             let body = json!({
                 "apps": specs.iter().map(spec_with_secrets).collect::<anyhow::Result<Vec<_>>>()?,
                 "dry_run": options.dry_run,
@@ -168,8 +173,8 @@ pub async fn apply(settings: &Settings, args: ApplyArgs) -> anyhow::Result<()> {
 pub async fn export(settings: &Settings, args: ExportArgs) -> anyhow::Result<()> {
     let specs: Vec<AppSpec> = match &args.target.server {
         None => connect(settings).await?.export_specs().await?,
-        Some(server) => {
-            let client = ApiClient::new(server, args.target.token_file.as_deref())?;
+        Some(_) => {
+            let client = ApiClient::new(&args.target)?;
             let doc: Value = client
                 .send(client.http.get(client.url("/api/v1/export")))
                 .await?;
@@ -207,6 +212,33 @@ fn spec_with_secrets(spec: &AppSpec) -> anyhow::Result<Value> {
 #[error("{0}")]
 struct OutcomeUnknown(String);
 
+/// `--server` is an http(s) URL; plain http only to this machine (loopback) unless
+/// `--insecure-http`: the token and the SecretKeys travel in the requests.
+fn check_server_url(base: &str, insecure_http: bool) -> anyhow::Result<()> {
+    const USAGE: &str = "--server takes the admin listener's URL, e.g. https://admin.example:8081 \
+                         or http://127.0.0.1:8081";
+    let url = reqwest::Url::parse(base).map_err(|_| anyhow::anyhow!("{USAGE}"))?;
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" => {
+            let host = url.host_str().unwrap_or_default();
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            let loopback = host.eq_ignore_ascii_case("localhost")
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            anyhow::ensure!(
+                loopback || insecure_http,
+                "--server {base} is plain http to another machine: the admin token and the \
+                 SecretKeys would cross the network in clear; use https://, or give \
+                 --insecure-http if the network is trusted"
+            );
+            Ok(())
+        }
+        _ => anyhow::bail!("{USAGE}"),
+    }
+}
+
 struct ApiClient {
     http: reqwest::Client,
     base: String,
@@ -214,7 +246,10 @@ struct ApiClient {
 }
 
 impl ApiClient {
-    fn new(server: &str, token_file: Option<&Path>) -> anyhow::Result<Self> {
+    fn new(target: &Target) -> anyhow::Result<Self> {
+        let server = target.server.as_deref().context("no --server")?;
+        let token_file = target.token_file.as_deref();
+        let insecure_http = target.insecure_http;
         let token_file = token_file.context("--server needs --token-file")?;
         apps_file::warn_if_shared(token_file);
         let token = std::fs::read_to_string(token_file)
@@ -230,10 +265,7 @@ impl ApiClient {
             .trim_end_matches('/')
             .trim_end_matches("/api/v1")
             .to_owned();
-        anyhow::ensure!(
-            base.starts_with("http://") || base.starts_with("https://"),
-            "--server takes the admin listener's URL, e.g. http://127.0.0.1:8081"
-        );
+        check_server_url(&base, insecure_http)?;
         Ok(Self {
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
@@ -397,5 +429,38 @@ pub fn print_plan(
         writeln!(out, "Dry run: {summary}. Nothing was changed.")
     } else {
         writeln!(out, "Applied: {summary}.")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_server_url;
+
+    #[test]
+    fn plain_http_goes_only_to_this_machine_unless_allowed() {
+        for ok in [
+            "https://admin.example:8081",
+            "http://127.0.0.1:8081",
+            "http://127.9.9.9",
+            "http://[::1]:8081",
+            "http://localhost:8081",
+            "http://LOCALHOST",
+        ] {
+            check_server_url(ok, false).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for remote in [
+            "http://admin.example:8081",
+            "http://10.0.0.5:8081",
+            "http://localhost.evil.example",
+            "http://[::2]",
+        ] {
+            let err = check_server_url(remote, false).unwrap_err().to_string();
+            assert!(err.contains("--insecure-http"), "{remote}: {err}");
+            check_server_url(remote, true).unwrap();
+        }
+        for bad in ["ftp://127.0.0.1", "127.0.0.1:8081", "admin.example"] {
+            let err = check_server_url(bad, true).unwrap_err().to_string();
+            assert!(err.starts_with("--server takes"), "{bad}: {err}");
+        }
     }
 }
