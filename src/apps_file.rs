@@ -319,6 +319,10 @@ pub fn env_name(slug: &str, field: &str) -> String {
 
 /// Renders `specs` as an apps file. Secrets are left out; a comment under each app says how
 /// to give one, and `apply` keeps the stored secrets meanwhile.
+///
+/// Each app is rendered in parts (its settings, then `jwt`, then `template`), each part a
+/// TOML document of one table whose first line is that table's header, so the comments go
+/// right under a header and never into a value (a multi-line string can hold any line).
 pub fn render(specs: &[AppSpec]) -> anyhow::Result<String> {
     let mut out = String::from(
         "# stsgate apps, as `stsgate export` wrote them. Apply with: stsgate apply -f FILE\n\
@@ -331,32 +335,67 @@ pub fn render(specs: &[AppSpec]) -> anyhow::Result<String> {
             anyhow::bail!("app {} does not serialize as a table", spec.slug);
         };
         table.remove("slug");
-        let mut apps = Table::new();
-        apps.insert(spec.slug.clone(), Value::Table(table));
-        let mut doc = Table::new();
-        doc.insert("apps".into(), Value::Table(apps));
-        let text = toml::to_string(&doc)?;
+        let jwt = table.remove("jwt");
+        let template = table.remove("template");
         out.push('\n');
-        for line in text.lines() {
-            out.push_str(line);
-            out.push('\n');
-            if line.starts_with("secret_id = ") {
-                out.push_str(&format!(
-                    "# secret_key_env = \"{}\"  # to set a new SecretKey; left out, the stored one is kept\n",
-                    env_name(&spec.slug, "secret_key")
-                ));
-            }
-            if line == format!("[apps.{}.jwt]", spec.slug)
-                && spec.jwt.as_ref().is_some_and(|j| j.uses_hs())
-            {
-                out.push_str(&format!(
+        let hint = format!(
+            "# secret_key_env = \"{}\"  # to set a new SecretKey; left out, the stored one is kept\n",
+            env_name(&spec.slug, "secret_key")
+        );
+        render_table(&mut out, &spec.slug, None, Value::Table(table), Some(&hint))?;
+        if let Some(jwt) = jwt {
+            let hint = spec.jwt.as_ref().is_some_and(|j| j.uses_hs()).then(|| {
+                format!(
                     "# hs_secret_env = \"{}\"  # to set a new HS secret; left out, the stored one is kept\n",
                     env_name(&spec.slug, "jwt_hs_secret")
-                ));
-            }
+                )
+            });
+            render_table(&mut out, &spec.slug, Some("jwt"), jwt, hint.as_deref())?;
+        }
+        if let Some(template) = template {
+            render_table(&mut out, &spec.slug, Some("template"), template, None)?;
         }
     }
     Ok(out)
+}
+
+/// Appends `[apps.<slug>]` (or `[apps.<slug>.<sub>]`) holding `value`, with `comment` right
+/// under the header.
+fn render_table(
+    out: &mut String,
+    slug: &str,
+    sub: Option<&str>,
+    value: Value,
+    comment: Option<&str>,
+) -> anyhow::Result<()> {
+    let mut app = Table::new();
+    let value = match sub {
+        Some(sub) => {
+            let mut t = Table::new();
+            t.insert(sub.to_owned(), value);
+            Value::Table(t)
+        }
+        None => value,
+    };
+    app.insert(slug.to_owned(), value);
+    let mut doc = Table::new();
+    doc.insert("apps".into(), Value::Table(app));
+    let text = toml::to_string(&doc)?;
+    let Some(comment) = comment else {
+        out.push_str(&text);
+        return Ok(());
+    };
+    let (header, rest) = text.split_once('\n').unwrap_or((&text, ""));
+    anyhow::ensure!(
+        header.starts_with("[apps.") && header.ends_with(']'),
+        "app {slug}: the TOML of {} does not start with its header",
+        sub.unwrap_or("the settings")
+    );
+    out.push_str(header);
+    out.push('\n');
+    out.push_str(comment);
+    out.push_str(rest);
+    Ok(())
 }
 
 #[cfg(test)]
@@ -502,6 +541,15 @@ hs_secret_file = "hs.txt"
                  "shared": {"reason": "the catalogue every user reads"}}]}))
             .unwrap(),
         );
+        // Multi-line strings holding the lines the comments go under: untouched.
+        let tricky = "first line\nsecret_id = \"AKIDX\"\n[apps.photos.jwt]\n[apps.photos]\nlast";
+        specs[0].blocked_subjects = vec![policy_store::BlockSpec {
+            subject: "mallory".into(),
+            reason: Some(tricky.into()),
+        }];
+        let mut doc = serde_json::to_value(specs[0].template.as_ref().unwrap()).unwrap();
+        doc["statements"][1]["shared"]["reason"] = tricky.into();
+        specs[0].template = Some(serde_json::from_value(doc).unwrap());
         let text = render(&specs).unwrap();
         assert!(
             text.contains("# secret_key_env = \"PHOTOS_SECRET_KEY\""),
@@ -510,6 +558,10 @@ hs_secret_file = "hs.txt"
         assert!(
             text.contains("# hs_secret_env = \"PHOTOS_JWT_HS_SECRET\""),
             "{text}"
+        );
+        assert!(
+            text.contains("\nsecret_id = \"AKIDX\"\n[apps.photos.jwt]\n"),
+            "the strings are multi-line in the file:\n{text}"
         );
         let back = parse(&text, &dir, &env).unwrap();
         assert_eq!(
