@@ -2,6 +2,8 @@
 //! code, straight to the database (`DATABASE_URL`, as the other commands) or through a running
 //! server's admin API (`--server URL --token-file F`). Both modes run the same plan in the
 //! store's one transaction (`AppsAsCodeStore`), so they validate, diff and write alike.
+//! Straight to the database they never migrate: they refuse a schema behind or ahead of this
+//! binary's migrations (`stsgate migrate` and `serve` migrate).
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -14,7 +16,7 @@ use serde_json::{Value, json};
 
 use crate::apps_file;
 use crate::config::Settings;
-use crate::serve::connect;
+use crate::serve::connect_without_migrating;
 
 /// Where the commands send their work.
 #[derive(Args, Debug, Clone)]
@@ -120,7 +122,7 @@ pub async fn apply(settings: &Settings, args: ApplyArgs) -> anyhow::Result<()> {
     };
     let plan = match &args.target.server {
         None => {
-            let store = connect(settings).await?;
+            let store = connect_without_migrating(settings).await?;
             store
                 .apply_specs(&actor(), &specs, options)
                 .await
@@ -172,7 +174,12 @@ pub async fn apply(settings: &Settings, args: ApplyArgs) -> anyhow::Result<()> {
 
 pub async fn export(settings: &Settings, args: ExportArgs) -> anyhow::Result<()> {
     let specs: Vec<AppSpec> = match &args.target.server {
-        None => connect(settings).await?.export_specs().await?,
+        None => {
+            connect_without_migrating(settings)
+                .await?
+                .export_specs()
+                .await?
+        }
         Some(_) => {
             let client = ApiClient::new(&args.target)?;
             let doc: Value = client

@@ -486,3 +486,36 @@ fn a_lost_answer_leaves_the_outcome_unknown() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Straight to the database, `export` and `apply` (dry or not) never migrate: a database
+/// behind this binary's migrations is refused, and stays as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_and_export_refuse_a_schema_they_would_have_to_migrate() {
+    let db = fresh_database().await.unwrap();
+    let last = policy_store::migrate::embedded_migrations().pop().unwrap();
+    sqlx::query("DELETE FROM refinery_schema_history WHERE version = (SELECT max(version) FROM refinery_schema_history)")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let history = "SELECT count(*) FROM refinery_schema_history";
+    let before = int(&db.pool, history).await;
+    let mode = Mode::Direct {
+        database_url: db.url.clone(),
+    };
+    let env = example_env();
+    for args in [
+        &["export"][..],
+        &["apply", "-f", EXAMPLE, "--dry-run"],
+        &["apply", "-f", EXAMPLE],
+    ] {
+        let err = refused(mode.run(args, &env));
+        assert!(
+            err.contains(&format!(
+                "the database is behind this stsgate: it lacks {last}"
+            )) && err.contains("stsgate migrate"),
+            "{args:?}: {err}"
+        );
+    }
+    assert_eq!(int(&db.pool, history).await, before, "nothing was migrated");
+    assert_eq!(int(&db.pool, "SELECT count(*) FROM apps").await, 0);
+}
