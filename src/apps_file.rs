@@ -86,6 +86,26 @@ fn shown_env_name(s: &str) -> Option<String> {
     (is_env_name(s) && !s.chars().any(|c| c.is_ascii_lowercase())).then(|| s.to_owned())
 }
 
+/// serde's message without the string value it quotes (`invalid type: string "…", expected
+/// …`): a string in the wrong place may be a pasted secret.
+fn without_strings(message: &str) -> String {
+    const QUOTED: &str = "string \"";
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find(QUOTED) {
+        out.push_str(&rest[..at]);
+        out.push_str("a string");
+        let after = &rest[at + QUOTED.len()..];
+        // The value ends at the last `", expected` (it may hold quotes itself).
+        match after.rfind("\", expected") {
+            Some(end) => rest = &after[end + 1..],
+            None => return out,
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// A TOML syntax error without the offending line (it could hold a cleartext secret): the
 /// line and column, the parser's description, and the key written on that line, if any.
 fn syntax_error(text: &str, e: &toml::de::Error) -> FileError {
@@ -281,7 +301,7 @@ pub fn parse(
             Err(e) => {
                 errors.push(field_error(
                     format!("apps.{slug}"),
-                    Problem::Settings(e.to_string().trim_end().to_owned()),
+                    Problem::Settings(without_strings(e.to_string().trim_end())),
                 ));
                 continue;
             }
@@ -502,6 +522,15 @@ hs_secret_file = "hs.txt"
         let err = echoed(FILE.replace("PHOTOS_SECRET_KEY", &format!("{secret}+/=")));
         assert!(
             err.contains("apps.photos.secret_key_env: is not a valid environment variable name"),
+            "{err}"
+        );
+        // A string where another type goes: serde would quote it.
+        let err = echoed(FILE.replace(
+            "bucket = \"photos-1250000000\"",
+            &format!("duration_max = \"{secret}\"\nbucket = \"b-1\""),
+        ));
+        assert!(
+            err.contains("invalid type: a string, expected i32"),
             "{err}"
         );
         let err = echoed(FILE.replace("hs.txt", &format!("{secret}+/=")));
