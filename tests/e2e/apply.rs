@@ -519,3 +519,38 @@ async fn apply_and_export_refuse_a_schema_they_would_have_to_migrate() {
     assert_eq!(int(&db.pool, history).await, before, "nothing was migrated");
     assert_eq!(int(&db.pool, "SELECT count(*) FROM apps").await, 0);
 }
+
+/// A multi-line string holding the lines export's comments go under (a block reason; a
+/// template's strings are one line): export writes it untouched, and applying the export is
+/// a no-op.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_then_apply_is_a_no_op_with_multi_line_strings() {
+    use policy_store::SubjectStore as _;
+
+    let db = fresh_database().await.unwrap();
+    let store = PgStore::new(db.pool.clone(), test_cipher());
+    let app = seed_app(&store, "root", &SeedApp::new("photos"))
+        .await
+        .unwrap();
+    let tricky = "first line\nsecret_id = \"AKIDX\"\n[apps.photos.jwt]\nlast";
+    store
+        .block_subject("root", app.id, "mallory", Some(tricky))
+        .await
+        .unwrap();
+    let dir = temp_dir("multiline");
+    let mode = Mode::Direct {
+        database_url: db.url.clone(),
+    };
+    let exported = dir.join("exported.toml");
+    ok(mode.run(&["export", "-o", exported.to_str().unwrap()], &[]));
+    let text = std::fs::read_to_string(&exported).unwrap();
+    assert!(
+        text.contains("\nsecret_id = \"AKIDX\"\n[apps.photos.jwt]\n"),
+        "{text}"
+    );
+    let before = changes(&db.pool).await;
+    let out = ok(mode.run(&["apply", "-f", exported.to_str().unwrap()], &[]));
+    assert!(out.contains("No changes"), "{out}");
+    assert_eq!(changes(&db.pool).await, before);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
