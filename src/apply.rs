@@ -2,6 +2,8 @@
 //! code, straight to the database (`DATABASE_URL`, as the other commands) or through a running
 //! server's admin API (`--server URL --token-file F`). Both modes run the same plan in the
 //! store's one transaction (`AppsAsCodeStore`), so they validate, diff and write alike.
+//! Straight to the database they never migrate: they refuse a schema behind or ahead of this
+//! binary's migrations (`stsgate migrate` and `serve` migrate).
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -14,19 +16,24 @@ use serde_json::{Value, json};
 
 use crate::apps_file;
 use crate::config::Settings;
-use crate::serve::connect;
+use crate::serve::connect_without_migrating;
 
 /// Where the commands send their work.
 #[derive(Args, Debug, Clone)]
 pub struct Target {
-    /// A running stsgate's admin listener, e.g. http://127.0.0.1:8081 (default: straight to
-    /// the database named by DATABASE_URL).
+    /// A running stsgate's admin listener, e.g. https://admin.example:8081 or
+    /// http://127.0.0.1:8081 (plain http only on this machine; default: straight to the
+    /// database named by DATABASE_URL).
     #[arg(long, value_name = "URL", requires = "token_file")]
     server: Option<String>,
     /// A file holding an admin API token (`stsgate admin create-token --role admin`); the
     /// token is never taken from the command line.
     #[arg(long, value_name = "FILE", requires = "server")]
     token_file: Option<PathBuf>,
+    /// Allow a plain http:// --server that is not on this machine (the token and the
+    /// SecretKeys then cross the network in clear); without it only https:// or loopback.
+    #[arg(long, requires = "server")]
+    insecure_http: bool,
 }
 
 #[derive(Args, Debug)]
@@ -100,9 +107,22 @@ pub async fn apply(settings: &Settings, args: ApplyArgs) -> anyhow::Result<()> {
         dry_run: args.dry_run,
         prune: args.prune,
     };
+    let file = args.file.display();
+    // A failure after the request went out, unless the store or the server refused it: the
+    // changes may or may not have been committed.
+    let unknown = || {
+        if args.dry_run {
+            format!("the dry run of {file} failed (a dry run changes nothing)")
+        } else {
+            format!(
+                "the outcome of applying {file} is unknown: the changes may or may not have been \
+                 committed; run `stsgate apply -f {file} --dry-run` to see what is left to change"
+            )
+        }
+    };
     let plan = match &args.target.server {
         None => {
-            let store = connect(settings).await?;
+            let store = connect_without_migrating(settings).await?;
             store
                 .apply_specs(&actor(), &specs, options)
                 .await
@@ -115,11 +135,12 @@ pub async fn apply(settings: &Settings, args: ApplyArgs) -> anyhow::Result<()> {
                             .collect::<Vec<_>>()
                             .join("\n")
                     ),
-                    e => anyhow::Error::new(e).context("applying the file; nothing was changed"),
+                    // Most failures roll back, but one while committing leaves it unknown.
+                    e => anyhow::Error::new(e).context(unknown()),
                 })?
         }
-        Some(server) => {
-            let client = ApiClient::new(server, args.target.token_file.as_deref())?;
+        Some(_) => {
+            let client = ApiClient::new(&args.target)?;
             let body = json!({
                 "apps": specs.iter().map(spec_with_secrets).collect::<anyhow::Result<Vec<_>>>()?,
                 "dry_run": options.dry_run,
@@ -128,7 +149,13 @@ pub async fn apply(settings: &Settings, args: ApplyArgs) -> anyhow::Result<()> {
             client
                 .send(client.http.post(client.url("/api/v1/apply")).json(&body))
                 .await
-                .with_context(|| format!("{} was not applied", args.file.display()))?
+                .map_err(|e| {
+                    if e.downcast_ref::<OutcomeUnknown>().is_some() {
+                        e.context(unknown())
+                    } else {
+                        e.context(format!("{file} was not applied"))
+                    }
+                })?
         }
     };
     let mut out = std::io::stdout().lock();
@@ -147,9 +174,14 @@ pub async fn apply(settings: &Settings, args: ApplyArgs) -> anyhow::Result<()> {
 
 pub async fn export(settings: &Settings, args: ExportArgs) -> anyhow::Result<()> {
     let specs: Vec<AppSpec> = match &args.target.server {
-        None => connect(settings).await?.export_specs().await?,
-        Some(server) => {
-            let client = ApiClient::new(server, args.target.token_file.as_deref())?;
+        None => {
+            connect_without_migrating(settings)
+                .await?
+                .export_specs()
+                .await?
+        }
+        Some(_) => {
+            let client = ApiClient::new(&args.target)?;
             let doc: Value = client
                 .send(client.http.get(client.url("/api/v1/export")))
                 .await?;
@@ -181,6 +213,39 @@ fn spec_with_secrets(spec: &AppSpec) -> anyhow::Result<Value> {
     Ok(v)
 }
 
+/// No answer came back (a timeout, a dropped connection) or the server failed (5xx): the
+/// request may have been carried out.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct OutcomeUnknown(String);
+
+/// `--server` is an http(s) URL; plain http only to this machine (loopback) unless
+/// `--insecure-http`: the token and the SecretKeys travel in the requests.
+fn check_server_url(base: &str, insecure_http: bool) -> anyhow::Result<()> {
+    const USAGE: &str = "--server takes the admin listener's URL, e.g. https://admin.example:8081 \
+                         or http://127.0.0.1:8081";
+    let url = reqwest::Url::parse(base).map_err(|_| anyhow::anyhow!("{USAGE}"))?;
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" => {
+            let host = url.host_str().unwrap_or_default();
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            let loopback = host.eq_ignore_ascii_case("localhost")
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            anyhow::ensure!(
+                loopback || insecure_http,
+                "--server {base} is plain http to another machine: the admin token and the \
+                 SecretKeys would cross the network in clear; use https://, or give \
+                 --insecure-http if the network is trusted"
+            );
+            Ok(())
+        }
+        _ => anyhow::bail!("{USAGE}"),
+    }
+}
+
 struct ApiClient {
     http: reqwest::Client,
     base: String,
@@ -188,7 +253,10 @@ struct ApiClient {
 }
 
 impl ApiClient {
-    fn new(server: &str, token_file: Option<&Path>) -> anyhow::Result<Self> {
+    fn new(target: &Target) -> anyhow::Result<Self> {
+        let server = target.server.as_deref().context("no --server")?;
+        let token_file = target.token_file.as_deref();
+        let insecure_http = target.insecure_http;
         let token_file = token_file.context("--server needs --token-file")?;
         apps_file::warn_if_shared(token_file);
         let token = std::fs::read_to_string(token_file)
@@ -204,10 +272,7 @@ impl ApiClient {
             .trim_end_matches('/')
             .trim_end_matches("/api/v1")
             .to_owned();
-        anyhow::ensure!(
-            base.starts_with("http://") || base.starts_with("https://"),
-            "--server takes the admin listener's URL, e.g. http://127.0.0.1:8081"
-        );
+        check_server_url(&base, insecure_http)?;
         Ok(Self {
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
@@ -232,9 +297,21 @@ impl ApiClient {
             .bearer_auth(self.token.expose_secret())
             .send()
             .await
-            .with_context(|| format!("cannot reach {}", self.base))?;
+            .map_err(|e| {
+                // A connection never made sent nothing; any other failure may come after the
+                // server got the request.
+                let base = &self.base;
+                if e.is_connect() {
+                    anyhow::Error::new(e).context(format!("cannot reach {base}"))
+                } else {
+                    anyhow::Error::new(e).context(OutcomeUnknown(format!("no answer from {base}")))
+                }
+            })?;
         let status = res.status();
-        let body = res.bytes().await.context("reading the server's answer")?;
+        let body = res
+            .bytes()
+            .await
+            .context(OutcomeUnknown("reading the server's answer failed".into()))?;
         if status.is_success() {
             return serde_json::from_slice(&body)
                 .context("the server's answer is not the expected JSON");
@@ -258,6 +335,13 @@ impl ApiClient {
                     .collect::<String>()
             })
             .unwrap_or_default();
+        if status.is_server_error() {
+            return Err(OutcomeUnknown(format!(
+                "the server failed: {} {code}: {message}",
+                status.as_u16()
+            ))
+            .into());
+        }
         if fields.is_empty() {
             anyhow::bail!("the server refused: {} {code}: {message}", status.as_u16())
         }
@@ -352,5 +436,38 @@ pub fn print_plan(
         writeln!(out, "Dry run: {summary}. Nothing was changed.")
     } else {
         writeln!(out, "Applied: {summary}.")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_server_url;
+
+    #[test]
+    fn plain_http_goes_only_to_this_machine_unless_allowed() {
+        for ok in [
+            "https://admin.example:8081",
+            "http://127.0.0.1:8081",
+            "http://127.9.9.9",
+            "http://[::1]:8081",
+            "http://localhost:8081",
+            "http://LOCALHOST",
+        ] {
+            check_server_url(ok, false).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for remote in [
+            "http://admin.example:8081",
+            "http://10.0.0.5:8081",
+            "http://localhost.evil.example",
+            "http://[::2]",
+        ] {
+            let err = check_server_url(remote, false).unwrap_err().to_string();
+            assert!(err.contains("--insecure-http"), "{remote}: {err}");
+            check_server_url(remote, true).unwrap();
+        }
+        for bad in ["ftp://127.0.0.1", "127.0.0.1:8081", "admin.example"] {
+            let err = check_server_url(bad, true).unwrap_err().to_string();
+            assert!(err.starts_with("--server takes"), "{bad}: {err}");
+        }
     }
 }

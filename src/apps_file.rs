@@ -20,7 +20,8 @@ pub struct FileErrors(pub Vec<FileError>);
 /// One problem in an apps file.
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
-    /// Not TOML; the parser's message says where.
+    /// Not TOML. The offending line is never shown (it could hold a pasted secret): the
+    /// position, the parser's description and the key on that line.
     #[error("{0}")]
     Syntax(String),
     /// A problem with one field, named as `apps.<slug>.<field>`.
@@ -47,8 +48,20 @@ pub enum Problem {
     NotAString,
     #[error("give {0}_env or {0}_file, not both")]
     BothReferences(String),
-    #[error("the environment variable {0} is not set")]
-    EnvNotSet(String),
+    /// The value is not shown: it may be a pasted secret.
+    #[error(
+        "is not a valid environment variable name (letters, digits and _, not starting with a digit)"
+    )]
+    BadEnvName,
+    /// The name is shown only when it reads like one (upper case, digits and _): a mixed-case
+    /// "name" may be a pasted secret.
+    #[error("the environment variable {} is not set", .0.as_deref().unwrap_or("it names"))]
+    EnvNotSet(Option<String>),
+    /// The path is not shown: nothing is there, and it may be a pasted secret.
+    #[error(
+        "the file it names does not exist (a relative path is read from the apps file's directory)"
+    )]
+    NoSuchFile,
     #[error("cannot read {}: {source}", .path.display())]
     Unreadable {
         path: PathBuf,
@@ -56,6 +69,69 @@ pub enum Problem {
     },
     #[error("the secret is empty")]
     EmptySecret,
+}
+
+/// `[A-Za-z_][A-Za-z0-9_]*`: what `secret_key_env` / `hs_secret_env` may hold.
+fn is_env_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// An environment variable name that is safe to show in an error: the conventional upper-case
+/// form. A SecretKey is mixed case, so a secret pasted in its place is never echoed.
+fn shown_env_name(s: &str) -> Option<String> {
+    (is_env_name(s) && !s.chars().any(|c| c.is_ascii_lowercase())).then(|| s.to_owned())
+}
+
+/// serde's message without the string value it quotes (`invalid type: string "…", expected
+/// …`): a string in the wrong place may be a pasted secret.
+fn without_strings(message: &str) -> String {
+    const QUOTED: &str = "string \"";
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find(QUOTED) {
+        out.push_str(&rest[..at]);
+        out.push_str("a string");
+        let after = &rest[at + QUOTED.len()..];
+        // The value ends at the last `", expected` (it may hold quotes itself).
+        match after.rfind("\", expected") {
+            Some(end) => rest = &after[end + 1..],
+            None => return out,
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A TOML syntax error without the offending line (it could hold a cleartext secret): the
+/// line and column, the parser's description, and the key written on that line, if any.
+fn syntax_error(text: &str, e: &toml::de::Error) -> FileError {
+    let message = e.message().trim().replace('\n', "; ");
+    let Some(span) = e.span() else {
+        return FileError::Syntax(format!("not valid TOML: {message}"));
+    };
+    let before = &text[..span.start.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before[line_start..].chars().count() + 1;
+    let line_text = text[line_start..].lines().next().unwrap_or("");
+    let key = line_text
+        .split_once('=')
+        .map(|(k, _)| k.trim())
+        .filter(|k| {
+            !k.is_empty()
+                && k.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ' '))
+        });
+    FileError::Syntax(match key {
+        Some(key) => {
+            format!("not valid TOML at line {line}, column {column} (key {key}): {message}")
+        }
+        None => format!("not valid TOML at line {line}, column {column}: {message}"),
+    })
 }
 
 fn field_error(field: impl Into<String>, problem: Problem) -> FileError {
@@ -105,6 +181,13 @@ fn take_secret_ref(
     let file = table
         .remove(&file_key)
         .and_then(|v| text(v, &file_key, errors));
+    let env = env.filter(|var| {
+        let valid = is_env_name(var);
+        if !valid {
+            errors.push(field_error(format!("{at}{env_key}"), Problem::BadEnvName));
+        }
+        valid
+    });
     match (env, file) {
         (Some(_), Some(_)) => {
             errors.push(field_error(
@@ -132,11 +215,13 @@ impl SecretRef {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<SecretString, FileError> {
         let value = match &self.source {
-            Source::Env(var) => {
-                env(var).ok_or_else(|| field_error(&self.field, Problem::EnvNotSet(var.clone())))?
-            }
+            Source::Env(var) => env(var)
+                .ok_or_else(|| field_error(&self.field, Problem::EnvNotSet(shown_env_name(var))))?,
             Source::File(path) => {
                 let path = base_dir.join(path);
+                if std::fs::symlink_metadata(&path).is_err() {
+                    return Err(field_error(&self.field, Problem::NoSuchFile));
+                }
                 warn_if_shared(&path);
                 std::fs::read_to_string(&path).map_err(|source| {
                     field_error(&self.field, Problem::Unreadable { path, source })
@@ -176,9 +261,9 @@ pub fn parse(
     base_dir: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Vec<AppSpec>, FileErrors> {
-    let mut doc: Table = text.parse().map_err(|e: toml::de::Error| {
-        FileErrors(vec![FileError::Syntax(e.to_string().trim_end().to_owned())])
-    })?;
+    let mut doc: Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| FileErrors(vec![syntax_error(text, &e)]))?;
     let mut errors = Vec::new();
     let apps = match doc.remove("apps") {
         Some(Value::Table(t)) => t,
@@ -216,7 +301,7 @@ pub fn parse(
             Err(e) => {
                 errors.push(field_error(
                     format!("apps.{slug}"),
-                    Problem::Settings(e.to_string().trim_end().to_owned()),
+                    Problem::Settings(without_strings(e.to_string().trim_end())),
                 ));
                 continue;
             }
@@ -254,6 +339,10 @@ pub fn env_name(slug: &str, field: &str) -> String {
 
 /// Renders `specs` as an apps file. Secrets are left out; a comment under each app says how
 /// to give one, and `apply` keeps the stored secrets meanwhile.
+///
+/// Each app is rendered in parts (its settings, then `jwt`, then `template`), each part a
+/// TOML document of one table whose first line is that table's header, so the comments go
+/// right under a header and never into a value (a multi-line string can hold any line).
 pub fn render(specs: &[AppSpec]) -> anyhow::Result<String> {
     let mut out = String::from(
         "# stsgate apps, as `stsgate export` wrote them. Apply with: stsgate apply -f FILE\n\
@@ -266,32 +355,67 @@ pub fn render(specs: &[AppSpec]) -> anyhow::Result<String> {
             anyhow::bail!("app {} does not serialize as a table", spec.slug);
         };
         table.remove("slug");
-        let mut apps = Table::new();
-        apps.insert(spec.slug.clone(), Value::Table(table));
-        let mut doc = Table::new();
-        doc.insert("apps".into(), Value::Table(apps));
-        let text = toml::to_string(&doc)?;
+        let jwt = table.remove("jwt");
+        let template = table.remove("template");
         out.push('\n');
-        for line in text.lines() {
-            out.push_str(line);
-            out.push('\n');
-            if line.starts_with("secret_id = ") {
-                out.push_str(&format!(
-                    "# secret_key_env = \"{}\"  # to set a new SecretKey; left out, the stored one is kept\n",
-                    env_name(&spec.slug, "secret_key")
-                ));
-            }
-            if line == format!("[apps.{}.jwt]", spec.slug)
-                && spec.jwt.as_ref().is_some_and(|j| j.uses_hs())
-            {
-                out.push_str(&format!(
+        let hint = format!(
+            "# secret_key_env = \"{}\"  # to set a new SecretKey; left out, the stored one is kept\n",
+            env_name(&spec.slug, "secret_key")
+        );
+        render_table(&mut out, &spec.slug, None, Value::Table(table), Some(&hint))?;
+        if let Some(jwt) = jwt {
+            let hint = spec.jwt.as_ref().is_some_and(|j| j.uses_hs()).then(|| {
+                format!(
                     "# hs_secret_env = \"{}\"  # to set a new HS secret; left out, the stored one is kept\n",
                     env_name(&spec.slug, "jwt_hs_secret")
-                ));
-            }
+                )
+            });
+            render_table(&mut out, &spec.slug, Some("jwt"), jwt, hint.as_deref())?;
+        }
+        if let Some(template) = template {
+            render_table(&mut out, &spec.slug, Some("template"), template, None)?;
         }
     }
     Ok(out)
+}
+
+/// Appends `[apps.<slug>]` (or `[apps.<slug>.<sub>]`) holding `value`, with `comment` right
+/// under the header.
+fn render_table(
+    out: &mut String,
+    slug: &str,
+    sub: Option<&str>,
+    value: Value,
+    comment: Option<&str>,
+) -> anyhow::Result<()> {
+    let mut app = Table::new();
+    let value = match sub {
+        Some(sub) => {
+            let mut t = Table::new();
+            t.insert(sub.to_owned(), value);
+            Value::Table(t)
+        }
+        None => value,
+    };
+    app.insert(slug.to_owned(), value);
+    let mut doc = Table::new();
+    doc.insert("apps".into(), Value::Table(app));
+    let text = toml::to_string(&doc)?;
+    let Some(comment) = comment else {
+        out.push_str(&text);
+        return Ok(());
+    };
+    let (header, rest) = text.split_once('\n').unwrap_or((&text, ""));
+    anyhow::ensure!(
+        header.starts_with("[apps.") && header.ends_with(']'),
+        "app {slug}: the TOML of {} does not start with its header",
+        sub.unwrap_or("the settings")
+    );
+    out.push_str(header);
+    out.push('\n');
+    out.push_str(comment);
+    out.push_str(rest);
+    Ok(())
 }
 
 #[cfg(test)]
@@ -351,8 +475,7 @@ hs_secret_file = "hs.txt"
             "{err:?}"
         );
         assert!(
-            err.iter().any(|e| e
-                .starts_with("apps.photos.jwt.hs_secret_file: cannot read /nonexistent/hs.txt")),
+            err.contains(&"apps.photos.jwt.hs_secret_file: the file it names does not exist (a relative path is read from the apps file's directory)".to_owned()),
             "{err:?}"
         );
 
@@ -375,6 +498,60 @@ hs_secret_file = "hs.txt"
         );
     }
 
+    /// A secret pasted where its reference goes, or breaking the TOML, is never echoed.
+    #[test]
+    fn a_pasted_secret_is_never_echoed() {
+        let secret = "Gu5t9xGARNpq86cd98joQYCN3EXAMPLE";
+        let none = |_: &str| None;
+        let echoed = |file: String| {
+            let err = parse(&file, Path::new("/nonexistent"), &none)
+                .unwrap_err()
+                .to_string();
+            assert!(!err.contains(secret), "{err}");
+            assert!(!err.contains("Gu5t9x"), "{err}");
+            err
+        };
+        // A valid-looking name (a SecretKey is alphanumeric), and not.
+        let err = echoed(FILE.replace("PHOTOS_SECRET_KEY", secret));
+        assert!(
+            err.contains(
+                "apps.photos.secret_key_env: the environment variable it names is not set"
+            ),
+            "{err}"
+        );
+        let err = echoed(FILE.replace("PHOTOS_SECRET_KEY", &format!("{secret}+/=")));
+        assert!(
+            err.contains("apps.photos.secret_key_env: is not a valid environment variable name"),
+            "{err}"
+        );
+        // A string where another type goes: serde would quote it.
+        let err = echoed(FILE.replace(
+            "bucket = \"photos-1250000000\"",
+            &format!("duration_max = \"{secret}\"\nbucket = \"b-1\""),
+        ));
+        assert!(
+            err.contains("invalid type: a string, expected i32"),
+            "{err}"
+        );
+        let err = echoed(FILE.replace("hs.txt", &format!("{secret}+/=")));
+        assert!(
+            err.contains("apps.photos.jwt.hs_secret_file: the file it names does not exist"),
+            "{err}"
+        );
+        // A quote in the secret breaks the TOML: the position and the key, not the line.
+        let err = echoed(FILE.replace("\"PHOTOS_SECRET_KEY\"", &format!("\"{secret}\"x\"")));
+        assert!(
+            err.starts_with("not valid TOML at line 7, column ")
+                && err.contains("(key secret_key_env)"),
+            "{err}"
+        );
+        let err = echoed(FILE.replace("\"PHOTOS_SECRET_KEY\"", &format!("\"{secret}")));
+        assert!(
+            err.contains("line 7") && err.contains("(key secret_key_env)"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn an_exported_file_parses_back_to_the_same_specs() {
         let dir = std::env::temp_dir().join(format!("stsgate-apps-rt-{}", std::process::id()));
@@ -393,6 +570,15 @@ hs_secret_file = "hs.txt"
                  "shared": {"reason": "the catalogue every user reads"}}]}))
             .unwrap(),
         );
+        // Multi-line strings holding the lines the comments go under: untouched.
+        let tricky = "first line\nsecret_id = \"AKIDX\"\n[apps.photos.jwt]\n[apps.photos]\nlast";
+        specs[0].blocked_subjects = vec![policy_store::BlockSpec {
+            subject: "mallory".into(),
+            reason: Some(tricky.into()),
+        }];
+        let mut doc = serde_json::to_value(specs[0].template.as_ref().unwrap()).unwrap();
+        doc["statements"][1]["shared"]["reason"] = tricky.into();
+        specs[0].template = Some(serde_json::from_value(doc).unwrap());
         let text = render(&specs).unwrap();
         assert!(
             text.contains("# secret_key_env = \"PHOTOS_SECRET_KEY\""),
@@ -401,6 +587,10 @@ hs_secret_file = "hs.txt"
         assert!(
             text.contains("# hs_secret_env = \"PHOTOS_JWT_HS_SECRET\""),
             "{text}"
+        );
+        assert!(
+            text.contains("\nsecret_id = \"AKIDX\"\n[apps.photos.jwt]\n"),
+            "the strings are multi-line in the file:\n{text}"
         );
         let back = parse(&text, &dir, &env).unwrap();
         assert_eq!(

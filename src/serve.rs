@@ -34,6 +34,19 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<PgStore> {
         .with_jwt_options(settings.jwt_compile_options()))
 }
 
+/// As [`connect`], but checks the schema version instead of migrating: for `apply` and
+/// `export`, which a CI job may run with a newer (or older) binary than the servers', and
+/// which must not migrate production ahead of them.
+pub async fn connect_without_migrating(settings: &Settings) -> anyhow::Result<PgStore> {
+    let url = settings.database_url()?;
+    let cipher = settings.cipher()?;
+    policy_store::migrate::check_schema(url, &settings.migrate_options()).await?;
+    Ok(PgStore::connect(url, &settings.pool_options(), cipher)
+        .await
+        .context("connecting to PostgreSQL (check DATABASE_URL)")?
+        .with_jwt_options(settings.jwt_compile_options()))
+}
+
 pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
     let applied =
         policy_store::migrate::run_with(settings.database_url()?, &settings.migrate_options())

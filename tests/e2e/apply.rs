@@ -414,3 +414,143 @@ async fn apply_and_export_through_the_admin_api() {
     assert!(serve.terminate());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A secret pasted where its reference goes, or breaking the TOML, never reaches stderr.
+#[test]
+fn a_pasted_secret_never_reaches_stderr() {
+    let dir = temp_dir("pasted");
+    let secret = "Gu5t9xGARNpq86cd98joQYCN3EXAMPLE";
+    let base = "[apps.photos]\nname = \"Photos\"\nregion = \"ap-guangzhou\"\n\
+                bucket = \"photos-1250000000\"\nsecret_id = \"AKIDEXAMPLEEXAMPLE\"\n";
+    for line in [
+        format!("secret_key_env = \"{secret}\""),
+        format!("secret_key_env = \"{secret}+/=\""),
+        format!("secret_key_file = \"{secret}\""),
+        format!("secret_key_env = \"{secret}\"x\""),
+        format!("secret_key_env = \"{secret}"),
+    ] {
+        let file = dir.join("apps.toml");
+        std::fs::write(&file, format!("{base}{line}\n")).unwrap();
+        let err = refused(
+            stsgate(&[])
+                .args(["apply", "--dry-run", "-f"])
+                .arg(&file)
+                .output()
+                .unwrap(),
+        );
+        assert!(err.contains("apps.toml has problems"), "{err}");
+        assert!(!err.contains("Gu5t9x"), "{line}: {err}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A server that takes the request and then drops the connection, or answers 500: the apply
+/// may have been committed, so the error says the outcome is unknown (not "not applied").
+#[test]
+fn a_lost_answer_leaves_the_outcome_unknown() {
+    use std::io::{Read as _, Write as _};
+
+    let dir = temp_dir("lost");
+    let token = dir.join("t.token");
+    std::fs::write(&token, "not-a-real-token").unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    for answer in [
+        None,
+        Some("HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n"),
+    ] {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            // Read the request's head, then answer (or not) and close.
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            if let Some(a) = answer {
+                conn.write_all(a.as_bytes()).unwrap();
+            }
+        });
+        let out = stsgate(&example_env())
+            .args(["apply", "-f", EXAMPLE, "--server", &url, "--token-file"])
+            .arg(&token)
+            .output()
+            .unwrap();
+        server.join().unwrap();
+        let err = refused(out);
+        assert!(
+            err.contains("apps.toml is unknown: the changes may or may not have been committed")
+                && err.contains("--dry-run` to see what is left to change")
+                && !err.contains("was not applied"),
+            "{err}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Straight to the database, `export` and `apply` (dry or not) never migrate: a database
+/// behind this binary's migrations is refused, and stays as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_and_export_refuse_a_schema_they_would_have_to_migrate() {
+    let db = fresh_database().await.unwrap();
+    let last = policy_store::migrate::embedded_migrations().pop().unwrap();
+    sqlx::query("DELETE FROM refinery_schema_history WHERE version = (SELECT max(version) FROM refinery_schema_history)")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let history = "SELECT count(*) FROM refinery_schema_history";
+    let before = int(&db.pool, history).await;
+    let mode = Mode::Direct {
+        database_url: db.url.clone(),
+    };
+    let env = example_env();
+    for args in [
+        &["export"][..],
+        &["apply", "-f", EXAMPLE, "--dry-run"],
+        &["apply", "-f", EXAMPLE],
+    ] {
+        let err = refused(mode.run(args, &env));
+        assert!(
+            err.contains(&format!(
+                "the database is behind this stsgate: it lacks {last}"
+            )) && err.contains("stsgate migrate"),
+            "{args:?}: {err}"
+        );
+    }
+    assert_eq!(int(&db.pool, history).await, before, "nothing was migrated");
+    assert_eq!(int(&db.pool, "SELECT count(*) FROM apps").await, 0);
+}
+
+/// A multi-line string holding the lines export's comments go under (a block reason; a
+/// template's strings are one line): export writes it untouched, and applying the export is
+/// a no-op.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_then_apply_is_a_no_op_with_multi_line_strings() {
+    use policy_store::SubjectStore as _;
+
+    let db = fresh_database().await.unwrap();
+    let store = PgStore::new(db.pool.clone(), test_cipher());
+    let app = seed_app(&store, "root", &SeedApp::new("photos"))
+        .await
+        .unwrap();
+    let tricky = "first line\nsecret_id = \"AKIDX\"\n[apps.photos.jwt]\nlast";
+    store
+        .block_subject("root", app.id, "mallory", Some(tricky))
+        .await
+        .unwrap();
+    let dir = temp_dir("multiline");
+    let mode = Mode::Direct {
+        database_url: db.url.clone(),
+    };
+    let exported = dir.join("exported.toml");
+    ok(mode.run(&["export", "-o", exported.to_str().unwrap()], &[]));
+    let text = std::fs::read_to_string(&exported).unwrap();
+    assert!(
+        text.contains("\nsecret_id = \"AKIDX\"\n[apps.photos.jwt]\n"),
+        "{text}"
+    );
+    let before = changes(&db.pool).await;
+    let out = ok(mode.run(&["apply", "-f", exported.to_str().unwrap()], &[]));
+    assert!(out.contains("No changes"), "{out}");
+    assert_eq!(changes(&db.pool).await, before);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

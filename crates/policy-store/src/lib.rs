@@ -37,7 +37,8 @@ pub use repo::{
     StoreError, SubjectStore, TemplateStore,
 };
 pub use spec::{
-    AppPlan, AppSpec, ApplyOptions, BlockSpec, ChangeOp, FieldChange, JwtSpec, Plan, PlanAction,
+    AppPlan, AppSpec, ApplyOptions, BlockSpec, ChangeOp, FieldChange, JwtSpec,
+    MAX_BLOCKED_SUBJECTS, Plan, PlanAction,
 };
 pub use template::{
     NarrowError, Reach, RenderContext, RenderError, RenderedPolicy, Shared, TemplateDocument,

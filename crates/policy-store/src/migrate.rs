@@ -137,6 +137,94 @@ async fn lock(conn: &mut PgConnection, options: &MigrateOptions) -> anyhow::Resu
     }
 }
 
+/// The schema is not the one this binary's migrations make (see [`check_schema`]).
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    #[error(
+        "the database has no stsgate schema (no refinery_schema_history table): run \
+         `stsgate migrate` first"
+    )]
+    Unmigrated,
+    #[error(
+        "the database is behind this stsgate: it lacks {}; run `stsgate migrate` with this \
+         version (or upgrade the servers, which migrate at start) first", .0.join(", ")
+    )]
+    Behind(Vec<String>),
+    #[error(
+        "the database is ahead of this stsgate: it has {}, which this version does not know; \
+         use the stsgate version the servers run", .0.join(", ")
+    )]
+    Ahead(Vec<String>),
+    #[error(
+        "the database's {} differs from this stsgate's (a different build of the same \
+         version number): use the stsgate version the servers run", .0.join(", ")
+    )]
+    Divergent(Vec<String>),
+}
+
+/// Checks, without changing anything, that the database's schema is exactly the one this
+/// binary's migrations make: for the commands that read or write apps (`apply`, `export`)
+/// but must not migrate a production database ahead of (or behind) its running servers.
+/// Connecting is bounded by `options.connect_timeout`.
+pub async fn check_schema(database_url: &str, options: &MigrateOptions) -> anyhow::Result<()> {
+    let connect_options = PgConnectOptions::from_str(database_url)
+        .context("DATABASE_URL is not a valid PostgreSQL URL")?;
+    let mut conn = tokio::time::timeout(
+        options.connect_timeout,
+        PgConnection::connect_with(&connect_options),
+    )
+    .await
+    .map_err(|_| MigrateError::ConnectTimeout(options.connect_timeout))?
+    .context("cannot connect to PostgreSQL to check the schema version")?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT to_regclass('refinery_schema_history') IS NOT NULL")
+            .fetch_one(&mut conn)
+            .await
+            .context("checking the schema version")?;
+    if !exists {
+        return Err(SchemaError::Unmigrated.into());
+    }
+    let applied: Vec<(i32, String, String)> = sqlx::query_as(
+        "SELECT version, name, checksum FROM refinery_schema_history ORDER BY version",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .context("reading the schema version")?;
+    let _ = conn.close().await;
+    let runner = embedded::migrations::runner();
+    let embedded = runner.get_migrations();
+    let name = |v: i32, n: &str| format!("V{v}__{n}");
+    let ahead: Vec<String> = applied
+        .iter()
+        .filter(|(v, _, _)| !embedded.iter().any(|m| m.version() == *v))
+        .map(|(v, n, _)| name(*v, n))
+        .collect();
+    if !ahead.is_empty() {
+        return Err(SchemaError::Ahead(ahead).into());
+    }
+    let divergent: Vec<String> = applied
+        .iter()
+        .filter(|(v, n, sum)| {
+            embedded
+                .iter()
+                .any(|m| m.version() == *v && (m.name() != n || m.checksum().to_string() != *sum))
+        })
+        .map(|(v, n, _)| name(*v, n))
+        .collect();
+    if !divergent.is_empty() {
+        return Err(SchemaError::Divergent(divergent).into());
+    }
+    let mut behind: Vec<&Migration> = embedded
+        .iter()
+        .filter(|m| !applied.iter().any(|(v, _, _)| *v == m.version()))
+        .collect();
+    behind.sort_by_key(|m| m.version());
+    if !behind.is_empty() {
+        return Err(SchemaError::Behind(behind.iter().map(ToString::to_string).collect()).into());
+    }
+    Ok(())
+}
+
 /// The migrations compiled into this binary, in order (`V1__init`, …).
 pub fn embedded_migrations() -> Vec<String> {
     let runner = embedded::migrations::runner();

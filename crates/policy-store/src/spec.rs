@@ -6,6 +6,8 @@
 //! differences in one transaction. Secrets are write-only: they are never serialized, and a
 //! secret left out keeps the stored one.
 
+use std::collections::{HashMap, HashSet};
+
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -16,9 +18,10 @@ use crate::redact::mask_secret_id;
 use crate::template::TemplateDocument;
 use crate::validate::non_empty;
 
-fn yes() -> bool {
-    true
-}
+/// The most subjects one app's spec may list in `blocked_subjects`: an apply plans and writes
+/// in one transaction, and a longer list belongs to the pages or the API.
+pub const MAX_BLOCKED_SUBJECTS: usize = 10_000;
+
 fn federation_token() -> StsMode {
     StsMode::FederationToken
 }
@@ -42,14 +45,17 @@ fn default_leeway() -> i32 {
 }
 
 /// One app and all its settings. A field left out takes the new-app form's default, except
-/// `jwt` and `template` (left out: kept as stored) and the secrets (left out: kept).
+/// `enabled`, `jwt` and `template` (left out: kept as stored; a new app is enabled) and the
+/// secrets (left out: kept).
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AppSpec {
     pub slug: String,
     pub name: String,
-    #[serde(default = "yes")]
-    pub enabled: bool,
+    /// Left out: kept as stored (an app an admin disabled stays disabled); a new app is
+    /// enabled. Export always writes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
     pub region: String,
     /// Full bucket name, `<name>-<appid>`.
     pub bucket: String,
@@ -125,13 +131,14 @@ pub struct JwtSpec {
 }
 
 impl AppSpec {
-    /// The store's input for this app, cleaned as the pages clean a form.
-    pub fn app_input(&self) -> AppInput {
+    /// The store's input for this app (`stored`: the app as it is, None for a new one),
+    /// cleaned as the pages clean a form.
+    pub fn app_input(&self, stored: Option<&App>) -> AppInput {
         let opt = |v: &Option<String>| non_empty(v).map(|s| s.trim().to_owned());
         AppInput {
             slug: self.slug.trim().to_owned(),
             name: self.name.trim().to_owned(),
-            enabled: self.enabled,
+            enabled: self.enabled.unwrap_or(stored.is_none_or(|a| a.enabled)),
             region: self.region.trim().to_owned(),
             bucket: self.bucket.trim().to_owned(),
             mode: self.mode,
@@ -159,7 +166,7 @@ impl AppSpec {
         Self {
             slug: app.slug.clone(),
             name: app.name.clone(),
-            enabled: app.enabled,
+            enabled: Some(app.enabled),
             region: app.region.clone(),
             bucket: app.bucket.clone(),
             mode: app.mode,
@@ -347,7 +354,7 @@ fn secret_change(
 ) -> Option<FieldChange> {
     let given = given?;
     match stored {
-        Some(s) if s.expose_secret() == given.expose_secret() => None,
+        Some(s) if secrets_equal(s, given) => None,
         Some(_) => Some(FieldChange {
             field: field.to_owned(),
             op: ChangeOp::Change,
@@ -361,6 +368,16 @@ fn secret_change(
             after: Some(SECRET_SET.into()),
         }),
     }
+}
+
+/// True when two secrets are equal, compared in constant time (STYLE.md §8).
+pub(crate) fn secrets_equal(a: &SecretString, b: &SecretString) -> bool {
+    use subtle::ConstantTimeEq as _;
+    bool::from(
+        a.expose_secret()
+            .as_bytes()
+            .ct_eq(b.expose_secret().as_bytes()),
+    )
 }
 
 fn masked(v: &Option<String>) -> Option<Value> {
@@ -576,9 +593,15 @@ pub(crate) fn block_changes(
     };
     let field = |s: &str| format!("blocked_subjects[{}]", Value::from(s));
     let shown = |r: Option<String>| Some(serde_json::json!({ "reason": r }));
+    let stored_by_subject: HashMap<&str, &Option<String>> =
+        stored.iter().map(|(s, r)| (s.as_str(), r)).collect();
+    let wanted: HashSet<&str> = desired.iter().map(|d| d.subject.as_str()).collect();
     for d in desired {
         let want = reason(&d.reason);
-        match stored.iter().find(|(s, _)| *s == d.subject) {
+        match stored_by_subject
+            .get(d.subject.as_str())
+            .map(|r| (&d.subject, *r))
+        {
             None => {
                 out.block.push(d.clone());
                 out.changes.push(FieldChange {
@@ -602,7 +625,7 @@ pub(crate) fn block_changes(
         }
     }
     for (s, r) in stored {
-        if desired.iter().any(|d| d.subject == *s) {
+        if wanted.contains(s.as_str()) {
             continue;
         }
         if prune {
@@ -618,4 +641,18 @@ pub(crate) fn block_changes(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_compare_by_value() {
+        let s = |v: &str| SecretString::from(v.to_owned());
+        assert!(secrets_equal(&s("same-secret"), &s("same-secret")));
+        assert!(!secrets_equal(&s("same-secret"), &s("same-secreT")));
+        assert!(!secrets_equal(&s("same-secret"), &s("same-secret-longer")));
+        assert!(!secrets_equal(&s(""), &s("x")));
+    }
 }

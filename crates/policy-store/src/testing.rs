@@ -279,6 +279,15 @@ where
     store.app_by_id(app.id).await?.ok_or(StoreError::NotFound)
 }
 
+/// Takes, on `tx`, the row locks `apply_specs` holds on every app while it validates and
+/// writes (so a test can check what they block).
+pub async fn lock_apps_as_apply(
+    store: &crate::PgStore,
+    tx: &mut PgConnection,
+) -> Result<(), StoreError> {
+    store.apps_in(tx, true).await.map(drop)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,6 +6,8 @@
 //! writers as the pages (so the change log and the notifications are theirs). Any error rolls
 //! everything back; a dry run always does.
 
+use std::collections::HashSet;
+
 use async_trait::async_trait;
 use sqlx::PgConnection;
 use sqlx::types::Json;
@@ -15,8 +17,8 @@ use crate::error::{DbResult as _, FieldError, Result, StoreError};
 use crate::model::*;
 use crate::repo::AppsAsCodeStore;
 use crate::spec::{
-    AppPlan, AppSpec, ApplyOptions, BlockSpec, ChangeOp, FieldChange, Plan, PlanAction,
-    app_changes, auth_changes, block_changes, template_change,
+    AppPlan, AppSpec, ApplyOptions, BlockSpec, ChangeOp, FieldChange, MAX_BLOCKED_SUBJECTS, Plan,
+    PlanAction, app_changes, auth_changes, block_changes, secrets_equal, template_change,
 };
 use crate::template::TemplateDocument;
 use crate::validate::{validate_app, validate_subject};
@@ -106,12 +108,24 @@ impl AppsAsCodeStore for PgStore {
             )]));
         }
         let mut tx = self.pool.begin().await.db()?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(APPLY_LOCK_KEY)
-            .execute(&mut *tx)
-            .await
-            .db()?;
-        let stored_apps = self.apps_in(&mut tx, true).await?;
+        if options.dry_run {
+            // A dry run reads one snapshot and locks nothing (not even against an apply).
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                .execute(&mut *tx)
+                .await
+                .db()?;
+        } else {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(APPLY_LOCK_KEY)
+                .execute(&mut *tx)
+                .await
+                .db()?;
+        }
+        // The row locks keep the pages from writing an app between the plan and the writes;
+        // their mode lets issuance's foreign-key checks through (see `apps_in`).
+        let stored_apps = self.apps_in(&mut tx, !options.dry_run).await?;
+        let listed: HashSet<&str> = specs.iter().map(|s| s.slug.trim()).collect();
+        let mut seen_slugs: HashSet<&str> = HashSet::with_capacity(specs.len());
 
         // 1. Validate everything and compute the plan; nothing is written yet.
         let mut errors = Vec::new();
@@ -121,10 +135,10 @@ impl AppsAsCodeStore for PgStore {
             unmanaged: Vec::new(),
             applied: false,
         };
-        for (i, spec) in specs.iter().enumerate() {
+        for spec in specs {
             let slug = spec.slug.trim();
             let at = format!("apps.{slug}.");
-            if specs[..i].iter().any(|s| s.slug.trim() == slug) {
+            if !seen_slugs.insert(slug) {
                 errors.push(FieldError::new(
                     format!("apps.{slug}"),
                     "the app is listed twice: keep one",
@@ -132,7 +146,7 @@ impl AppsAsCodeStore for PgStore {
                 continue;
             }
             let stored = stored_apps.iter().find(|a| a.slug == slug);
-            let input = spec.app_input();
+            let input = spec.app_input(stored);
             let mut app_errors = validate_app(&input, stored.is_none());
             if stored.is_none() && input.secret_key.is_none() {
                 app_errors.retain(|e| e.field != "secret_key");
@@ -191,14 +205,23 @@ impl AppsAsCodeStore for PgStore {
                 None => None,
             };
 
+            if spec.blocked_subjects.len() > MAX_BLOCKED_SUBJECTS {
+                errors.push(FieldError::new(
+                    format!("{at}blocked_subjects"),
+                    format!(
+                        "{} subjects listed; an app's spec may block at most {MAX_BLOCKED_SUBJECTS} \
+                         (block the others on the pages or the API)",
+                        spec.blocked_subjects.len()
+                    ),
+                ));
+                continue;
+            }
+            let mut seen_subjects = HashSet::with_capacity(spec.blocked_subjects.len());
             for (j, b) in spec.blocked_subjects.iter().enumerate() {
                 let field = format!("{at}blocked_subjects[{j}].subject");
                 if let Err(StoreError::Invalid(e)) = validate_subject(&b.subject) {
                     errors.extend(e.into_iter().map(|e| FieldError::new(&field, e.message)));
-                } else if spec.blocked_subjects[..j]
-                    .iter()
-                    .any(|o| o.subject == b.subject)
-                {
+                } else if !seen_subjects.insert(b.subject.as_str()) {
                     errors.push(FieldError::new(field, "the subject is listed twice"));
                 }
             }
@@ -252,7 +275,7 @@ impl AppsAsCodeStore for PgStore {
         }
         let mut disable = Vec::new();
         for app in &stored_apps {
-            if specs.iter().any(|s| s.slug.trim() == app.slug) {
+            if listed.contains(app.slug.as_str()) {
                 continue;
             }
             if !options.prune {
@@ -286,8 +309,7 @@ impl AppsAsCodeStore for PgStore {
                         let mut input = step.input.clone();
                         // An unchanged SecretKey is not rewritten (nor logged as changed).
                         if let Some(k) = &input.secret_key
-                            && secrecy::ExposeSecret::expose_secret(k)
-                                == secrecy::ExposeSecret::expose_secret(&app.secret_key)
+                            && secrets_equal(k, &app.secret_key)
                         {
                             input.secret_key = None;
                         }

@@ -301,13 +301,17 @@ impl AppStore for PgStore {
 
 /// The writers, on the caller's transaction (one call of the trait, or a whole apply).
 impl PgStore {
-    /// Every app, read on the caller's transaction; `lock` takes their rows for update.
-    pub(super) async fn apps_in(&self, tx: &mut PgConnection, lock: bool) -> Result<Vec<App>> {
+    /// Every app, read on the caller's transaction. `lock` locks their rows against other
+    /// writers of the apps (the pages, the API) until the transaction ends, with `FOR NO KEY
+    /// UPDATE`: unlike `FOR UPDATE` it does not conflict with the `FOR KEY SHARE` lock a
+    /// foreign-key check takes, so issuance (a `shared_credentials` claim references its
+    /// app) is never blocked by an apply.
+    pub(crate) async fn apps_in(&self, tx: &mut PgConnection, lock: bool) -> Result<Vec<App>> {
         let sql = if lock {
             concat!(
                 "SELECT ",
                 app_columns!(),
-                " FROM apps ORDER BY slug FOR UPDATE"
+                " FROM apps ORDER BY slug FOR NO KEY UPDATE"
             )
         } else {
             concat!("SELECT ", app_columns!(), " FROM apps ORDER BY slug")

@@ -8,7 +8,7 @@ use policy_store::{
 };
 use secrecy::{ExposeSecret as _, SecretString};
 
-use super::store;
+use super::{fields, store};
 
 const APPLY: ApplyOptions = ApplyOptions {
     dry_run: false,
@@ -175,4 +175,130 @@ async fn a_refused_spec_changes_nothing_and_names_every_field() {
         7200
     );
     assert!(store.app_by_slug("fresh").await.unwrap().is_none());
+}
+
+/// An apply holds row locks on every app while it plans and writes; issuance must not wait
+/// for them: a cache miss claims a `shared_credentials` row, whose foreign key to `apps`
+/// takes `FOR KEY SHARE` on the app's row.
+#[tokio::test]
+async fn an_apply_s_locks_let_issuance_claim_credentials() {
+    use sqlx::Connection as _;
+
+    let (db, store) = store().await;
+    let demo = seed_app(&store, "root", &SeedApp::new("demo"))
+        .await
+        .unwrap();
+    let mut apply_tx = db.pool.begin().await.unwrap();
+    policy_store::testing::lock_apps_as_apply(&store, &mut apply_tx)
+        .await
+        .unwrap();
+
+    let mut issuer = db.pool.acquire().await.unwrap();
+    let mut claim = issuer.begin().await.unwrap();
+    // Fails fast, instead of waiting, if the claim is blocked.
+    sqlx::query("SET LOCAL lock_timeout = '2s'")
+        .execute(&mut *claim)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO shared_credentials (key_hash, app_id, subject_hash, claim_until) \
+         VALUES ('k', $1, 's', now() + interval '1 minute')",
+    )
+    .bind(demo.id)
+    .execute(&mut *claim)
+    .await
+    .expect("the claim is not blocked by the apply's locks");
+    claim.commit().await.unwrap();
+
+    // The locks still keep other writers of the app out.
+    let mut page = issuer.begin().await.unwrap();
+    sqlx::query("SET LOCAL lock_timeout = '100ms'")
+        .execute(&mut *page)
+        .await
+        .unwrap();
+    let err = sqlx::query("UPDATE apps SET name = 'x' WHERE id = $1")
+        .bind(demo.id)
+        .execute(&mut *page)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.as_database_error().and_then(|e| e.code()).as_deref(),
+        Some("55P03"),
+        "lock_not_available: {err}"
+    );
+    page.rollback().await.unwrap();
+    apply_tx.rollback().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_spec_blocks_at_most_the_documented_number_of_subjects() {
+    let (_db, store) = store().await;
+    seed_app(&store, "root", &SeedApp::new("demo"))
+        .await
+        .unwrap();
+    let mut spec = store.export_specs().await.unwrap().remove(0);
+    spec.blocked_subjects = (0..=policy_store::MAX_BLOCKED_SUBJECTS)
+        .map(|i| BlockSpec {
+            subject: format!("user-{i}"),
+            reason: None,
+        })
+        .collect();
+    let err = store
+        .apply_specs("apply:t", &[spec.clone()], APPLY)
+        .await
+        .unwrap_err();
+    assert_eq!(fields(&err), ["apps.demo.blocked_subjects"]);
+
+    // At the limit, with a duplicate at the end: found, and named by its index.
+    spec.blocked_subjects
+        .truncate(policy_store::MAX_BLOCKED_SUBJECTS);
+    let last = spec.blocked_subjects.len() - 1;
+    spec.blocked_subjects[last].subject = "user-0".into();
+    let err = store
+        .apply_specs("apply:t", &[spec], APPLY)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        fields(&err),
+        [format!("apps.demo.blocked_subjects[{last}].subject")]
+    );
+}
+
+/// `enabled` left out keeps the stored value: an automated apply does not re-enable an app an
+/// admin disabled. A new app left without it is enabled; export writes it.
+#[tokio::test]
+async fn enabled_left_out_keeps_what_is_stored() {
+    let (_db, store) = store().await;
+    let seed = SeedApp::new("demo");
+    let demo = seed_app(&store, "root", &seed).await.unwrap();
+    let mut spec = store.export_specs().await.unwrap().remove(0);
+    assert_eq!(spec.enabled, Some(true), "export writes it");
+    spec.enabled = None;
+    store
+        .set_app_enabled("admin", demo.id, false)
+        .await
+        .unwrap();
+
+    let plan = store
+        .apply_specs("apply:t", &[spec.clone()], APPLY)
+        .await
+        .unwrap();
+    assert!(plan.is_empty(), "{plan:?}");
+    assert!(!store.app_by_slug("demo").await.unwrap().unwrap().enabled);
+
+    let mut fresh = spec.clone();
+    fresh.slug = "fresh".into();
+    fresh.secret_key = Some(SecretString::from(seed.secret_key.clone()));
+    fresh.jwt = None;
+    store
+        .apply_specs("apply:t", &[spec.clone(), fresh], APPLY)
+        .await
+        .unwrap();
+    assert!(store.app_by_slug("fresh").await.unwrap().unwrap().enabled);
+
+    // Given, it is applied.
+    spec.enabled = Some(true);
+    let plan = store.apply_specs("apply:t", &[spec], APPLY).await.unwrap();
+    assert_eq!(plan.apps[0].changes[0].field, "enabled");
+    assert!(store.app_by_slug("demo").await.unwrap().unwrap().enabled);
 }

@@ -113,3 +113,79 @@ async fn partitions_are_ensured_idempotently() {
     assert!(store.ensure_partitions(-1).await.is_err());
     drop(db);
 }
+
+/// `check_schema` (apply, export) never migrates: it refuses a database behind or ahead of
+/// the binary's migrations, and one that was never migrated.
+#[tokio::test]
+async fn the_schema_check_refuses_a_database_behind_or_ahead_and_changes_nothing() {
+    use policy_store::migrate::{MigrateOptions, SchemaError, check_schema};
+
+    let db = fresh_database().await.unwrap();
+    let options = MigrateOptions::default();
+    check_schema(&db.url, &options).await.unwrap();
+    let kind = |e: anyhow::Error| match e.downcast::<SchemaError>() {
+        Ok(e) => e,
+        Err(e) => panic!("not a SchemaError: {e:#}"),
+    };
+    let history = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM refinery_schema_history")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap()
+    };
+
+    // Behind: the last migration is not recorded (as if this binary were newer).
+    let last = migrate::embedded_migrations().pop().unwrap();
+    let version: i32 = last[1..last.find("__").unwrap()].parse().unwrap();
+    let row: (i32, String, String, String) = sqlx::query_as(
+        "DELETE FROM refinery_schema_history WHERE version = $1 \
+         RETURNING version, name, applied_on, checksum",
+    )
+    .bind(version)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    let before = history().await;
+    let err = kind(check_schema(&db.url, &options).await.unwrap_err());
+    assert!(
+        matches!(&err, SchemaError::Behind(m) if *m == [last.clone()]),
+        "{err}"
+    );
+    assert!(err.to_string().contains("run `stsgate migrate`"), "{err}");
+    assert_eq!(history().await, before, "nothing was migrated");
+    sqlx::query(
+        "INSERT INTO refinery_schema_history (version, name, applied_on, checksum) \
+         VALUES ($1, $2, $3, $4)",
+    )
+    .bind(row.0)
+    .bind(&row.1)
+    .bind(&row.2)
+    .bind(&row.3)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    check_schema(&db.url, &options).await.unwrap();
+
+    // Ahead: a migration this binary does not know.
+    sqlx::query(
+        "INSERT INTO refinery_schema_history (version, name, applied_on, checksum) \
+         VALUES (9999, 'from_the_future', $1, '1')",
+    )
+    .bind(&row.2)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let err = kind(check_schema(&db.url, &options).await.unwrap_err());
+    assert!(
+        matches!(&err, SchemaError::Ahead(m) if *m == ["V9999__from_the_future"]),
+        "{err}"
+    );
+
+    // Never migrated.
+    sqlx::query("DROP TABLE refinery_schema_history")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let err = kind(check_schema(&db.url, &options).await.unwrap_err());
+    assert!(matches!(err, SchemaError::Unmigrated), "{err}");
+}
