@@ -449,6 +449,14 @@ impl Service {
         self.budget
             .take(app.app.id, per_second, self.membership.live(), deadline)
             .await?;
+        // A credential minted with too little of the deadline left could not get its row.
+        if deadline.below_floor() {
+            tracing::warn!(
+                app = %app.app.slug,
+                "too little of the request's database deadline is left to mint; not calling STS"
+            );
+            return Err(ApiError::Unavailable);
+        }
         let start_time = unix_now();
         let started = Instant::now();
         let result: Result<TemporaryCredentials, StsError> = match app.mode {
