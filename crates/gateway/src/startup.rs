@@ -92,6 +92,7 @@ impl Gateway {
         config: GatewayConfig,
     ) -> Self {
         let metrics = Arc::new(Metrics::default());
+        let sts_longest = sts.config().longest_call();
         let apps = Arc::new(AppResolver::new(
             store.clone(),
             sts,
@@ -111,6 +112,7 @@ impl Gateway {
             membership.id(),
             config.cluster.shared_credentials,
             config.cluster.claim_timeout,
+            sts_longest,
         );
         let service = Arc::new(Service::new(
             apps.clone(),
