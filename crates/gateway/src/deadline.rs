@@ -13,7 +13,9 @@ use tokio::time::Instant;
 /// When it runs out the answer is 503: a credential could not get its row anyway.
 ///
 /// Time spent on STS is not drawn from it (this request's call, or a mint it shares with
-/// another request of this replica): the STS client has its own bounds.
+/// another request of this replica): the STS client has its own bounds. A request that waited
+/// for another request's mint is charged the rest of its wait (that request's database steps),
+/// so the database never holds it up longer than the budget either.
 ///
 /// A mint needs some of the budget left after STS answers (storing the credential for the
 /// other replicas, the issuance-log commit): it neither claims nor calls STS with less than
