@@ -340,6 +340,12 @@ impl Settings {
         })
     }
 
+    /// The graceful stop after the drain (`shutdown_timeout_secs`): in-flight requests and the
+    /// issuance-log flush together.
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.shutdown_timeout_secs)
+    }
+
     /// The readiness drain at SIGTERM (`shutdown_drain_secs`).
     pub fn shutdown_drain(&self) -> Duration {
         Duration::from_secs(self.shutdown_drain_secs)

@@ -302,27 +302,27 @@ struct Started {
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     // Take Ctrl-C from the start: an interrupt while starting drops what was started so far
     // (PostgreSQL is stopped by its Drop) instead of killing the process under it.
-    let interrupted = serve::wait_for_signal();
-    tokio::pin!(interrupted);
+    let mut signals = serve::Signals::new()?;
     let Started {
         running,
         emulator,
         postgres,
     } = tokio::select! {
         started = start(&args) => started?,
-        signal = &mut interrupted => {
-            signal?;
+        _ = signals.recv() => {
             anyhow::bail!("interrupted while starting; what had started was stopped");
         }
     };
-    let waited = interrupted.await;
+    signals.recv().await;
     println!("\nstopping: gateway, emulator, then PostgreSQL");
-    running.shutdown().await;
+    running
+        .shutdown(std::time::Duration::from_secs(30), &mut signals)
+        .await;
     emulator.stop().await;
     if let Some(pg) = postgres {
         pg.stop();
     }
-    waited
+    Ok(())
 }
 
 async fn start(args: &DevArgs) -> anyhow::Result<Started> {

@@ -3,6 +3,7 @@
 use std::io::Read;
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use policy_store::{AdminUserStore, AppStore, PgStore, Role, Store, TemplateStore};
@@ -227,13 +228,24 @@ pub async fn start(settings: &Settings, store: PgStore) -> anyhow::Result<Runnin
     })
 }
 
+/// Of the graceful stop's `shutdown_timeout_secs`, what is kept for flushing the issuance log
+/// after in-flight requests have had theirs (at most half of it).
+const FLUSH_RESERVE: Duration = Duration::from_secs(5);
+
+/// After a further signal cuts the graceful stop short: how long the issuance-log writers may
+/// still take to commit what they hold (a commit is bounded by the database deadline anyway).
+const FORCED_FLUSH: Duration = Duration::from_secs(3);
+
+/// How long the background tasks (the membership's leave among them) get at the very end.
+const TASKS_WITHIN: Duration = Duration::from_secs(2);
+
 impl Running {
     /// The readiness drain that starts a graceful shutdown: `/readyz` answers 503 at once,
     /// the replica leaves the cluster's membership (the others recount), and for `period`
     /// the listeners keep accepting and serving, every response with `Connection: close`,
     /// so a load balancer's health check takes this replica out of rotation before its
-    /// listeners close. A second signal ends the drain early.
-    pub async fn drain(&self, period: std::time::Duration) {
+    /// listeners close. A further signal ends the drain early.
+    pub async fn drain(&self, period: Duration, signals: &mut Signals) {
         self.gateway.drain();
         self.leave.cancel();
         if period.is_zero() {
@@ -245,22 +257,65 @@ impl Running {
         );
         tokio::select! {
             _ = tokio::time::sleep(period) => {}
-            _ = wait_for_signal() => tracing::info!("second signal: the drain ends early"),
+            _ = signals.recv() => tracing::info!("another signal: the drain ends early"),
         }
     }
 
-    /// Graceful: stop accepting, let in-flight requests finish, flush the audit log.
-    pub async fn shutdown(self) {
-        for (handle, _) in &self.servers {
-            handle.stop(true).await;
+    /// Graceful, within `timeout` in all: stop accepting, let in-flight requests finish (all
+    /// but [`FLUSH_RESERVE`] of it), then flush the issuance log (what is left). A further
+    /// signal stops waiting for requests in flight at once: the issuance-log writers get
+    /// [`FORCED_FLUSH`] more to commit what they hold, and the process exits (a request whose
+    /// row had not committed by then never got its credential).
+    pub async fn shutdown(self, timeout: Duration, signals: &mut Signals) {
+        let stop_by = tokio::time::Instant::now() + timeout;
+        let requests_by = stop_by - FLUSH_RESERVE.min(timeout / 2);
+        let Running {
+            stop,
+            tasks,
+            servers,
+            gateway,
+            ..
+        } = self;
+        let stopping = async {
+            for (handle, _) in &servers {
+                handle.stop(true).await;
+            }
+            for (_, task) in servers {
+                let _ = task.await;
+            }
+        };
+        let mut forced = false;
+        tokio::select! {
+            _ = stopping => {}
+            _ = tokio::time::sleep_until(requests_by) => tracing::warn!(
+                "requests still in flight at the end of the graceful stop; no longer waiting for them"
+            ),
+            _ = signals.recv() => {
+                tracing::warn!("another signal: stopping at once, without waiting for requests in flight");
+                forced = true;
+            }
         }
-        for (_, task) in self.servers {
-            let _ = task.await;
+        let flush_by = if forced {
+            stop_by.min(tokio::time::Instant::now() + FORCED_FLUSH)
+        } else {
+            stop_by
+        };
+        let flush = gateway.shutdown(flush_by);
+        tokio::pin!(flush);
+        tokio::select! {
+            _ = &mut flush => {}
+            _ = signals.recv(), if !forced => {
+                tracing::warn!("another signal: the issuance-log flush gets {FORCED_FLUSH:?} more at most");
+                let cut = flush_by.min(tokio::time::Instant::now() + FORCED_FLUSH);
+                let _ = tokio::time::timeout_at(cut, &mut flush).await;
+            }
         }
-        self.gateway.shutdown().await;
-        self.stop.cancel();
-        for t in self.tasks {
-            let _ = t.await;
+        stop.cancel();
+        let tasks_by = tokio::time::Instant::now() + TASKS_WITHIN;
+        for t in tasks {
+            if tokio::time::timeout_at(tasks_by, t).await.is_err() {
+                break;
+            }
         }
     }
 }
@@ -279,7 +334,7 @@ async fn maintain_log(
         }
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(std::time::Duration::from_secs(24 * 3600)) => {}
+            _ = tokio::time::sleep(Duration::from_secs(24 * 3600)) => {}
         }
         if let Err(e) = store.ensure_partitions(PARTITIONS_AHEAD).await {
             tracing::warn!(error = %e, "could not create issuance-log partitions");
@@ -296,7 +351,7 @@ async fn maintain_rollup(store: PgStore, stop: CancellationToken) {
         }
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
+            _ = tokio::time::sleep(Duration::from_secs(60)) => {}
         }
     }
 }
@@ -386,26 +441,60 @@ pub async fn retention(settings: &Settings, dry_run: bool) -> anyhow::Result<()>
 }
 
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
-    let store = connect(&settings).await?;
-    let running = start(&settings, store).await?;
+    // From the start and for good: a signal that arrives while the previous one is handled
+    // is kept for the next step, not lost, and none falls back to the default action.
+    let mut signals = Signals::new()?;
+    let starting = async {
+        let store = connect(&settings).await?;
+        start(&settings, store).await
+    };
+    let running = tokio::select! {
+        running = starting => running?,
+        _ = signals.recv() => {
+            tracing::info!("a signal arrived while starting: stopped before serving");
+            return Ok(());
+        }
+    };
     tracing::info!(public = %running.public_addr, admin = %running.admin_addr, "stsgate serving");
-    wait_for_signal().await?;
-    running.drain(settings.shutdown_drain()).await;
+    signals.recv().await;
+    running.drain(settings.shutdown_drain(), &mut signals).await;
     tracing::info!("shutting down: finishing in-flight requests and flushing the issuance log");
-    running.shutdown().await;
+    running
+        .shutdown(settings.shutdown_timeout(), &mut signals)
+        .await;
     Ok(())
 }
 
-pub async fn wait_for_signal() -> anyhow::Result<()> {
+/// SIGTERM and SIGINT (Ctrl-C), listened to once for the whole process.
+pub struct Signals {
     #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r?,
-            _ = term.recv() => {}
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    pub fn new() -> anyhow::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                term: signal(SignalKind::terminate()).context("listening for SIGTERM")?,
+                int: signal(SignalKind::interrupt()).context("listening for SIGINT")?,
+            })
         }
+        #[cfg(not(unix))]
+        Ok(Self {})
     }
-    #[cfg(not(unix))]
-    tokio::signal::ctrl_c().await?;
-    Ok(())
+
+    /// The next SIGTERM or SIGINT (one that came since the last call included).
+    pub async fn recv(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

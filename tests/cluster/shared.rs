@@ -263,3 +263,54 @@ async fn the_miss_path_with_and_without_the_shared_table_and_a_wait_within_the_d
     assert!(short.terminate());
     assert!(cluster.stop());
 }
+
+/// A mint that failed because the request's database deadline ran out (its STS budget
+/// statement blocked behind a row lock) still releases its claim: the next request for the
+/// same credential, on another replica or the same one, is not stuck behind it. The claim
+/// timeout is long here (20 s), so a claim left in place would make both answer 503 at their
+/// own 3 s deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_mint_that_ran_out_of_time_leaves_no_claim_behind() {
+    let opts = Options {
+        rate_app_per_second: 600,
+        ..Options::default()
+    };
+    let mut cluster =
+        Cluster::start(&opts, &[("STSGATE_CLUSTER__CLAIM_TIMEOUT_MS", "20000")]).await;
+    for replica in 0..2 {
+        let warm = cluster
+            .credentials(replica, &format!("warm-{replica}"))
+            .await;
+        assert_eq!(warm.status, 200, "{warm:?}");
+    }
+    let app: i64 = sqlx::query_scalar("SELECT app_id FROM sts_budget")
+        .fetch_one(&cluster.db.pool)
+        .await
+        .unwrap();
+    for (failing, next) in [(0, 1), (1, 1)] {
+        let sub = format!("blocked-{failing}-{next}");
+        // The app's budget row is locked: replica `failing` claims the mint, then waits on the
+        // budget until its deadline runs out.
+        let mut lock = cluster.db.pool.begin().await.unwrap();
+        sqlx::query("SELECT 1 FROM sts_budget WHERE app_id = $1 FOR UPDATE")
+            .bind(app)
+            .execute(&mut *lock)
+            .await
+            .unwrap();
+        let calls = cluster.emulator.stats().requests;
+        let failed = cluster.credentials(failing, &sub).await;
+        assert_eq!(failed.status, 503, "{failed:?}");
+        assert_eq!(cluster.emulator.stats().requests, calls, "STS was called");
+        lock.rollback().await.unwrap();
+        let asked = Instant::now();
+        let served = cluster.credentials(next, &sub).await;
+        println!(
+            "after a mint on replica {failing} ran out of time, replica {next}: {} after {:?}",
+            served.status,
+            asked.elapsed()
+        );
+        assert_eq!(served.status, 200, "{served:?}");
+        assert_eq!(cluster.emulator.stats().requests, calls + 1);
+    }
+    assert!(cluster.stop());
+}

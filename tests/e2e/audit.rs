@@ -345,3 +345,116 @@ async fn sigterm_drains_then_answers_requests_in_flight_and_logs_every_credentia
         assert_eq!(row.tmp_secret_id.as_deref(), Some(tmp_secret_id.as_str()));
     }
 }
+
+/// A second SIGTERM during the graceful stop, while requests wait on an STS call far slower
+/// than any shutdown bound: the binary stops waiting for them and exits promptly (it would
+/// have waited out the graceful stop's 30 s), after the issuance-log writers committed what
+/// they held; every credential handed out has its row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_twice_stops_at_once_and_every_credential_handed_out_has_its_row() {
+    sts_core::install_crypto_provider();
+    let db = fresh_database().await.unwrap();
+    let store = PgStore::new(db.pool.clone(), test_cipher());
+    seed(&store, &Options::default()).await;
+    let emu = emulator();
+    let Served {
+        mut child, public, ..
+    } = serve(
+        &db.url,
+        &emu,
+        &[
+            ("STSGATE_STS__TIMEOUT_MS", "120000"),
+            ("STSGATE_STS__MAX_ATTEMPTS", "1"),
+        ],
+    );
+    let _guard = KillOnDrop(child.id());
+    let http = reqwest::Client::new();
+    let url = format!("http://{public}/v1/apps/{APP}/credentials");
+    let ask = |sub: String| {
+        let (http, url) = (http.clone(), url.clone());
+        let token = TestAppTokens.token(&sub);
+        tokio::spawn(async move {
+            match http.get(url).bearer_auth(token).send().await {
+                Ok(res) => {
+                    let id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+                    let status = res.status().as_u16();
+                    (status, id, res.json::<Value>().await.unwrap_or(Value::Null))
+                }
+                Err(_) => (0, String::new(), Value::Null),
+            }
+        })
+    };
+    // Credentials handed out before the signals ...
+    let mut answers = Vec::new();
+    for i in 0..5 {
+        answers.push(ask(format!("before{i}")).await.unwrap());
+    }
+    assert!(answers.iter().all(|(s, ..)| *s == 200), "{answers:?}");
+    // ... and requests waiting on a 60 s STS call.
+    emu.set_faults(Faults {
+        latency_ms: 60_000,
+        ..Faults::default()
+    })
+    .unwrap();
+    const IN_FLIGHT: u64 = 5;
+    let before = emu.stats().requests;
+    let slow: Vec<_> = (0..IN_FLIGHT).map(|i| ask(format!("slow{i}"))).collect();
+    for _ in 0..1000 {
+        if emu.stats().requests >= before + IN_FLIGHT {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(emu.stats().requests, before + IN_FLIGHT);
+    let term = || {
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .unwrap()
+                .success()
+        )
+    };
+    term();
+    // The graceful stop has begun once the listener refuses connections (no drain here).
+    let mut closed = false;
+    for _ in 0..1000 {
+        if tokio::net::TcpStream::connect(&public).await.is_err() {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(closed, "the listener still accepts 10 s after SIGTERM");
+    let second = std::time::Instant::now();
+    term();
+    let exit = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    let took = second.elapsed();
+    println!("exited {took:?} after the second SIGTERM, with requests waiting on a 60 s STS call");
+    assert!(exit.success(), "stsgate exited with {exit}");
+    assert!(
+        took < Duration::from_secs(20),
+        "the second SIGTERM did not cut the graceful stop short: exited after {took:?}"
+    );
+    for r in slow {
+        answers.push(r.await.unwrap());
+    }
+    let rows = by_request_id(
+        store
+            .search_issuance(&IssuanceFilter::default(), None, 1000)
+            .await
+            .unwrap(),
+    );
+    let handed: Vec<_> = answers.iter().filter(|(s, ..)| *s == 200).collect();
+    assert!(handed.len() >= 5);
+    for (_, id, body) in handed {
+        let row = rows.get(id).unwrap_or_else(|| panic!("no row for {id}"));
+        assert_eq!(
+            row.tmp_secret_id.as_deref(),
+            body["credentials"]["tmpSecretId"].as_str()
+        );
+    }
+}

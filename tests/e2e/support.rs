@@ -324,7 +324,9 @@ impl TestApp {
         };
         self.server.stop(true).await;
         let _ = (&mut self.server_task).await;
-        gateway.shutdown().await;
+        gateway
+            .shutdown(tokio::time::Instant::now() + Duration::from_secs(30))
+            .await;
     }
 
     pub async fn shutdown(mut self) {

@@ -81,6 +81,9 @@ pub struct CachedCredential {
     pub minted: Instant,
     /// Minted by another replica and taken from the shared table (served as a cache hit).
     pub from_peer: bool,
+    /// How long this replica's STS call for it took, in microseconds (0: taken from the
+    /// shared table): what a request that waited for the mint is not charged for.
+    sts_us: u32,
 }
 
 fn offset(len: usize) -> u32 {
@@ -120,7 +123,19 @@ impl CachedCredential {
             reuse_until,
             minted,
             from_peer: false,
+            sts_us: 0,
         }
+    }
+
+    /// Records how long the STS call that minted it took.
+    pub fn with_sts_time(mut self, took: Duration) -> Self {
+        self.sts_us = u32::try_from(took.as_micros()).unwrap_or(u32::MAX);
+        self
+    }
+
+    /// How long the STS call that minted it took (zero when another replica minted it).
+    pub fn sts_time(&self) -> Duration {
+        Duration::from_micros(u64::from(self.sts_us))
     }
 
     /// Marks a credential another replica minted (taken from the shared table).

@@ -13,7 +13,13 @@ use tokio::time::Instant;
 /// When it runs out the answer is 503: a credential could not get its row anyway.
 ///
 /// Time spent on STS is not drawn from it (this request's call, or a mint it shares with
-/// another request of this replica): the STS client has its own bounds.
+/// another request of this replica): the STS client has its own bounds. A request that waited
+/// for another request's mint is charged the rest of its wait (that request's database steps),
+/// so the database never holds it up longer than the budget either.
+///
+/// A mint needs some of the budget left after STS answers (storing the credential for the
+/// other replicas, the issuance-log commit): it neither claims nor calls STS with less than
+/// [`Deadline::floor`] left, and is answered 503 instead.
 #[derive(Debug)]
 pub struct Deadline {
     budget: Duration,
@@ -26,6 +32,16 @@ impl Deadline {
             budget,
             spent_us: AtomicU64::new(0),
         }
+    }
+
+    /// A tenth of the budget: the least a mint must have left before it claims or calls STS.
+    pub fn floor(&self) -> Duration {
+        self.budget / 10
+    }
+
+    /// Less than [`Deadline::floor`] is left.
+    pub fn below_floor(&self) -> bool {
+        self.remaining() < self.floor()
     }
 
     /// What is left of the budget.
@@ -76,5 +92,11 @@ mod tests {
         let other = Deadline::new(Duration::from_secs(3));
         other.charge(Duration::from_secs(5));
         assert!(other.remaining().is_zero());
+        assert!(other.below_floor());
+        let fresh = Deadline::new(Duration::from_secs(3));
+        assert_eq!(fresh.floor(), Duration::from_millis(300));
+        assert!(!fresh.below_floor());
+        fresh.charge(Duration::from_millis(2800));
+        assert!(fresh.below_floor());
     }
 }

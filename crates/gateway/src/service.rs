@@ -94,6 +94,28 @@ fn jwt_error(e: &JwtError) -> ApiError {
     }
 }
 
+/// Charges a look-up whose credential this request did not mint itself: a cache hit (a
+/// moment), or a wait for the mint another request of this replica was making, whose database
+/// steps this request's deadline must cover too (or the database could hold it up for two
+/// deadlines). The other request's STS call is not charged, as this request's own is not.
+/// A credential this request minted was charged step by step.
+fn charge_wait(
+    deadline: &Deadline,
+    entry: &moka::Entry<CacheKey, Arc<CachedCredential>>,
+    since: Instant,
+) {
+    if entry.is_fresh() {
+        return;
+    }
+    let waited = since.elapsed();
+    let shared = if entry.value().minted >= since {
+        entry.value().sts_time()
+    } else {
+        Duration::ZERO
+    };
+    deadline.charge(waited.saturating_sub(shared));
+}
+
 fn sts_error(e: &StsError) -> ApiError {
     // Unreachable, or a throttle or internal error (retried or not): STS is there but unwell,
     // so the client should come back later. Anything else is a refusal to look into.
@@ -419,13 +441,16 @@ impl Service {
 
         let looked_up = Instant::now();
         let mut entry = lookup().await.map_err(|e| (*e).clone())?;
+        charge_wait(deadline, &entry, looked_up);
         if !entry.value().servable(looked_up) {
             // In the cache from before this request and past its reuse window (an entry can
             // outlive its window by a moment). Drop that entry, not whatever has replaced it
             // meanwhile, and look again: what comes back was minted after `looked_up`, by
             // this request or one it waited for, and is served as STS gave it.
             evict_if_same(&self.cache, &key, entry.value()).await;
+            let again = Instant::now();
             entry = lookup().await.map_err(|e| (*e).clone())?;
+            charge_wait(deadline, &entry, again);
         }
         Ok(Issued {
             credential: entry.value().clone(),
@@ -449,6 +474,14 @@ impl Service {
         self.budget
             .take(app.app.id, per_second, self.membership.live(), deadline)
             .await?;
+        // A credential minted with too little of the deadline left could not get its row.
+        if deadline.below_floor() {
+            tracing::warn!(
+                app = %app.app.slug,
+                "too little of the request's database deadline is left to mint; not calling STS"
+            );
+            return Err(ApiError::Unavailable);
+        }
         let start_time = unix_now();
         let started = Instant::now();
         let result: Result<TemporaryCredentials, StsError> = match app.mode {
@@ -479,6 +512,7 @@ impl Service {
                     .await
             }
         };
+        let sts_took = started.elapsed();
         let label = match &result {
             Ok(_) => "ok",
             Err(e) if e.is_unavailable() => "unavailable",
@@ -503,18 +537,82 @@ impl Service {
             "credential minted"
         );
         let reuse_until = creds.expired_time - i64::try_from(min_remaining).unwrap_or(0);
-        Ok(Arc::new(CachedCredential::new(
-            creds,
-            start_time,
-            reuse_until,
-            Instant::now(),
-        )))
+        Ok(Arc::new(
+            CachedCredential::new(creds, start_time, reuse_until, Instant::now())
+                .with_sts_time(sts_took),
+        ))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A request that waits for another request's mint is charged that wait, except the
+    /// STS call; the one that minted is not charged again.
+    #[tokio::test]
+    async fn a_wait_for_another_requests_mint_draws_from_the_deadline() {
+        let cache = new_cache(100);
+        let key = CacheKey::new(1, 1, 1, "alice", "h", 600);
+        let mint = || async {
+            // The minting request's database steps, then its STS call.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let sts = Instant::now();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let now = unix_now();
+            Ok::<_, ApiError>(Arc::new(
+                CachedCredential::new(
+                    TemporaryCredentials {
+                        tmp_secret_id: "AKIDtmp".into(),
+                        tmp_secret_key: secrecy::SecretString::from("k"),
+                        session_token: secrecy::SecretString::from("t"),
+                        expired_time: now + 900,
+                        expiration: String::new(),
+                        request_id: "r".into(),
+                    },
+                    now,
+                    now + 600,
+                    Instant::now(),
+                )
+                .with_sts_time(sts.elapsed()),
+            ))
+        };
+        let (minter, waiter) = (
+            Deadline::new(Duration::from_secs(3)),
+            Deadline::new(Duration::from_secs(3)),
+        );
+        let look = |deadline: &'static Deadline| {
+            let (cache, key) = (cache.clone(), key.clone());
+            async move {
+                let since = Instant::now();
+                let entry = cache
+                    .entry_by_ref(&key)
+                    .or_try_insert_with(mint())
+                    .await
+                    .unwrap();
+                charge_wait(deadline, &entry, since);
+                entry.is_fresh()
+            }
+        };
+        let (minter, waiter): (&'static Deadline, &'static Deadline) =
+            (Box::leak(Box::new(minter)), Box::leak(Box::new(waiter)));
+        let first = tokio::spawn(look(minter));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let second = tokio::spawn(look(waiter));
+        assert!(first.await.unwrap());
+        assert!(!second.await.unwrap());
+        assert_eq!(minter.remaining(), Duration::from_secs(3));
+        // It waited at least the last 200 ms of the other's database steps.
+        assert!(
+            waiter.remaining() <= Duration::from_millis(2800),
+            "{:?} left",
+            waiter.remaining()
+        );
+        // A hit on what is in the cache costs a moment.
+        let hit = Box::leak(Box::new(Deadline::new(Duration::from_secs(3))));
+        assert!(!look(hit).await);
+        assert!(hit.remaining() > Duration::from_millis(2800));
+    }
 
     #[test]
     fn session_names_are_safe_for_sts() {

@@ -92,6 +92,7 @@ impl Gateway {
         config: GatewayConfig,
     ) -> Self {
         let metrics = Arc::new(Metrics::default());
+        let sts_longest = sts.config().longest_call();
         let apps = Arc::new(AppResolver::new(
             store.clone(),
             sts,
@@ -111,6 +112,7 @@ impl Gateway {
             membership.id(),
             config.cluster.shared_credentials,
             config.cluster.claim_timeout,
+            sts_longest,
         );
         let service = Arc::new(Service::new(
             apps.clone(),
@@ -178,18 +180,18 @@ impl Gateway {
         tokio::spawn(self.membership.clone().run(public_addr, admin_addr, stop))
     }
 
-    /// Drops the gateway's handles and waits for the audit writers to flush what is queued.
-    /// Call after every server built by [`Gateway::serve`] has stopped.
-    pub async fn shutdown(self) {
+    /// Drops the gateway's handles and waits for the audit writers to flush what is queued,
+    /// until `by` at most. Call after every server built by [`Gateway::serve`] has stopped
+    /// (while requests are still in flight the writers keep taking their rows until `by`).
+    pub async fn shutdown(self, by: tokio::time::Instant) {
         let Gateway {
             service, writers, ..
         } = self;
         drop(service);
         // Each queued batch is bounded by the commit timeout; do not wait forever on top.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         for w in writers {
-            if tokio::time::timeout_at(deadline, w).await.is_err() {
-                tracing::error!("the issuance-log writers did not finish within 30 s");
+            if tokio::time::timeout_at(by, w).await.is_err() {
+                tracing::error!("the issuance-log writers did not finish in time for the shutdown");
                 break;
             }
         }

@@ -292,6 +292,23 @@ pub struct StsClientConfig {
     pub retry: RetryPolicy,
 }
 
+impl StsClientConfig {
+    /// The longest one call can take, its retries and their backoff included: every attempt
+    /// is bounded by `timeout`, and none starts once the retry budget has passed.
+    pub fn longest_call(&self) -> Duration {
+        let attempts = self.retry.max_attempts.max(1);
+        let all = self
+            .timeout
+            .saturating_mul(attempts)
+            .saturating_add(self.retry.max_delay.saturating_mul(attempts - 1));
+        if attempts == 1 {
+            all
+        } else {
+            all.min(self.retry.budget.saturating_add(self.timeout))
+        }
+    }
+}
+
 impl Default for StsClientConfig {
     fn default() -> Self {
         Self {
@@ -366,6 +383,10 @@ impl StsClient {
             host,
             config,
         })
+    }
+
+    pub fn config(&self) -> &StsClientConfig {
+        &self.config
     }
 
     /// The same connection pool, another endpoint and region (per-app overrides).
@@ -762,6 +783,17 @@ mod tests {
             parse_response(200, ok).unwrap().expiration,
             "2023-11-14T22:43:20Z"
         );
+    }
+
+    #[test]
+    fn the_longest_call_counts_every_attempt_and_its_backoff_within_the_budget() {
+        let mut c = StsClientConfig::default();
+        c.retry.max_attempts = 1;
+        assert_eq!(c.longest_call(), Duration::from_secs(5));
+        c.retry.max_attempts = 2;
+        assert_eq!(c.longest_call(), Duration::from_secs(12));
+        c.retry.max_attempts = 3;
+        assert_eq!(c.longest_call(), Duration::from_secs(15));
     }
 
     #[test]

@@ -25,7 +25,8 @@ pub struct ClusterConfig {
     pub heartbeat: Duration,
     /// Look in the shared credential table on a local miss (off: every replica mints its own).
     pub shared_credentials: bool,
-    /// How long a replica's claim on a mint holds, and how long others wait for it before
+    /// How long a replica's claim on a mint holds at most (less when its request's deadline and
+    /// STS call cannot take that long), and how long others wait for it before
     /// they mint themselves (unless their request's database deadline runs out first).
     pub claim_timeout: Duration,
 }

@@ -4,7 +4,10 @@
 //! hit. Otherwise it claims the mint with one atomic upsert: the claimer calls STS and stores
 //! the credential (sealed under the master key, the cache key as associated data); the other
 //! replicas poll the row until it is there, up to the claim timeout, then mint themselves.
-//! A mint that fails releases its claim so that a waiter takes it over at once. An error from
+//! A claim holds for `claim_timeout` at most, or for what is left of the request's deadline
+//! plus the longest STS call if that is shorter; a replica takes over its own claim at once
+//! (its mints of one key are one at a time: its cache coalesces them). A mint that fails
+//! releases its claim, on a bound of its own, so that a waiter takes it over at once. An error from
 //! the table never fails a request: the replica mints on its own and says so in the log.
 //!
 //! Every round trip, and the wait for another replica's row, draws from the request's one
@@ -28,12 +31,18 @@ use crate::metrics::Metrics;
 /// How often a waiting replica looks at the claimed row.
 const POLL: Duration = Duration::from_millis(20);
 
+/// How long the release of a failed mint's claim may take. It runs on its own, after the
+/// answer, so a mint that failed because the request's deadline ran out still releases.
+const RELEASE_WITHIN: Duration = Duration::from_secs(1);
+
 pub struct SharedCredentials {
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
     me: Uuid,
     enabled: bool,
     claim_timeout: Duration,
+    /// The longest an STS call can take, retries included.
+    sts_longest: Duration,
 }
 
 /// The cache key spelled out: the row's key (hashed) and the associated data of its
@@ -109,6 +118,7 @@ impl SharedCredentials {
         me: Uuid,
         enabled: bool,
         claim_timeout: Duration,
+        sts_longest: Duration,
     ) -> Self {
         Self {
             store,
@@ -116,6 +126,7 @@ impl SharedCredentials {
             me,
             enabled,
             claim_timeout,
+            sts_longest,
         }
     }
 
@@ -156,10 +167,19 @@ impl SharedCredentials {
         let waiting_since = Instant::now();
         let mut waited = false;
         loop {
+            // A claim whose holder could not mint in time would only keep the others waiting.
+            if deadline.below_floor() {
+                return Err(self.out_of_time("about to claim the mint in"));
+            }
+            // The claim holds no longer than this mint can take: what is left of the deadline
+            // for the database steps, and the STS call.
+            let claim_for = self
+                .claim_timeout
+                .min(deadline.remaining() + self.sts_longest);
             let claim = bounded(
                 deadline,
                 self.store
-                    .claim_shared_credential(shared, self.me, self.claim_timeout),
+                    .claim_shared_credential(shared, self.me, claim_for),
             )
             .await;
             match claim {
@@ -205,6 +225,32 @@ impl SharedCredentials {
         ApiError::Unavailable
     }
 
+    /// Releases this replica's claim on a failed mint, so that a waiter takes it over at once.
+    /// On a bound of its own, not the request's deadline (which may be what the mint ran out
+    /// of), and in the background: the answer does not wait for it.
+    fn release(&self, key: SharedKey<'_>) {
+        let (store, me) = (self.store.clone(), self.me);
+        let (app_id, subject, text) = (key.app_id, key.subject.to_owned(), key.key.to_owned());
+        tokio::spawn(async move {
+            let key = SharedKey {
+                app_id,
+                subject: &subject,
+                key: &text,
+            };
+            let release = store.release_shared_claim(key, me);
+            match tokio::time::timeout(RELEASE_WITHIN, release).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "cannot release the claim on a failed mint")
+                }
+                Err(_) => tracing::warn!(
+                    within_ms = RELEASE_WITHIN.as_millis() as u64,
+                    "cannot release the claim on a failed mint: the database did not answer in time"
+                ),
+            }
+        });
+    }
+
     async fn mint_and_share<F>(
         &self,
         key: SharedKey<'_>,
@@ -232,16 +278,7 @@ impl SharedCredentials {
                 Ok(minted)
             }
             Err(err) => {
-                let release = self.store.release_shared_claim(key, self.me);
-                match bounded(deadline, release).await {
-                    Ok(()) => {}
-                    Err(Trouble::Failed(e)) => {
-                        tracing::warn!(error = %e, "cannot release the claim on a failed mint")
-                    }
-                    Err(Trouble::Deadline) => tracing::warn!(
-                        "cannot release the claim on a failed mint: the request's database deadline ran out"
-                    ),
-                }
+                self.release(key);
                 Err(err)
             }
         }

@@ -223,14 +223,17 @@ impl ClusterStore for PgStore {
         claim_for: Duration,
     ) -> Result<Claim> {
         let hash = key_hash(key.key);
-        // A new row, or one whose credential's reuse window or claim has run out.
+        // A new row, or one whose credential's reuse window or claim has run out, or a claim
+        // of this replica's own (a mint of its that failed or was cancelled: it mints one key
+        // at a time).
         let mine: Option<bool> = sqlx::query_scalar(
             "INSERT INTO shared_credentials (key_hash, app_id, subject_hash, claimed_by, claim_until) \
              VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5)) \
              ON CONFLICT (key_hash) DO UPDATE SET sealed = NULL, reuse_until = NULL, \
                  claimed_by = excluded.claimed_by, claim_until = excluded.claim_until \
              WHERE (shared_credentials.sealed IS NOT NULL AND shared_credentials.reuse_until <= now()) \
-                OR (shared_credentials.sealed IS NULL AND shared_credentials.claim_until <= now()) \
+                OR (shared_credentials.sealed IS NULL AND (shared_credentials.claim_until <= now() \
+                    OR shared_credentials.claimed_by = excluded.claimed_by)) \
              RETURNING true",
         )
         .bind(&hash)

@@ -113,6 +113,16 @@ async fn one_replica_claims_a_mint_and_the_others_get_its_credential() {
         store.claim_shared_credential(key, b, claim).await.unwrap(),
         Claim::Taken
     ));
+    // A replica takes over its own claim at once (a mint of its that failed or was cancelled
+    // and left the claim behind); the others still wait for it.
+    assert!(matches!(
+        store.claim_shared_credential(key, a, claim).await.unwrap(),
+        Claim::Mine
+    ));
+    assert!(matches!(
+        store.claim_shared_credential(key, b, claim).await.unwrap(),
+        Claim::Taken
+    ));
     store
         .put_shared_credential(key, &credential("one", 300))
         .await
@@ -124,6 +134,10 @@ async fn one_replica_claims_a_mint_and_the_others_get_its_credential() {
         }
         other => panic!("{other:?}"),
     }
+    assert!(matches!(
+        store.claim_shared_credential(key, a, claim).await.unwrap(),
+        Claim::Ready(_)
+    ));
     // Sealed: no secret in the clear, and the row does not open under another key.
     let sealed: String = sqlx::query_scalar("SELECT sealed FROM shared_credentials")
         .fetch_one(&db.pool)
