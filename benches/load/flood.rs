@@ -74,9 +74,8 @@ async fn counters(bench: &Bench, base: &str) -> Vec<f64> {
 
 pub async fn measure(bench: &Bench) -> FloodReport {
     let setting = &SETTINGS[0];
-    let (gateway, base) =
+    let (mut gateway, base) =
         bench.start_gateway(setting, "flood", &[("STSGATE_TRUST_FORWARDED_FOR", "true")]);
-    let mut gateway = gateway;
     gateway
         .wait_ready(&bench.http, &format!("{base}/readyz"))
         .await;
