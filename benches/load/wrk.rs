@@ -213,11 +213,14 @@ end
     path.to_owned()
 }
 
-/// Lua that counts responses per status in every thread and prints the totals when the run
-/// ends (read back by [`parse`] into [`Report::statuses`]).
+/// Lua that numbers the threads (`id`), counts responses per status in every thread and
+/// prints the totals when the run ends (read back by [`parse`] into [`Report::statuses`]).
 const COUNT_STATUSES: &str = r#"local threads = {}
+local counter = 0
 function setup(thread)
+  thread:set("id", counter)
   table.insert(threads, thread)
+  counter = counter + 1
 end
 function response(status, headers, body)
   counts[status] = (counts[status] or 0) + 1
@@ -277,12 +280,6 @@ pub fn flood_script(
     };
     let lua = format!(
         r#"{COUNT_STATUSES}
-local counter = 0
-function setup(thread)
-  thread:set("id", counter)
-  table.insert(threads, thread)
-  counter = counter + 1
-end
 function init(args)
   counts = {{}}
   n = id * 1000003

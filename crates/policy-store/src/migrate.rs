@@ -67,20 +67,29 @@ pub async fn run(database_url: &str) -> anyhow::Result<Vec<String>> {
     run_with(database_url, &MigrateOptions::default()).await
 }
 
-/// Applies the pending migrations under an advisory lock; returns their names
-/// (`V1__init`, …), empty when the schema was already current. Connecting and taking the
-/// lock are bounded by `options`; the migrations themselves are not (an index build on a
-/// large table may legitimately take long).
-pub async fn run_with(database_url: &str, options: &MigrateOptions) -> anyhow::Result<Vec<String>> {
+/// One connection for `purpose` (said in the error), bounded by `options.connect_timeout`.
+async fn connect(
+    database_url: &str,
+    options: &MigrateOptions,
+    purpose: &str,
+) -> anyhow::Result<PgConnection> {
     let connect_options = PgConnectOptions::from_str(database_url)
         .context("DATABASE_URL is not a valid PostgreSQL URL")?;
-    let mut conn = tokio::time::timeout(
+    tokio::time::timeout(
         options.connect_timeout,
         PgConnection::connect_with(&connect_options),
     )
     .await
     .map_err(|_| MigrateError::ConnectTimeout(options.connect_timeout))?
-    .context("cannot connect to PostgreSQL to run migrations")?;
+    .with_context(|| format!("cannot connect to PostgreSQL {purpose}"))
+}
+
+/// Applies the pending migrations under an advisory lock; returns their names
+/// (`V1__init`, …), empty when the schema was already current. Connecting and taking the
+/// lock are bounded by `options`; the migrations themselves are not (an index build on a
+/// large table may legitimately take long).
+pub async fn run_with(database_url: &str, options: &MigrateOptions) -> anyhow::Result<Vec<String>> {
+    let mut conn = connect(database_url, options, "to run migrations").await?;
     lock(&mut conn, options).await?;
 
     let result = embedded::migrations::runner()
@@ -167,15 +176,7 @@ pub enum SchemaError {
 /// but must not migrate a production database ahead of (or behind) its running servers.
 /// Connecting is bounded by `options.connect_timeout`.
 pub async fn check_schema(database_url: &str, options: &MigrateOptions) -> anyhow::Result<()> {
-    let connect_options = PgConnectOptions::from_str(database_url)
-        .context("DATABASE_URL is not a valid PostgreSQL URL")?;
-    let mut conn = tokio::time::timeout(
-        options.connect_timeout,
-        PgConnection::connect_with(&connect_options),
-    )
-    .await
-    .map_err(|_| MigrateError::ConnectTimeout(options.connect_timeout))?
-    .context("cannot connect to PostgreSQL to check the schema version")?;
+    let mut conn = connect(database_url, options, "to check the schema version").await?;
     let exists: bool =
         sqlx::query_scalar("SELECT to_regclass('refinery_schema_history') IS NOT NULL")
             .fetch_one(&mut conn)
