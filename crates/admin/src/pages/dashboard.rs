@@ -1,7 +1,7 @@
 //! The dashboard: charts of the last 24 hours, per-app totals and the busiest subjects and
 //! addresses of the last hour, day or week, and the cluster's replicas. The issuance figures
-//! come from the hourly rollup (complete hours) plus the current hour read live, so the page
-//! costs the same at millions of rows a day.
+//! come from the hourly rollup, refreshed every minute up to two minutes ago, plus the rows
+//! after that read live, so the page costs about the same at millions of rows a day.
 
 use std::collections::BTreeMap;
 
@@ -214,7 +214,7 @@ pub async fn show(
         top,
         rollup_note: match refreshed {
             Some(at) => format!(
-                "Complete hours come from the hourly rollup (last refreshed {}), the current hour live from the log.",
+                "Figures come from the hourly rollup (last refreshed {}) and, for the last few minutes, live from the log.",
                 zone.fmt(at)
             ),
             None => "The hourly rollup has not run yet: every figure is read live from the log."

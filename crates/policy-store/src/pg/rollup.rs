@@ -1,11 +1,14 @@
 //! The dashboard's hourly rollup of the issuance log (`issuance_hourly`,
-//! `issuance_hourly_top`, migration V11).
+//! `issuance_hourly_top`, migrations V11 and V12).
 //!
-//! Complete hours are aggregated into the rollup by [`PgStore::refresh_rollup`] (every
-//! minute from `serve`; the last two hours are recomputed each time, so rows that commit a
-//! little after their timestamp are counted). Reads take complete hours from the rollup and
-//! the hours since its last refresh live from the log, so the page stays fast at millions of
-//! rows a day and still shows a request made a second ago.
+//! [`PgStore::refresh_rollup`] (every minute from `serve`) aggregates the log up to a
+//! watermark two minutes before now, the current hour included, and records it as
+//! `issuance_rollup_state.rolled_to`. Each refresh recomputes whole hours from the one the
+//! previous watermark was in, and the previous hour while it is less than ten minutes old, so
+//! rows that commit a little after their timestamp (folded refusal summaries wait for their
+//! minute to end) are counted by the next refresh. Reads take everything before the watermark
+//! from the rollup and only the rows after it live from the log, in one snapshot, so the page
+//! costs about the same at millions of rows a day and still shows a request made a second ago.
 
 use async_trait::async_trait;
 use sqlx::Row as _;
@@ -25,6 +28,15 @@ const ROLLUP_LOCK_KEY: i64 = 0x5354_5347_524f_4c4c;
 const BACKFILL: Duration = Duration::days(8);
 const KEEP: Duration = Duration::days(35);
 
+/// The watermark trails now by this much: rows younger than it are always read live, so a
+/// row that commits up to this long after its timestamp is never missed, not even for the
+/// minute until the next refresh.
+pub const ROLLUP_LAG: Duration = Duration::minutes(2);
+
+/// Rows committing up to this long after their timestamp are counted by the next refresh:
+/// the hour they fall in is recomputed while the watermark is less than this past it.
+const LATE: Duration = Duration::minutes(10);
+
 /// Subjects and addresses kept per hour.
 const TOP_PER_HOUR: i64 = 50;
 
@@ -43,7 +55,8 @@ const HOURLY: &str = "\
 /// What one refresh did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RollupRefresh {
-    /// The hours recomputed: `[from, to)`.
+    /// The log rows recomputed: `[from, to)`. `from` is the start of an hour, `to` the new
+    /// watermark ([`ROLLUP_LAG`] before now).
     pub from: OffsetDateTime,
     pub to: OffsetDateTime,
     /// Another replica was refreshing; nothing was done.
@@ -63,13 +76,33 @@ fn hourly_from_row(row: &sqlx::postgres::PgRow) -> Result<HourlyTraffic, sqlx::E
     })
 }
 
+/// One row per (hour, app, outcome), in that order: the hour the watermark is in comes both
+/// from the rollup (before the watermark) and live (after it).
+fn merge_hours(mut rows: Vec<HourlyTraffic>) -> Vec<HourlyTraffic> {
+    rows.sort_by(|a, b| {
+        (a.hour, &a.app, a.outcome.as_str()).cmp(&(b.hour, &b.app, b.outcome.as_str()))
+    });
+    let mut out: Vec<HourlyTraffic> = Vec::with_capacity(rows.len());
+    for r in rows {
+        match out.last_mut() {
+            Some(last) if (last.hour, &last.app, last.outcome) == (r.hour, &r.app, r.outcome) => {
+                last.requests += r.requests;
+                last.latency.merge(&r.latency);
+            }
+            _ => out.push(r),
+        }
+    }
+    out
+}
+
 impl PgStore {
-    /// Recomputes the complete hours the rollup may lack: the last two (rows commit a little
-    /// after their timestamp), back to the hour of the previous refresh, or 8 days on the
-    /// first run. Drops rollup rows older than 35 days. Replicas may all call it: one does
-    /// the work at a time.
+    /// Aggregates the log into the rollup up to a new watermark, [`ROLLUP_LAG`] before `now`.
+    /// Whole hours are recomputed from the hour of the previous watermark, or of the new one
+    /// less [`LATE`] when that is earlier (rows commit a little after their timestamp), or 8
+    /// days back on the first run. Drops rollup rows older than 35 days. Replicas may all
+    /// call it: one does the work at a time.
     pub async fn refresh_rollup(&self, now: OffsetDateTime) -> Result<RollupRefresh> {
-        let to = hour_floor(now);
+        let to = now - ROLLUP_LAG;
         let mut tx = self.pool.begin().await.db()?;
         let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
             .bind(ROLLUP_LOCK_KEY)
@@ -83,24 +116,24 @@ impl PgStore {
                 busy: true,
             });
         }
-        let last: Option<(OffsetDateTime, bool)> = sqlx::query_as(
-            "SELECT refreshed_at, backfilled FROM issuance_rollup_state WHERE id = 1",
-        )
-        .fetch_optional(&mut *tx)
-        .await
-        .db()?;
+        let last: Option<(OffsetDateTime, bool)> =
+            sqlx::query_as("SELECT rolled_to, backfilled FROM issuance_rollup_state WHERE id = 1")
+                .fetch_optional(&mut *tx)
+                .await
+                .db()?;
+        let earliest = hour_floor(to) - BACKFILL;
         let from = match last {
-            Some((at, true)) => (hour_floor(at) - Duration::hours(1)).min(to - Duration::hours(2)),
-            _ => to - BACKFILL,
+            Some((rolled_to, true)) => hour_floor(rolled_to.min(to - LATE)),
+            _ => earliest,
         }
-        .max(to - BACKFILL);
+        .max(earliest);
         for sql in [
             "DELETE FROM issuance_hourly WHERE hour >= $1 OR hour < $2 - interval '35 days'",
             "DELETE FROM issuance_hourly_top WHERE hour >= $1 OR hour < $2 - interval '35 days'",
         ] {
             sqlx::query(sql)
                 .bind(from)
-                .bind(to)
+                .bind(hour_floor(to))
                 .execute(&mut *tx)
                 .await
                 .db()?;
@@ -133,10 +166,12 @@ impl PgStore {
             .db()?;
         }
         sqlx::query(
-            "INSERT INTO issuance_rollup_state (id, refreshed_at, backfilled) VALUES (1, $1, TRUE) \
-             ON CONFLICT (id) DO UPDATE SET refreshed_at = $1, backfilled = TRUE",
+            "INSERT INTO issuance_rollup_state (id, refreshed_at, backfilled, rolled_to) \
+             VALUES (1, $1, TRUE, $2) \
+             ON CONFLICT (id) DO UPDATE SET refreshed_at = $1, backfilled = TRUE, rolled_to = $2",
         )
         .bind(now)
+        .bind(to)
         .execute(&mut *tx)
         .await
         .db()?;
@@ -148,23 +183,26 @@ impl PgStore {
         })
     }
 
-    /// Where live reads start: the hour the rollup was last refreshed in (it holds only the
-    /// hours before it), never later than the current hour.
-    async fn live_from(
+    /// A read-only transaction that sees the rollup and the log in one snapshot, and where
+    /// its live reads start: the watermark (the rollup holds every row before it), never
+    /// before the window's first hour.
+    async fn rollup_snapshot(
         &self,
         since: OffsetDateTime,
-        now: OffsetDateTime,
-    ) -> Result<OffsetDateTime> {
-        let refreshed: Option<OffsetDateTime> =
-            sqlx::query_scalar("SELECT refreshed_at FROM issuance_rollup_state WHERE id = 1")
-                .fetch_optional(&self.pool)
-                .await
-                .db()?;
+    ) -> Result<(sqlx::Transaction<'static, sqlx::Postgres>, OffsetDateTime)> {
+        let mut tx = self.pool.begin().await.db()?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await
+            .db()?;
+        let rolled_to: Option<OffsetDateTime> = sqlx::query_scalar(
+            "SELECT rolled_to FROM issuance_rollup_state WHERE id = 1 AND backfilled",
+        )
+        .fetch_optional(&mut *tx)
+        .await
+        .db()?;
         let since = hour_floor(since);
-        Ok(match refreshed {
-            Some(at) => hour_floor(at).min(hour_floor(now)).max(since),
-            None => since,
-        })
+        Ok((tx, rolled_to.map_or(since, |at| at.max(since))))
     }
 }
 
@@ -175,33 +213,31 @@ impl crate::repo::RollupStore for PgStore {
         since: OffsetDateTime,
         now: OffsetDateTime,
     ) -> Result<Vec<HourlyTraffic>> {
-        let live_from = self.live_from(since, now).await?;
+        let (mut tx, live_from) = self.rollup_snapshot(since).await?;
         let mut rows = sqlx::query(
             "SELECT hour, app, outcome, requests, latency FROM issuance_hourly \
              WHERE hour >= $1 AND hour < $2",
         )
         .bind(hour_floor(since))
         .bind(live_from)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await
         .db()?;
         rows.extend(
             sqlx::query(sqlx::AssertSqlSafe(HOURLY))
                 .bind(live_from)
                 .bind(now + Duration::hours(1))
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *tx)
                 .await
                 .db()?,
         );
-        let mut out = rows
+        tx.commit().await.db()?;
+        let rows = rows
             .iter()
             .map(hourly_from_row)
             .collect::<Result<Vec<_>, _>>()
             .db()?;
-        out.sort_by(|a, b| {
-            (a.hour, &a.app, a.outcome.as_str()).cmp(&(b.hour, &b.app, b.outcome.as_str()))
-        });
-        Ok(out)
+        Ok(merge_hours(rows))
     }
 
     async fn top_requesters(
@@ -210,7 +246,7 @@ impl crate::repo::RollupStore for PgStore {
         now: OffsetDateTime,
         limit: i64,
     ) -> Result<TopRequesters> {
-        let live_from = self.live_from(since, now).await?;
+        let (mut tx, live_from) = self.rollup_snapshot(since).await?;
         let mut top = TopRequesters::default();
         for (kind, key, out) in [
             ("subject", "subject", &mut top.subjects),
@@ -229,10 +265,11 @@ impl crate::repo::RollupStore for PgStore {
             .bind(live_from)
             .bind(now + Duration::hours(1))
             .bind(limit.clamp(1, 100))
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *tx)
             .await
             .db()?;
         }
+        tx.commit().await.db()?;
         Ok(top)
     }
 

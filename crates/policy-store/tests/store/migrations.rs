@@ -18,7 +18,8 @@ async fn migrations_apply_once_and_are_idempotent() {
             "V7__cluster",
             "V8__app_allowed_origins",
             "V10__api_tokens",
-            "V11__issuance_rollup"
+            "V11__issuance_rollup",
+            "V12__rollup_watermark"
         ]
     );
 

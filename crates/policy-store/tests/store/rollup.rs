@@ -52,11 +52,11 @@ fn this_hour(now: OffsetDateTime) -> OffsetDateTime {
         .unwrap()
 }
 
-/// Three hours ago, one hour ago and this hour, two apps, several outcomes.
+/// Three hours ago, one hour ago and a minute into this hour, two apps, several outcomes.
+/// Returns the start of the current hour: the tests pick their own `now` in it.
 async fn seeded() -> (policy_store::testing::TestDatabase, PgStore, OffsetDateTime) {
     let (db, store) = store().await;
-    let now = OffsetDateTime::now_utc();
-    let hour = this_hour(now);
+    let hour = this_hour(OffsetDateTime::now_utc());
     let mut rows = Vec::new();
     for i in 0..40 {
         let at = hour - Duration::hours(3) + Duration::seconds(i * 60);
@@ -73,10 +73,15 @@ async fn seeded() -> (policy_store::testing::TestDatabase, PgStore, OffsetDateTi
         rows.push(row(at, "photos", Outcome::Cached, "bob", 300));
         rows.push(row(at, "notes", Outcome::InvalidToken, "mallory", 150));
     }
-    // This hour, never later than now.
-    rows.push(row(hour, "photos", Outcome::Issued, "alice", 50_000));
+    rows.push(row(
+        hour + Duration::minutes(1),
+        "photos",
+        Outcome::Issued,
+        "alice",
+        50_000,
+    ));
     store.insert_issuance_batch(&rows).await.unwrap();
-    (db, store, now)
+    (db, store, hour)
 }
 
 fn summary(rows: &[HourlyTraffic]) -> Vec<(i64, String, &'static str, i64)> {
@@ -92,15 +97,40 @@ fn summary(rows: &[HourlyTraffic]) -> Vec<(i64, String, &'static str, i64)> {
         .collect()
 }
 
+/// What the log says with no rollup at all: the reference every rollup read must equal.
+/// Forgets the watermark for one read, then puts it back.
+async fn all_live(
+    store: &PgStore,
+    since: OffsetDateTime,
+    now: OffsetDateTime,
+) -> Vec<HourlyTraffic> {
+    let (refreshed_at, rolled_to): (OffsetDateTime, OffsetDateTime) =
+        sqlx::query_as("DELETE FROM issuance_rollup_state RETURNING refreshed_at, rolled_to")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    let live = store.hourly_traffic(since, now).await.unwrap();
+    sqlx::query(
+        "INSERT INTO issuance_rollup_state (id, refreshed_at, backfilled, rolled_to) \
+         VALUES (1, $1, TRUE, $2)",
+    )
+    .bind(refreshed_at)
+    .bind(rolled_to)
+    .execute(store.pool())
+    .await
+    .unwrap();
+    live
+}
+
 #[tokio::test]
 async fn rollup_and_live_reads_agree_and_late_rows_are_counted() {
-    let (_db, store, now) = seeded().await;
-    let since = now - Duration::hours(24);
-    let hour = this_hour(now);
+    let (_db, store, hour) = seeded().await;
+    let since = hour - Duration::hours(23);
+    let early = hour + Duration::minutes(4);
 
     // Never refreshed: everything is read live.
     assert_eq!(store.rollup_refreshed_at().await.unwrap(), None);
-    let live = store.hourly_traffic(since, now).await.unwrap();
+    let live = store.hourly_traffic(since, early).await.unwrap();
     let expected = vec![
         (
             (hour - Duration::hours(3)).unix_timestamp(),
@@ -124,29 +154,25 @@ async fn rollup_and_live_reads_agree_and_late_rows_are_counted() {
     ];
     assert_eq!(summary(&live), expected);
 
-    // Refreshed: complete hours come from the rollup, the current hour stays live.
-    let refresh = store.refresh_rollup(now).await.unwrap();
+    // The first refresh backfills up to a watermark two minutes before now, this hour's
+    // first minutes included.
+    let refresh = store.refresh_rollup(early).await.unwrap();
     assert!(!refresh.busy);
-    assert_eq!(refresh.to, hour);
     assert_eq!(
-        refresh.from,
-        hour - Duration::days(8),
+        (refresh.from, refresh.to),
+        (hour - Duration::days(8), early - Duration::minutes(2)),
         "the first refresh backfills"
     );
     let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM issuance_hourly")
         .fetch_one(store.pool())
         .await
         .unwrap();
-    assert_eq!(
-        stored, 3,
-        "three (hour, app, outcome) groups of complete hours"
-    );
-    let rolled = store.hourly_traffic(since, now).await.unwrap();
-    assert_eq!(summary(&rolled), expected);
+    assert_eq!(stored, 4, "three complete-hour groups and this hour's one");
+    let rolled = store.hourly_traffic(since, early).await.unwrap();
     assert_eq!(rolled, live, "histograms included");
 
-    // A row of the previous hour that commits late, and one in this hour: the next refresh
-    // recomputes the last two hours, and the current hour is always live.
+    // Three rows commit after that refresh: one late in the previous hour, one late before
+    // the watermark, one after it. The one after it is read live at once.
     store
         .insert_issuance_batch(&[
             row(
@@ -156,30 +182,79 @@ async fn rollup_and_live_reads_agree_and_late_rows_are_counted() {
                 "bob",
                 300,
             ),
-            row(hour, "photos", Outcome::Issued, "carol", 40_000),
+            row(
+                hour + Duration::seconds(90),
+                "photos",
+                Outcome::Issued,
+                "carol",
+                40_000,
+            ),
+            row(
+                hour + Duration::minutes(3),
+                "photos",
+                Outcome::Issued,
+                "dave",
+                45_000,
+            ),
         ])
         .await
         .unwrap();
-    let refresh = store.refresh_rollup(now).await.unwrap();
-    assert_eq!(refresh.from, hour - Duration::hours(2));
-    let after = summary(&store.hourly_traffic(since, now).await.unwrap());
+    let now = summary(&store.hourly_traffic(since, early).await.unwrap());
     assert!(
-        after.contains(&(
+        now.contains(&(hour.unix_timestamp(), "photos".into(), "issued", 2)),
+        "the row after the watermark is live, the late ones wait for the refresh: {now:?}"
+    );
+
+    // The next refresh, less than ten minutes into the hour, recomputes the previous hour too.
+    let next = hour + Duration::minutes(5);
+    let refresh = store.refresh_rollup(next).await.unwrap();
+    assert_eq!(
+        (refresh.from, refresh.to),
+        (hour - Duration::hours(1), next - Duration::minutes(2))
+    );
+    let after = store.hourly_traffic(since, next).await.unwrap();
+    for want in [
+        (
             (hour - Duration::hours(1)).unix_timestamp(),
-            "photos".into(),
+            "photos".to_owned(),
             "cached",
-            11
-        )),
-        "{after:?}"
+            11,
+        ),
+        (hour.unix_timestamp(), "photos".into(), "issued", 3),
+    ] {
+        assert!(summary(&after).contains(&want), "{want:?} in {after:?}");
+    }
+    assert_eq!(after, all_live(&store, since, next).await);
+
+    // Later in the hour only the current hour is recomputed, and a row a second old is read
+    // live next to the rolled-up part of its hour: one row per (hour, app, outcome).
+    let later = hour + Duration::minutes(30);
+    let refresh = store.refresh_rollup(later).await.unwrap();
+    assert_eq!(
+        (refresh.from, refresh.to),
+        (hour, later - Duration::minutes(2))
     );
+    store
+        .insert_issuance_batch(&[row(
+            later - Duration::seconds(1),
+            "photos",
+            Outcome::Issued,
+            "erin",
+            30_000,
+        )])
+        .await
+        .unwrap();
+    let merged = store.hourly_traffic(since, later).await.unwrap();
     assert!(
-        after.contains(&(hour.unix_timestamp(), "photos".into(), "issued", 2)),
-        "{after:?}"
+        summary(&merged).contains(&(hour.unix_timestamp(), "photos".into(), "issued", 4)),
+        "{:?}",
+        summary(&merged)
     );
+    assert_eq!(merged, all_live(&store, since, later).await);
 
     // A window that starts later leaves the older hours out.
     let short = store
-        .hourly_traffic(now - Duration::minutes(90), now)
+        .hourly_traffic(later - Duration::minutes(90), later)
         .await
         .unwrap();
     assert!(
@@ -191,7 +266,8 @@ async fn rollup_and_live_reads_agree_and_late_rows_are_counted() {
 
 #[tokio::test]
 async fn percentiles_from_the_rollup_are_within_their_bound() {
-    let (_db, store, now) = seeded().await;
+    let (_db, store, hour) = seeded().await;
+    let now = hour + Duration::minutes(30);
     store.refresh_rollup(now).await.unwrap();
     let rows = store
         .hourly_traffic(now - Duration::hours(24), now)
@@ -199,7 +275,7 @@ async fn percentiles_from_the_rollup_are_within_their_bound() {
         .unwrap();
     let issued = rows
         .iter()
-        .find(|r| r.outcome == Outcome::Issued && r.hour < this_hour(now))
+        .find(|r| r.outcome == Outcome::Issued && r.hour < hour)
         .unwrap();
     // 40 latencies 20 ms, 21 ms, … 59 ms: p50 is 39 ms and p95 is 58 ms (nearest rank).
     for (q, exact) in [(0.5, 39_000), (0.95, 58_000)] {
@@ -218,22 +294,34 @@ async fn percentiles_from_the_rollup_are_within_their_bound() {
 
 #[tokio::test]
 async fn top_requesters_merge_rollup_and_live_hours() {
-    let (_db, store, now) = seeded().await;
+    let (_db, store, hour) = seeded().await;
+    let now = hour + Duration::minutes(30);
     store.refresh_rollup(now).await.unwrap();
+    // After the watermark: read live and added to this hour's rolled-up part.
+    store
+        .insert_issuance_batch(&[row(
+            now - Duration::seconds(1),
+            "photos",
+            Outcome::Issued,
+            "alice",
+            30_000,
+        )])
+        .await
+        .unwrap();
     let top = store
         .top_requesters(now - Duration::hours(24), now, 10)
         .await
         .unwrap();
-    // alice: 40 from the rollup + 1 live.
+    // alice: 40 three hours ago and 1 this hour from the rollup, 1 live.
     assert_eq!(
         top.subjects,
         [
-            ("alice".to_owned(), 41),
+            ("alice".to_owned(), 42),
             ("bob".to_owned(), 10),
             ("mallory".to_owned(), 10)
         ]
     );
-    assert_eq!(top.source_ips[0], ("198.51.100.5".to_owned(), 41));
+    assert_eq!(top.source_ips[0], ("198.51.100.5".to_owned(), 42));
     let one = store
         .top_requesters(now - Duration::hours(24), now, 1)
         .await
@@ -243,7 +331,8 @@ async fn top_requesters_merge_rollup_and_live_hours() {
 
 #[tokio::test]
 async fn a_refresh_running_elsewhere_is_left_alone() {
-    let (_db, store, now) = seeded().await;
+    let (_db, store, hour) = seeded().await;
+    let now = hour + Duration::minutes(30);
     let mut other = store.pool().begin().await.unwrap();
     sqlx::query("SELECT pg_advisory_xact_lock(6004515768980425804)")
         .execute(&mut *other)
