@@ -148,6 +148,8 @@ pub struct LogRow {
     pub latency: String,
     pub request_id: String,
     pub detail: String,
+    /// How many requests the row stands for when it is a folded summary (more than one).
+    pub folded: Option<i32>,
 }
 
 impl LogRow {
@@ -191,6 +193,7 @@ impl LogRow {
             latency: fmt_latency(r.latency_us),
             request_id: r.request_id.clone(),
             detail: detail.join(" · "),
+            folded: (r.count > 1).then_some(r.count),
         }
     }
 }
@@ -340,7 +343,8 @@ pub fn batches(
     )
 }
 
-const CSV_COLUMNS: [&str; 19] = [
+/// `count` is last so that files read by position before it was added still parse.
+const CSV_COLUMNS: [&str; 20] = [
     "id",
     "at",
     "app",
@@ -360,6 +364,7 @@ const CSV_COLUMNS: [&str; 19] = [
     "source_ip",
     "user_agent",
     "latency_us",
+    "count",
 ];
 
 /// Leading characters a spreadsheet takes as the start of a formula (OWASP, CSV injection).
@@ -416,6 +421,7 @@ pub fn csv_row(r: &IssuanceRecord) -> String {
         r.source_ip.clone().unwrap_or_default(),
         r.user_agent.clone().unwrap_or_default(),
         r.latency_us.to_string(),
+        r.count.to_string(),
     ];
     csv_line(&cells)
 }

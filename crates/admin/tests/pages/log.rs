@@ -192,6 +192,8 @@ async fn csv_export_quotes_every_cell_and_defuses_formulas() {
             subject: Some(format!("{}{value}", if i % 2 == 0 { "" } else { "u;" })),
             user_agent: Some((*value).to_owned()),
             request_id: format!("req-{i:05}"),
+            // One folded summary row, standing for 37 refused requests.
+            count: if i == 3 { 37 } else { 1 },
             ..record(5, now - Duration::seconds(i as i64))
         })
         .collect();
@@ -224,6 +226,7 @@ async fn csv_export_quotes_every_cell_and_defuses_formulas() {
         assert_eq!(&rec[col("outcome")], want.outcome.as_str());
         assert_eq!(&rec[col("source_ip")], want.source_ip.as_deref().unwrap());
         assert_eq!(&rec[col("latency_us")], want.latency_us.to_string());
+        assert_eq!(&rec[col("count")], want.count.to_string());
         let subject = want.subject.as_deref().unwrap();
         assert_eq!(unguard(&rec[col("subject")], subject), subject);
         let ua = want.user_agent.as_deref().unwrap();
@@ -252,6 +255,16 @@ async fn csv_export_quotes_every_cell_and_defuses_formulas() {
         csv.body.contains("\"Mozilla/5.0;=HYPERLINK(A1);=1+1;\""),
         "a `;` never ends a cell"
     );
+
+    // The page says how many requests the folded row stands for, and only for that row.
+    let page = auditor.get(&format!("/log?app={APP}")).await;
+    assert_eq!(
+        page.body.matches("class=\"folded\"").count(),
+        1,
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains(">× 37</span>"));
 }
 
 /// The dashboard's charts and busiest lists: complete hours from the rollup, the current hour
