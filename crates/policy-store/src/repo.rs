@@ -186,7 +186,8 @@ pub trait AdminPrefsStore: Send + Sync {
     async fn set_admin_display_timezone(&self, user_id: i64, zone: Option<&str>) -> Result<()>;
 }
 
-/// The dashboard's hourly figures: complete hours from the rollup, the rest live.
+/// The dashboard's hourly figures: from the rollup up to its watermark (two minutes before its
+/// last refresh), the rows after it live.
 #[async_trait]
 pub trait RollupStore: Send + Sync {
     /// Requests per (hour, app, outcome) with latency histograms, from the hour of `since` up
@@ -197,8 +198,9 @@ pub trait RollupStore: Send + Sync {
         now: time::OffsetDateTime,
     ) -> Result<Vec<HourlyTraffic>>;
     /// The `limit` subjects and source addresses with the most requests from the hour of
-    /// `since` to `now`. Complete hours count only each hour's 50 busiest, so a long tail of
-    /// small ones can be missing: good for spotting a hot client, not for billing.
+    /// `since` to `now`. The rolled-up part of each hour counts only its 50 busiest, so a
+    /// long tail of small ones can be missing: good for spotting a hot client, not for
+    /// billing.
     async fn top_requesters(
         &self,
         since: time::OffsetDateTime,

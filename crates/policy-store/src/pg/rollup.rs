@@ -4,9 +4,12 @@
 //! [`PgStore::refresh_rollup`] (every minute from `serve`) aggregates the log up to a
 //! watermark two minutes before now, the current hour included, and records it as
 //! `issuance_rollup_state.rolled_to`. Each refresh recomputes whole hours from the one the
-//! previous watermark was in, and the previous hour while it is less than ten minutes old, so
-//! rows that commit a little after their timestamp (folded refusal summaries wait for their
-//! minute to end) are counted by the next refresh. Reads take everything before the watermark
+//! previous watermark was in, and the previous hour until the watermark is ten minutes past
+//! its end, so rows that commit a little after their timestamp (folded refusal summaries wait
+//! for their minute to end, an unanswered issuance is amended within about three minutes)
+//! are counted by the next refresh. Rows committing later than that into an hour no longer
+//! recomputed are not in the rollup; `stsgate rollup` after truncating `issuance_rollup_state`
+//! rebuilds the last 8 days. Reads take everything before the watermark
 //! from the rollup and only the rows after it live from the log, in one snapshot, so the page
 //! costs about the same at millions of rows a day and still shows a request made a second ago.
 
@@ -31,7 +34,7 @@ const KEEP: Duration = Duration::days(35);
 /// The watermark trails now by this much: rows younger than it are always read live, so a
 /// row that commits up to this long after its timestamp is never missed, not even for the
 /// minute until the next refresh.
-pub const ROLLUP_LAG: Duration = Duration::minutes(2);
+const ROLLUP_LAG: Duration = Duration::minutes(2);
 
 /// Rows committing up to this long after their timestamp are counted by the next refresh:
 /// the hour they fall in is recomputed while the watermark is less than this past it.
@@ -56,7 +59,7 @@ const HOURLY: &str = "\
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RollupRefresh {
     /// The log rows recomputed: `[from, to)`. `from` is the start of an hour, `to` the new
-    /// watermark ([`ROLLUP_LAG`] before now).
+    /// watermark (two minutes before now).
     pub from: OffsetDateTime,
     pub to: OffsetDateTime,
     /// Another replica was refreshing; nothing was done.
@@ -96,9 +99,9 @@ fn merge_hours(mut rows: Vec<HourlyTraffic>) -> Vec<HourlyTraffic> {
 }
 
 impl PgStore {
-    /// Aggregates the log into the rollup up to a new watermark, [`ROLLUP_LAG`] before `now`.
+    /// Aggregates the log into the rollup up to a new watermark, two minutes before `now`.
     /// Whole hours are recomputed from the hour of the previous watermark, or of the new one
-    /// less [`LATE`] when that is earlier (rows commit a little after their timestamp), or 8
+    /// less ten minutes when that is earlier (rows commit a little after their timestamp), or 8
     /// days back on the first run. Drops rollup rows older than 35 days. Replicas may all
     /// call it: one does the work at a time.
     pub async fn refresh_rollup(&self, now: OffsetDateTime) -> Result<RollupRefresh> {
@@ -184,25 +187,42 @@ impl PgStore {
     }
 
     /// A read-only transaction that sees the rollup and the log in one snapshot, and where
-    /// its live reads start: the watermark (the rollup holds every row before it), never
-    /// before the window's first hour.
+    /// its live reads start, never before the window's first hour:
+    /// - the watermark, when the last refresh set it (`rolled_to` is then exactly
+    ///   [`ROLLUP_LAG`] before `refreshed_at`);
+    /// - the start of the hour of `refreshed_at` when a version from before V12 refreshed
+    ///   last (it leaves `rolled_to` alone and rolls up complete hours only), so a rolling
+    ///   upgrade neither misses nor double counts;
+    /// - the start of the watermark's hour when the watermark is less than [`ROLLUP_LAG`]
+    ///   before the reader's `now` (the refresher's clock is ahead of this replica's): its
+    ///   last minutes may still be getting rows, so that hour is read live in full.
     async fn rollup_snapshot(
         &self,
         since: OffsetDateTime,
+        now: OffsetDateTime,
     ) -> Result<(sqlx::Transaction<'static, sqlx::Postgres>, OffsetDateTime)> {
-        let mut tx = self.pool.begin().await.db()?;
-        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            .execute(&mut *tx)
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             .await
             .db()?;
-        let rolled_to: Option<OffsetDateTime> = sqlx::query_scalar(
-            "SELECT rolled_to FROM issuance_rollup_state WHERE id = 1 AND backfilled",
+        let state: Option<(OffsetDateTime, OffsetDateTime)> = sqlx::query_as(
+            "SELECT refreshed_at, rolled_to FROM issuance_rollup_state WHERE id = 1 AND backfilled",
         )
         .fetch_optional(&mut *tx)
         .await
         .db()?;
         let since = hour_floor(since);
-        Ok((tx, rolled_to.map_or(since, |at| at.max(since))))
+        let watermark = state.map(|(refreshed_at, rolled_to)| {
+            if rolled_to != refreshed_at - ROLLUP_LAG {
+                hour_floor(refreshed_at)
+            } else if rolled_to > now - ROLLUP_LAG {
+                hour_floor(rolled_to)
+            } else {
+                rolled_to
+            }
+        });
+        Ok((tx, watermark.map_or(since, |at| at.max(since))))
     }
 }
 
@@ -213,7 +233,7 @@ impl crate::repo::RollupStore for PgStore {
         since: OffsetDateTime,
         now: OffsetDateTime,
     ) -> Result<Vec<HourlyTraffic>> {
-        let (mut tx, live_from) = self.rollup_snapshot(since).await?;
+        let (mut tx, live_from) = self.rollup_snapshot(since, now).await?;
         let mut rows = sqlx::query(
             "SELECT hour, app, outcome, requests, latency FROM issuance_hourly \
              WHERE hour >= $1 AND hour < $2",
@@ -246,7 +266,7 @@ impl crate::repo::RollupStore for PgStore {
         now: OffsetDateTime,
         limit: i64,
     ) -> Result<TopRequesters> {
-        let (mut tx, live_from) = self.rollup_snapshot(since).await?;
+        let (mut tx, live_from) = self.rollup_snapshot(since, now).await?;
         let mut top = TopRequesters::default();
         for (kind, key, out) in [
             ("subject", "subject", &mut top.subjects),

@@ -265,6 +265,133 @@ async fn rollup_and_live_reads_agree_and_late_rows_are_counted() {
 }
 
 #[tokio::test]
+async fn a_stale_rollup_catches_up_and_never_widens_the_window() {
+    let (_db, store, hour) = seeded().await;
+    let early = hour + Duration::minutes(4);
+    store.refresh_rollup(early).await.unwrap();
+
+    // No refresh for three hours while rows keep coming.
+    let mut rows = Vec::new();
+    for h in 1..=3 {
+        for (i, who) in ["frank", "grace"].iter().enumerate() {
+            rows.push(row(
+                hour + Duration::hours(h) + Duration::minutes(7 * i as i64 + 3),
+                "photos",
+                Outcome::Cached,
+                who,
+                400,
+            ));
+        }
+    }
+    store.insert_issuance_batch(&rows).await.unwrap();
+    let late = hour + Duration::hours(3) + Duration::minutes(30);
+    let since = late - Duration::hours(24);
+
+    // A window that starts after the stale watermark reads nothing from before the window.
+    let window = hour + Duration::hours(2);
+    let recent = store.hourly_traffic(window, late).await.unwrap();
+    assert!(
+        recent.iter().all(|r| r.hour >= window),
+        "{:?}",
+        summary(&recent)
+    );
+    assert_eq!(recent.iter().map(|r| r.requests).sum::<i64>(), 4);
+    let top = store.top_requesters(window, late, 10).await.unwrap();
+    assert_eq!(
+        top.subjects,
+        [("frank".to_owned(), 2), ("grace".to_owned(), 2)]
+    );
+
+    // The next refresh recomputes every hour since the old watermark: no hole is left.
+    let refresh = store.refresh_rollup(late).await.unwrap();
+    assert_eq!(
+        (refresh.from, refresh.to),
+        (hour, late - Duration::minutes(2))
+    );
+    let stored: i64 = sqlx::query_scalar(
+        "SELECT coalesce(sum(requests), 0)::bigint FROM issuance_hourly WHERE hour >= $1",
+    )
+    .bind(hour + Duration::hours(1))
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(stored, 6, "the three hours without a refresh are rolled up");
+    assert_eq!(
+        store.hourly_traffic(since, late).await.unwrap(),
+        all_live(&store, since, late).await
+    );
+}
+
+#[tokio::test]
+async fn readers_stay_exact_with_an_older_version_or_a_fast_clock_refreshing() {
+    let (_db, store, hour) = seeded().await;
+    let now = hour + Duration::minutes(30);
+    let since = now - Duration::hours(24);
+    store.refresh_rollup(now).await.unwrap();
+    let expected = all_live(&store, since, now).await;
+
+    // A replica of a version before V12 refreshes: complete hours only, and the watermark
+    // column left as it was (its upsert does not name it). Its statements, replayed.
+    for sql in [
+        "DELETE FROM issuance_hourly WHERE hour >= date_trunc('hour', $1::timestamptz, 'UTC') - interval '2 hours'",
+        "DELETE FROM issuance_hourly_top WHERE hour >= date_trunc('hour', $1::timestamptz, 'UTC') - interval '2 hours'",
+    ] {
+        sqlx::query(sql)
+            .bind(now)
+            .execute(store.pool())
+            .await
+            .unwrap();
+    }
+    sqlx::query(
+        "INSERT INTO issuance_hourly (hour, app, outcome, requests, latency) \
+         SELECT date_trunc('hour', at, 'UTC'), app, outcome, sum(count), \
+                jsonb_object_agg(b, n) FROM ( \
+           SELECT at, app, outcome, count, \
+                  LEAST(200, GREATEST(0, floor(ln(GREATEST(latency_us, 1)::float8 / 100) / ln(1.1))))::int AS b, \
+                  1 AS n FROM issuance_log \
+           WHERE at >= date_trunc('hour', $1::timestamptz, 'UTC') - interval '2 hours' \
+             AND at < date_trunc('hour', $1::timestamptz, 'UTC')) t \
+         GROUP BY 1, 2, 3",
+    )
+    .bind(now)
+    .execute(store.pool())
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO issuance_rollup_state (id, refreshed_at, backfilled) VALUES (1, $1, TRUE) \
+         ON CONFLICT (id) DO UPDATE SET refreshed_at = $1, backfilled = TRUE",
+    )
+    .bind(now + Duration::seconds(20))
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let during_upgrade = store.hourly_traffic(since, now).await.unwrap();
+    assert_eq!(summary(&during_upgrade), summary(&expected));
+
+    // The refresher's clock runs ahead of this reader's: the watermark's hour is read live
+    // in full, so a row the reader's clock calls two minutes old is not lost.
+    store
+        .refresh_rollup(now + Duration::minutes(5))
+        .await
+        .unwrap();
+    store
+        .insert_issuance_batch(&[row(
+            now - Duration::minutes(1),
+            "photos",
+            Outcome::Issued,
+            "heidi",
+            30_000,
+        )])
+        .await
+        .unwrap();
+    let skewed = summary(&store.hourly_traffic(since, now).await.unwrap());
+    assert!(
+        skewed.contains(&(hour.unix_timestamp(), "photos".into(), "issued", 2)),
+        "{skewed:?}"
+    );
+}
+
+#[tokio::test]
 async fn percentiles_from_the_rollup_are_within_their_bound() {
     let (_db, store, hour) = seeded().await;
     let now = hour + Duration::minutes(30);
