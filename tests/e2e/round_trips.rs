@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use policy_store::testing::DEFAULT_DATABASE_URL;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -249,5 +250,51 @@ async fn a_miss_claims_the_shared_mint_and_takes_the_sts_budget_in_one_round_tri
         "a local hit: {executed:#?}"
     );
     assert!(executed[0].contains("issuance_log"));
+    app.shutdown().await;
+}
+
+/// A budget refused in the claim's own statement: 429 with `Retry-After`, no STS call, and the
+/// claim is released (in the background), so no replica waits for a mint that never comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_refused_with_the_claim_answers_429_and_releases_the_claim() {
+    let app = TestApp::spawn_with(Options {
+        rate_app_per_second: 1,
+        ..Options::default()
+    })
+    .await;
+    assert_eq!(app.credentials("alice", "").await.status(), 200);
+    let calls = app.emulator.stats().requests;
+    let res = app.credentials("bob", "").await;
+    assert_eq!(res.status(), 429);
+    let retry: u64 = res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry), "Retry-After: {retry}");
+    assert_eq!(app.emulator.stats().requests, calls, "no STS call");
+    let claims = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM shared_credentials WHERE sealed IS NULL")
+            .fetch_one(app.store.pool())
+            .await
+            .unwrap()
+    };
+    let mut left = claims().await;
+    for _ in 0..100 {
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        left = claims().await;
+    }
+    assert_eq!(left, 0, "the refused mint's claim was not released");
+    // Alice's credential is shared; bob gets his once a token is due.
+    let sealed: i64 = sqlx::query_scalar("SELECT count(*) FROM shared_credentials")
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(sealed, 1);
+    tokio::time::sleep(Duration::from_secs(retry)).await;
+    assert_eq!(app.credentials("bob", "").await.status(), 200);
     app.shutdown().await;
 }

@@ -538,7 +538,9 @@ pub struct SharedKey<'a> {
 #[derive(Debug)]
 pub enum Claim {
     /// This replica mints it; the others wait for its row. `budget` is the app's STS budget's
-    /// answer when the claim was asked to take a token with it (only a won claim takes one).
+    /// answer when the claim was asked to take a token with it and could (only a won claim
+    /// takes one, and only when the budget's row was free at once); `None`: no token was
+    /// taken, the caller takes it itself.
     Mine { budget: Option<BudgetGrant> },
     /// Another replica has put a reusable credential there meanwhile.
     Ready(SharedCredential),

@@ -287,8 +287,9 @@ pub trait ClusterStore: Send + Sync {
     /// Claims the mint of `key` for `me` for `claim_for`, unless a reusable credential is
     /// there (`Ready`, with it) or another replica's claim is still running (`Taken`). With
     /// `budget`, a won claim also takes one token of the app's STS budget
-    /// ([`ClusterStore::take_sts_budget`]) and says how that went. One statement (one round
-    /// trip) whatever the outcome.
+    /// ([`ClusterStore::take_sts_budget`]) and says how that went, unless the budget's row is
+    /// locked (or not there yet): it never waits for it, and the caller takes the token
+    /// itself. One statement (one round trip) whatever the outcome.
     async fn claim_shared_credential(
         &self,
         key: SharedKey<'_>,

@@ -5,10 +5,11 @@
 //! replica's share is back at once, and the budget follows the load wherever it lands. The
 //! burst is a tenth of the rate (at least one call), so over any one-second window the
 //! cluster makes at most the rate plus a tenth. On a miss that claims the shared credential's
-//! mint, the token is taken by the claim's own statement (only when the claim is won: see
-//! [`crate::cluster::shared`]), so it costs no round trip of its own; otherwise (shared
-//! credentials off, or the table failed) it is one statement on the mint path, next to an STS
-//! call that costs far more.
+//! mint, the token is taken by the claim's own statement (only when the claim is won, and only
+//! if the budget's row is free at once: see [`crate::cluster::shared`]), so it costs no round
+//! trip of its own; otherwise (shared credentials off, the table failed, the row busy) it is
+//! one statement on the mint path, next to an STS call that costs far more. Either way a
+//! refused token is a 429 with `Retry-After`.
 //!
 //! When the database refuses the statement, each replica falls back to its own bucket with
 //! its share (rate / live replicas), so the limit still holds approximately. When it does not

@@ -2,8 +2,9 @@
 //!
 //! On a miss a replica claims the key's mint with one statement, which also answers with the
 //! reusable credential already there (served as a cache hit) when the claim is not won, and,
-//! when it is won and the app has an STS budget, takes the budget's token: a miss is one round
-//! trip before STS and one (the write) after it, besides its issuance-log row. The claimer
+//! when it is won and the app has an STS budget, takes the budget's token (unless the budget's
+//! row is locked at that moment: then the mint takes it with a statement of its own): a miss is
+//! one round trip before STS and one (the write) after it, besides its issuance-log row. The claimer
 //! calls STS and stores the credential (sealed under the master key, the cache key as
 //! associated data); the other replicas poll the row (each poll one such statement) until it is
 //! there, up to the claim timeout, then mint themselves.
@@ -138,9 +139,9 @@ impl SharedCredentials {
     /// The credential for `key` from another replica, or minted here by `mint` (called at
     /// most once). Every round trip and the wait for another replica's row draw from
     /// `deadline`. With `budget` (the app's STS budget), a won claim takes the budget's token
-    /// in its own statement and `mint` gets the answer; `mint` gets `None` when no claim was
-    /// won (the table is off or failed, or another replica's mint did not arrive) and takes the
-    /// token itself.
+    /// in its own statement and `mint` gets the answer; `mint` gets `None` when no token was
+    /// taken that way (the table is off or failed, another replica's mint did not arrive, or
+    /// the budget's row was busy) and takes the token itself.
     pub async fn get_or_mint<F>(
         &self,
         key: &CacheKey,

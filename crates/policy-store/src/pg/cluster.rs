@@ -229,12 +229,18 @@ impl ClusterStore for PgStore {
     ) -> Result<Claim> {
         // One statement. The upsert claims a new row, or one whose credential's reuse window
         // or claim has run out, or a claim of this replica's own (a mint of its that failed or
-        // was cancelled: it mints one key at a time). A won claim takes the STS budget's token
-        // too (the function locks the app's budget row after the claim). A lost one reads the
-        // row's reusable credential instead: that read sees the statement's snapshot, from
-        // before the upsert, so a credential stored by the claim's holder while this statement
-        // waited for its row lock is seen at the next poll (the upsert itself sees it and
-        // leaves the row alone: `Taken`, never a second claim).
+        // was cancelled: it mints one key at a time).
+        //
+        // A won claim takes the STS budget's token too, but only if the app's budget row can
+        // be locked at once (`SKIP LOCKED`): the statement never waits on the budget while it
+        // holds an uncommitted claim, which a request whose deadline ran out meanwhile could
+        // neither use nor release. When the row is busy (or not there yet) `wait` is NULL and
+        // the caller takes the token with a statement of its own, after the claim committed.
+        //
+        // A lost claim reads the row's reusable credential instead. That read sees the
+        // statement's snapshot, from before the upsert, so a credential stored by the claim's
+        // holder while this statement waited for its row lock is seen at the next poll (the
+        // upsert itself sees it and leaves the row alone: `Taken`, never a second claim).
         let row = sqlx::query(
             "WITH won AS ( \
                  INSERT INTO shared_credentials \
@@ -248,10 +254,14 @@ impl ClusterStore for PgStore {
                          AND (shared_credentials.claim_until <= now() \
                               OR shared_credentials.claimed_by = excluded.claimed_by)) \
                  RETURNING true \
+             ), budget AS ( \
+                 SELECT app_id FROM sts_budget WHERE app_id = $2 FOR UPDATE SKIP LOCKED \
              ) \
              SELECT claim.mine, \
-                 CASE WHEN claim.mine AND $6::float8 IS NOT NULL \
-                     THEN sts_budget_take($2, $6, $7) END AS wait, \
+                 CASE WHEN claim.mine AND $6::float8 IS NOT NULL THEN \
+                     CASE WHEN EXISTS (SELECT FROM budget) \
+                         THEN sts_budget_take($2, $6, $7) END \
+                 END AS wait, \
                  CASE WHEN NOT claim.mine THEN (SELECT sealed FROM shared_credentials \
                      WHERE key_hash = $1 AND sealed IS NOT NULL AND reuse_until > now()) \
                  END AS sealed \

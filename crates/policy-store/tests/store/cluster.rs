@@ -283,11 +283,20 @@ async fn one_statement_claims_reads_and_takes_the_budget_only_when_won() {
         )
     };
 
-    // No row: won, with a token.
+    // No budget row yet (the app's first STS call): won, but the token is left to the
+    // caller's own statement, which makes the row.
     assert_eq!(tat().await, None);
     let c = store.claim_shared_credential(key, a, claim, budget).await;
+    assert!(matches!(c.unwrap(), Claim::Mine { budget: None }));
+    assert_eq!(tat().await, None);
+    store.take_sts_budget(app.id, rate(1, 1000)).await.unwrap();
+    store.release_shared_claim(key, a).await.unwrap();
+
+    // No row: won, with a token.
+    let before = tat().await;
+    let c = store.claim_shared_credential(key, a, claim, budget).await;
     assert!(granted(c.unwrap()));
-    assert!(tat().await.is_some(), "no token was taken");
+    assert_ne!(tat().await, before, "no token was taken");
     // A minute ahead of the clock: each token now moves it by exactly one interval.
     sqlx::query("UPDATE sts_budget SET tat = tat + 60")
         .execute(&db.pool)
@@ -365,6 +374,27 @@ async fn one_statement_claims_reads_and_takes_the_budget_only_when_won() {
     assert!(matches!(c.unwrap(), Claim::Mine { budget: None }));
     assert_eq!(tat().await, used_up);
 
+    // The budget's row locked by another transaction: the claim does not wait for it. It is
+    // won and committed at once (another replica sees it), and the token is left to the caller.
+    store.release_shared_claim(key, a).await.unwrap();
+    let mut lock = db.pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM sts_budget WHERE app_id = $1 FOR UPDATE")
+        .bind(app.id)
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let c = tokio::time::timeout(
+        Duration::from_secs(2),
+        store.claim_shared_credential(key, a, claim, budget),
+    )
+    .await
+    .expect("the claim waited for the budget's row lock");
+    assert!(matches!(c.unwrap(), Claim::Mine { budget: None }));
+    let c = store.claim_shared_credential(key, b, claim, budget).await;
+    assert!(matches!(c.unwrap(), Claim::Taken));
+    lock.rollback().await.unwrap();
+    assert_eq!(tat().await, used_up);
+
     // A row that does not open under its key fails the claim instead of serving it.
     store
         .put_shared_credential(key, &credential("live", 300))
@@ -387,6 +417,12 @@ async fn one_statement_claims_reads_and_takes_the_budget_only_when_won() {
 async fn concurrent_claims_have_one_winner_and_take_one_token() {
     let (db, store) = store().await;
     let app = store.create_app("root", &app_input("demo")).await.unwrap();
+    // The budget's row is there (the app has made an STS call) and due now.
+    store.take_sts_budget(app.id, rate(1, 8)).await.unwrap();
+    sqlx::query("UPDATE sts_budget SET tat = 0")
+        .execute(&db.pool)
+        .await
+        .unwrap();
     let store = std::sync::Arc::new(store);
     let claims = (0..8).map(|_| {
         let store = store.clone();
