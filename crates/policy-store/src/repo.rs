@@ -285,7 +285,8 @@ pub trait ClusterStore: Send + Sync {
     /// A reusable credential under `key`, if a replica has put one there.
     async fn shared_credential(&self, key: SharedKey<'_>) -> Result<Option<SharedCredential>>;
     /// Claims the mint of `key` for `me` for `claim_for`, unless a reusable credential is
-    /// there (`Ready`, with it) or another replica's claim is still running (`Taken`). With
+    /// there (`Ready`, with it: read only, the row is neither locked nor written) or another
+    /// replica's claim is still running (`Taken`). With
     /// `budget`, a won claim also takes one token of the app's STS budget
     /// ([`ClusterStore::take_sts_budget`]) and says how that went, unless the budget's row is
     /// locked (or not there yet): it never waits for it, and the caller takes the token

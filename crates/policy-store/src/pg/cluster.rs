@@ -227,25 +227,29 @@ impl ClusterStore for PgStore {
         claim_for: Duration,
         budget: Option<StsBudget>,
     ) -> Result<Claim> {
-        // One statement. The upsert claims a new row, or one whose credential's reuse window
-        // or claim has run out, or a claim of this replica's own (a mint of its that failed or
-        // was cancelled: it mints one key at a time).
+        // One statement. A reusable credential in the row (as of the statement's snapshot) is
+        // read and handed back, and nothing is written or locked (`Ready`). Otherwise the upsert
+        // claims a new row, or one whose credential's reuse window or claim has run out, or a
+        // claim of this replica's own (a mint of its that failed or was cancelled: it mints one
+        // key at a time); it leaves another replica's live claim alone (`Taken`). A credential
+        // stored by the claim's holder after the snapshot is seen by the upsert (which then
+        // leaves the row alone: `Taken`, never a second claim) and read at the next poll.
         //
         // A won claim takes the STS budget's token too, but only if the app's budget row can
         // be locked at once (`SKIP LOCKED`): the statement never waits on the budget while it
         // holds an uncommitted claim, which a request whose deadline ran out meanwhile could
         // neither use nor release. When the row is busy (or not there yet) `wait` is NULL and
         // the caller takes the token with a statement of its own, after the claim committed.
-        //
-        // A lost claim reads the row's reusable credential instead. That read sees the
-        // statement's snapshot, from before the upsert, so a credential stored by the claim's
-        // holder while this statement waited for its row lock is seen at the next poll (the
-        // upsert itself sees it and leaves the row alone: `Taken`, never a second claim).
         let row = sqlx::query(
-            "WITH won AS ( \
+            "WITH live AS ( \
+                 SELECT sealed FROM shared_credentials \
+                 WHERE key_hash = $1 AND sealed IS NOT NULL AND reuse_until > now() \
+             ), won AS ( \
                  INSERT INTO shared_credentials \
                      (key_hash, app_id, subject_hash, claimed_by, claim_until) \
-                 VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5)) \
+                 SELECT $1::text, $2::bigint, $3::text, $4::uuid, \
+                     now() + make_interval(secs => $5::float8) \
+                 WHERE NOT EXISTS (SELECT FROM live) \
                  ON CONFLICT (key_hash) DO UPDATE SET sealed = NULL, reuse_until = NULL, \
                      claimed_by = excluded.claimed_by, claim_until = excluded.claim_until \
                  WHERE (shared_credentials.sealed IS NOT NULL \
@@ -262,9 +266,7 @@ impl ClusterStore for PgStore {
                      CASE WHEN EXISTS (SELECT FROM budget) \
                          THEN sts_budget_take($2, $6, $7) END \
                  END AS wait, \
-                 CASE WHEN NOT claim.mine THEN (SELECT sealed FROM shared_credentials \
-                     WHERE key_hash = $1 AND sealed IS NOT NULL AND reuse_until > now()) \
-                 END AS sealed \
+                 (SELECT sealed FROM live) AS sealed \
              FROM (SELECT count(*) > 0 AS mine FROM won) AS claim",
         )
         .bind(key_hash(key.key))

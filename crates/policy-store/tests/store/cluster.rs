@@ -314,11 +314,22 @@ async fn one_statement_claims_reads_and_takes_the_budget_only_when_won() {
     assert!(granted(c.unwrap()));
     assert_eq!(tat().await, Some(first + 1.0));
 
-    // A live credential: ready, for anyone (its minter included), no token.
+    // A live credential: ready, for anyone (its minter included), no token; and a read only:
+    // the row is neither locked nor written (its xmax, the last locker or updater, stays).
     store
         .put_shared_credential(key, &credential("live", 300))
         .await
         .unwrap();
+    let xmax = || {
+        let pool = db.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, String>("SELECT xmax::text FROM shared_credentials")
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    let put = xmax().await;
     for me in [a, b] {
         match store.claim_shared_credential(key, me, claim, budget).await {
             Ok(Claim::Ready(c)) => {
@@ -328,6 +339,7 @@ async fn one_statement_claims_reads_and_takes_the_budget_only_when_won() {
             other => panic!("{other:?}"),
         }
     }
+    assert_eq!(xmax().await, put, "a ready claim locked the row");
     assert_eq!(tat().await, Some(first + 1.0));
 
     // A credential past its reuse window: claimed, with a token.
