@@ -224,7 +224,7 @@ async fn an_app_load_stuck_behind_a_lock_answers_503_within_the_deadline() {
 }
 
 /// A cache miss against a database that goes silent: every cluster step of the miss (the
-/// app's STS budget, the shared credential's look-up and claim) and the issuance-log commit
+/// shared credential's claim, with the app's STS budget) and the issuance-log commit
 /// draw from the request's one deadline, so the answer is a 503 within that deadline (plus
 /// slack), and no STS call is made for a credential that could not be logged. Before, each
 /// step had a deadline of its own: the budget fell back to the replica's share after 1 s, the
@@ -235,12 +235,12 @@ async fn a_miss_against_a_silent_database_draws_every_step_from_one_deadline() {
     let app = TestApp::spawn_with(Options {
         db_via: Some(hole.addr),
         database_timeout: DEADLINE,
-        // `photos` has an STS budget, so its miss asks the cluster's budget first.
+        // `photos` has an STS budget: its miss's claim takes the budget's token with it.
         rate_app_per_second: 50,
         ..Options::default()
     })
     .await;
-    // `albums` has none: its miss goes to the shared credential table first.
+    // `albums` has none: its miss's claim is on the shared credential table alone.
     seed_app(
         &*app.store,
         "test",
@@ -266,7 +266,10 @@ async fn a_miss_against_a_silent_database_draws_every_step_from_one_deadline() {
     hole.swallow();
     let bob = app.token("bob");
     let mut refused = Vec::new();
-    for (slug, first_step) in [(APP, "the STS budget"), ("albums", "the shared table")] {
+    for (slug, first_step) in [
+        (APP, "the claim with the STS budget"),
+        ("albums", "the claim"),
+    ] {
         let path = format!("/v1/apps/{slug}/credentials");
         let started = Instant::now();
         let res = tokio::time::timeout(Duration::from_secs(30), app.get(&path, Some(&bob)))

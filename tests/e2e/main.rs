@@ -19,6 +19,7 @@ mod operator;
 #[allow(dead_code)]
 mod process;
 mod refusals;
+mod round_trips;
 mod security;
 mod support;
 mod vending;

@@ -7,9 +7,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// A request's database budget, `database_timeout`: every database step on its path draws
-/// from it in turn (loading the app; on a local miss the cluster's STS budget, the shared
-/// credential's look-up, claim, wait for another replica's row and write; the issuance-log
-/// commit), so PostgreSQL can hold one request up for that long in all, wherever it stalls.
+/// from it in turn (loading the app; on a local miss the shared credential's claim, which
+/// takes the cluster's STS budget token with it, or the budget's own statement, the wait for
+/// another replica's row and the write; the issuance-log commit), so PostgreSQL can hold one request up for that long in all, wherever it stalls.
 /// When it runs out the answer is 503: a credential could not get its row anyway.
 ///
 /// Time spent on STS is not drawn from it (this request's call, or a mint it shares with

@@ -4,7 +4,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use policy_store::{
-    IssuanceRecord, NarrowError, Outcome, RenderContext, RenderError, StsMode, sub_hash,
+    BudgetGrant, IssuanceRecord, NarrowError, Outcome, RenderContext, RenderError, StsMode,
+    sub_hash,
 };
 use sts_core::client::{AssumeRole, GetFederationToken};
 use sts_core::{ErrorClass, StsError, TemporaryCredentials};
@@ -13,6 +14,7 @@ use time::OffsetDateTime;
 use crate::apps::{AppResolver, ResolveError, ResolvedApp};
 use crate::audit::{AuditWriter, log_text};
 use crate::clock::unix_now;
+use crate::cluster::budget::{granted, sts_budget};
 use crate::cluster::{Budget, Membership, SharedCredentials};
 use crate::cooldown::{AuthCooldown, CooldownConfig};
 use crate::credcache::{CacheKey, CachedCredential, CredentialCache, evict_if_same, new_cache};
@@ -423,20 +425,28 @@ impl Service {
             &policy.policy_hash,
             duration,
         );
-        // A local miss looks in the cluster's shared table before it calls STS.
+        // A local miss looks in the cluster's shared table before it calls STS; a claim it
+        // wins there takes the app's STS budget token in the same statement.
+        let per_second = u32::try_from(app.app.rate_app_per_second).unwrap_or(0);
         let lookup = || {
             self.cache
                 .entry_by_ref(&key)
-                .or_try_insert_with(self.shared.get_or_mint(&key, deadline, || {
-                    self.mint(
-                        &app,
-                        &policy.policy,
-                        &subject,
-                        duration,
-                        min_remaining,
-                        deadline,
-                    )
-                }))
+                .or_try_insert_with(self.shared.get_or_mint(
+                    &key,
+                    deadline,
+                    sts_budget(per_second),
+                    |taken| {
+                        self.mint(
+                            &app,
+                            &policy.policy,
+                            &subject,
+                            duration,
+                            min_remaining,
+                            taken,
+                            deadline,
+                        )
+                    },
+                ))
         };
 
         let looked_up = Instant::now();
@@ -461,6 +471,7 @@ impl Service {
         })
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn mint(
         &self,
         app: &ResolvedApp,
@@ -468,12 +479,20 @@ impl Service {
         subject: &str,
         duration: u64,
         min_remaining: u64,
+        budget_taken: Option<BudgetGrant>,
         deadline: &Deadline,
     ) -> Result<Arc<CachedCredential>, ApiError> {
-        let per_second = u32::try_from(app.app.rate_app_per_second).unwrap_or(0);
-        self.budget
-            .take(app.app.id, per_second, self.membership.live(), deadline)
-            .await?;
+        // The claim on the shared credential took the STS budget's token with it, or the
+        // token is taken now.
+        match budget_taken {
+            Some(grant) => granted(grant)?,
+            None => {
+                let per_second = u32::try_from(app.app.rate_app_per_second).unwrap_or(0);
+                self.budget
+                    .take(app.app.id, per_second, self.membership.live(), deadline)
+                    .await?;
+            }
+        }
         // A credential minted with too little of the deadline left could not get its row.
         if deadline.below_floor() {
             tracing::warn!(

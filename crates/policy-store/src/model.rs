@@ -482,6 +482,25 @@ pub struct ClusterMember {
     pub live: bool,
 }
 
+/// An app's cluster-wide STS budget: `per_second` calls, of which `burst` may come at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StsBudget {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+impl StsBudget {
+    /// Seconds between two tokens (the GCRA cell's step).
+    pub fn interval(self) -> f64 {
+        1.0 / f64::from(self.per_second.max(1))
+    }
+
+    /// How far ahead of the clock the cell may run, in seconds (burst tokens' worth).
+    pub fn ahead(self) -> f64 {
+        self.interval() * f64::from(self.burst.max(1))
+    }
+}
+
 /// One token of an app's cluster-wide STS budget, or how long until one is free.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum BudgetGrant {
@@ -518,8 +537,11 @@ pub struct SharedKey<'a> {
 /// The outcome of trying to claim the mint of a shared credential.
 #[derive(Debug)]
 pub enum Claim {
-    /// This replica mints it; the others wait for its row.
-    Mine,
+    /// This replica mints it; the others wait for its row. `budget` is the app's STS budget's
+    /// answer when the claim was asked to take a token with it and could (only a won claim
+    /// takes one, and only when the budget's row was free at once); `None`: no token was
+    /// taken, the caller takes it itself.
+    Mine { budget: Option<BudgetGrant> },
     /// Another replica has put a reusable credential there meanwhile.
     Ready(SharedCredential),
     /// Another replica is minting it (its claim has not run out).

@@ -280,19 +280,25 @@ pub trait ClusterStore: Send + Sync {
     /// Removes `id` from the membership (a graceful shutdown).
     async fn leave_cluster(&self, id: uuid::Uuid) -> Result<()>;
 
-    /// Takes one token of the app's budget of `per_second` STS calls, of which `burst` may
-    /// come at once. One atomic statement; a replica holds no tokens.
-    async fn take_sts_budget(&self, id: AppId, per_second: u32, burst: u32) -> Result<BudgetGrant>;
+    /// Takes one token of the app's STS budget. One atomic statement; a replica holds no
+    /// tokens.
+    async fn take_sts_budget(&self, id: AppId, budget: StsBudget) -> Result<BudgetGrant>;
 
     /// A reusable credential under `key`, if a replica has put one there.
     async fn shared_credential(&self, key: SharedKey<'_>) -> Result<Option<SharedCredential>>;
     /// Claims the mint of `key` for `me` for `claim_for`, unless a reusable credential is
-    /// there or another replica's claim is still running.
+    /// there (`Ready`, with it: read only, the row is neither locked nor written) or another
+    /// replica's claim is still running (`Taken`). With
+    /// `budget`, a won claim also takes one token of the app's STS budget
+    /// ([`ClusterStore::take_sts_budget`]) and says how that went, unless the budget's row is
+    /// locked (or not there yet): it never waits for it, and the caller takes the token
+    /// itself. One statement (one round trip) whatever the outcome.
     async fn claim_shared_credential(
         &self,
         key: SharedKey<'_>,
         me: uuid::Uuid,
         claim_for: std::time::Duration,
+        budget: Option<StsBudget>,
     ) -> Result<Claim>;
     /// Stores a minted credential under `key` (ending the claim).
     async fn put_shared_credential(

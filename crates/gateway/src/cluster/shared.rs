@@ -1,9 +1,13 @@
 //! Credentials shared between replicas (`shared_credentials`), consulted on a local miss.
 //!
-//! On a miss a replica reads the key's row; a reusable credential there is served as a cache
-//! hit. Otherwise it claims the mint with one atomic upsert: the claimer calls STS and stores
-//! the credential (sealed under the master key, the cache key as associated data); the other
-//! replicas poll the row until it is there, up to the claim timeout, then mint themselves.
+//! On a miss a replica claims the key's mint with one statement, which also answers with the
+//! reusable credential already there (served as a cache hit) when the claim is not won, and,
+//! when it is won and the app has an STS budget, takes the budget's token (unless the budget's
+//! row is locked at that moment: then the mint takes it with a statement of its own): a miss is
+//! one round trip before STS and one (the write) after it, besides its issuance-log row. The claimer
+//! calls STS and stores the credential (sealed under the master key, the cache key as
+//! associated data); the other replicas poll the row (each poll one such statement) until it is
+//! there, up to the claim timeout, then mint themselves.
 //! A claim holds for `claim_timeout` at most, or for what is left of the request's deadline
 //! plus the longest STS call if that is shorter; a replica takes over its own claim at once
 //! (its mints of one key are one at a time: its cache coalesces them). A mint that fails
@@ -12,13 +16,15 @@
 //!
 //! Every round trip, and the wait for another replica's row, draws from the request's one
 //! database deadline ([`Deadline`]); once it is spent the request is answered 503 (its
-//! issuance-log row could not be written in time either), without calling STS.
+//! issuance-log row could not be written in time either), without calling STS. A miss with
+//! less than the deadline's floor left does not claim: it only reads the row (a credential
+//! there is still served) and is otherwise answered 503.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use policy_store::{Claim, SharedCredential, SharedKey, Store, StoreError};
+use policy_store::{BudgetGrant, Claim, SharedCredential, SharedKey, Store, StoreError, StsBudget};
 use secrecy::SecretString;
 use sts_core::TemporaryCredentials;
 use uuid::Uuid;
@@ -132,18 +138,22 @@ impl SharedCredentials {
 
     /// The credential for `key` from another replica, or minted here by `mint` (called at
     /// most once). Every round trip and the wait for another replica's row draw from
-    /// `deadline`.
+    /// `deadline`. With `budget` (the app's STS budget), a won claim takes the budget's token
+    /// in its own statement and `mint` gets the answer; `mint` gets `None` when no token was
+    /// taken that way (the table is off or failed, another replica's mint did not arrive, or
+    /// the budget's row was busy) and takes the token itself.
     pub async fn get_or_mint<F>(
         &self,
         key: &CacheKey,
         deadline: &Deadline,
-        mint: impl FnOnce() -> F,
+        budget: Option<StsBudget>,
+        mint: impl FnOnce(Option<BudgetGrant>) -> F,
     ) -> Result<Arc<CachedCredential>, ApiError>
     where
         F: Future<Output = Result<Arc<CachedCredential>, ApiError>>,
     {
         if !self.enabled {
-            return mint().await;
+            return mint(None).await;
         }
         let text = key_text(key);
         let shared = SharedKey {
@@ -151,24 +161,14 @@ impl SharedCredentials {
             subject: key.subject(),
             key: &text,
         };
-        match bounded(deadline, self.store.shared_credential(shared)).await {
-            Ok(Some(found)) => {
-                self.metrics.shared_credential("hit");
-                return Ok(from_shared(found));
-            }
-            Ok(None) => {}
-            Err(Trouble::Failed(e)) => {
-                tracing::warn!(error = %e, "cannot read the shared credential table; minting here");
-                self.metrics.shared_credential("error");
-                return mint().await;
-            }
-            Err(Trouble::Deadline) => return Err(self.out_of_time("reading")),
-        }
         let waiting_since = Instant::now();
         let mut waited = false;
         loop {
             // A claim whose holder could not mint in time would only keep the others waiting.
             if deadline.below_floor() {
+                if !waited {
+                    return self.read_only(shared, deadline, mint).await;
+                }
                 return Err(self.out_of_time("about to claim the mint in"));
             }
             // The claim holds no longer than this mint can take: what is left of the deadline
@@ -179,11 +179,15 @@ impl SharedCredentials {
             let claim = bounded(
                 deadline,
                 self.store
-                    .claim_shared_credential(shared, self.me, claim_for),
+                    .claim_shared_credential(shared, self.me, claim_for, budget),
             )
             .await;
             match claim {
-                Ok(Claim::Mine) => return self.mint_and_share(shared, deadline, mint).await,
+                Ok(Claim::Mine { budget: taken }) => {
+                    return self
+                        .mint_and_share(shared, deadline, move || mint(taken))
+                        .await;
+                }
                 Ok(Claim::Ready(found)) => {
                     self.metrics
                         .shared_credential(if waited { "waited" } else { "hit" });
@@ -204,15 +208,42 @@ impl SharedCredentials {
                         "another replica's mint did not arrive in time; minting here"
                     );
                     self.metrics.shared_credential("gave_up");
-                    return mint().await;
+                    return mint(None).await;
                 }
                 Err(Trouble::Failed(e)) => {
                     tracing::warn!(error = %e, "cannot claim the shared credential; minting here");
                     self.metrics.shared_credential("error");
-                    return mint().await;
+                    return mint(None).await;
                 }
                 Err(Trouble::Deadline) => return Err(self.out_of_time("claiming")),
             }
+        }
+    }
+
+    /// A miss with too little of its deadline left to claim: a reusable credential in the
+    /// table is still served; without one the answer is 503.
+    async fn read_only<F>(
+        &self,
+        key: SharedKey<'_>,
+        deadline: &Deadline,
+        mint: impl FnOnce(Option<BudgetGrant>) -> F,
+    ) -> Result<Arc<CachedCredential>, ApiError>
+    where
+        F: Future<Output = Result<Arc<CachedCredential>, ApiError>>,
+    {
+        match bounded(deadline, self.store.shared_credential(key)).await {
+            Ok(Some(found)) => {
+                self.metrics.shared_credential("hit");
+                Ok(from_shared(found))
+            }
+            Ok(None) => Err(self.out_of_time("about to claim the mint in")),
+            Err(Trouble::Failed(e)) => {
+                tracing::warn!(error = %e, "cannot read the shared credential table; minting here");
+                self.metrics.shared_credential("error");
+                // The mint answers 503 itself: it does not call STS below the floor either.
+                mint(None).await
+            }
+            Err(Trouble::Deadline) => Err(self.out_of_time("reading")),
         }
     }
 

@@ -86,6 +86,15 @@ impl PgStore {
     }
 }
 
+/// `sts_budget_take`'s answer: 0 when the token was granted, else the seconds until one is.
+fn grant(wait: f64) -> BudgetGrant {
+    if wait <= 0.0 {
+        BudgetGrant::Granted
+    } else {
+        BudgetGrant::RetryAfter(Duration::from_secs_f64(wait.min(3600.0)))
+    }
+}
+
 fn member_from_row(r: &sqlx::postgres::PgRow) -> std::result::Result<ClusterMember, sqlx::Error> {
     Ok(ClusterMember {
         id: r.try_get("id")?,
@@ -188,20 +197,15 @@ impl ClusterStore for PgStore {
         Ok(())
     }
 
-    async fn take_sts_budget(&self, id: AppId, per_second: u32, burst: u32) -> Result<BudgetGrant> {
-        let interval = 1.0 / f64::from(per_second.max(1));
+    async fn take_sts_budget(&self, id: AppId, budget: StsBudget) -> Result<BudgetGrant> {
         let wait: f64 = sqlx::query_scalar("SELECT sts_budget_take($1, $2, $3)")
             .bind(id)
-            .bind(interval)
-            .bind(interval * f64::from(burst.max(1)))
+            .bind(budget.interval())
+            .bind(budget.ahead())
             .fetch_one(&self.coordination)
             .await
             .db()?;
-        Ok(if wait <= 0.0 {
-            BudgetGrant::Granted
-        } else {
-            BudgetGrant::RetryAfter(Duration::from_secs_f64(wait.min(3600.0)))
-        })
+        Ok(grant(wait))
     }
 
     async fn shared_credential(&self, key: SharedKey<'_>) -> Result<Option<SharedCredential>> {
@@ -221,34 +225,69 @@ impl ClusterStore for PgStore {
         key: SharedKey<'_>,
         me: Uuid,
         claim_for: Duration,
+        budget: Option<StsBudget>,
     ) -> Result<Claim> {
-        let hash = key_hash(key.key);
-        // A new row, or one whose credential's reuse window or claim has run out, or a claim
-        // of this replica's own (a mint of its that failed or was cancelled: it mints one key
-        // at a time).
-        let mine: Option<bool> = sqlx::query_scalar(
-            "INSERT INTO shared_credentials (key_hash, app_id, subject_hash, claimed_by, claim_until) \
-             VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5)) \
-             ON CONFLICT (key_hash) DO UPDATE SET sealed = NULL, reuse_until = NULL, \
-                 claimed_by = excluded.claimed_by, claim_until = excluded.claim_until \
-             WHERE (shared_credentials.sealed IS NOT NULL AND shared_credentials.reuse_until <= now()) \
-                OR (shared_credentials.sealed IS NULL AND (shared_credentials.claim_until <= now() \
-                    OR shared_credentials.claimed_by = excluded.claimed_by)) \
-             RETURNING true",
+        // One statement. A reusable credential in the row (as of the statement's snapshot) is
+        // read and handed back, and nothing is written or locked (`Ready`). Otherwise the upsert
+        // claims a new row, or one whose credential's reuse window or claim has run out, or a
+        // claim of this replica's own (a mint of its that failed or was cancelled: it mints one
+        // key at a time); it leaves another replica's live claim alone (`Taken`). A credential
+        // stored by the claim's holder after the snapshot is seen by the upsert (which then
+        // leaves the row alone: `Taken`, never a second claim) and read at the next poll.
+        //
+        // A won claim takes the STS budget's token too, but only if the app's budget row can
+        // be locked at once (`SKIP LOCKED`): the statement never waits on the budget while it
+        // holds an uncommitted claim, which a request whose deadline ran out meanwhile could
+        // neither use nor release. When the row is busy (or not there yet) `wait` is NULL and
+        // the caller takes the token with a statement of its own, after the claim committed.
+        let row = sqlx::query(
+            "WITH live AS ( \
+                 SELECT sealed FROM shared_credentials \
+                 WHERE key_hash = $1 AND sealed IS NOT NULL AND reuse_until > now() \
+             ), won AS ( \
+                 INSERT INTO shared_credentials \
+                     (key_hash, app_id, subject_hash, claimed_by, claim_until) \
+                 SELECT $1::text, $2::bigint, $3::text, $4::uuid, \
+                     now() + make_interval(secs => $5::float8) \
+                 WHERE NOT EXISTS (SELECT FROM live) \
+                 ON CONFLICT (key_hash) DO UPDATE SET sealed = NULL, reuse_until = NULL, \
+                     claimed_by = excluded.claimed_by, claim_until = excluded.claim_until \
+                 WHERE (shared_credentials.sealed IS NOT NULL \
+                         AND shared_credentials.reuse_until <= now()) \
+                    OR (shared_credentials.sealed IS NULL \
+                         AND (shared_credentials.claim_until <= now() \
+                              OR shared_credentials.claimed_by = excluded.claimed_by)) \
+                 RETURNING true \
+             ), budget AS ( \
+                 SELECT app_id FROM sts_budget WHERE app_id = $2 FOR UPDATE SKIP LOCKED \
+             ) \
+             SELECT claim.mine, \
+                 CASE WHEN claim.mine AND $6::float8 IS NOT NULL THEN \
+                     CASE WHEN EXISTS (SELECT FROM budget) \
+                         THEN sts_budget_take($2, $6, $7) END \
+                 END AS wait, \
+                 (SELECT sealed FROM live) AS sealed \
+             FROM (SELECT count(*) > 0 AS mine FROM won) AS claim",
         )
-        .bind(&hash)
+        .bind(key_hash(key.key))
         .bind(key.app_id)
         .bind(sub_hash(key.subject))
         .bind(me)
         .bind(claim_for.as_secs_f64())
-        .fetch_optional(&self.coordination)
+        .bind(budget.map(StsBudget::interval))
+        .bind(budget.map(StsBudget::ahead))
+        .fetch_one(&self.coordination)
         .await
         .db()?;
-        if mine.is_some() {
-            return Ok(Claim::Mine);
+        if row.try_get::<bool, _>("mine").db()? {
+            let wait: Option<f64> = row.try_get("wait").db()?;
+            return Ok(Claim::Mine {
+                budget: wait.map(grant),
+            });
         }
-        Ok(match self.shared_credential(key).await? {
-            Some(c) => Claim::Ready(c),
+        let sealed: Option<String> = row.try_get("sealed").db()?;
+        Ok(match sealed {
+            Some(s) => Claim::Ready(self.open(key, &s)?),
             None => Claim::Taken,
         })
     }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use policy_store::{
-    AppStore, BudgetGrant, Claim, ClusterStore, MemberInfo, SharedCredential, SharedKey,
+    AppStore, BudgetGrant, Claim, ClusterStore, MemberInfo, SharedCredential, SharedKey, StsBudget,
     SubjectStore,
 };
 use secrecy::{ExposeSecret as _, SecretString};
@@ -33,6 +33,10 @@ fn credential(id: &str, reuse_for: i64) -> SharedCredential {
         start_time: now,
         reuse_until: now + reuse_for,
     }
+}
+
+fn rate(per_second: u32, burst: u32) -> StsBudget {
+    StsBudget { per_second, burst }
 }
 
 #[tokio::test]
@@ -73,11 +77,11 @@ async fn the_budget_grants_the_burst_then_refuses_with_the_wait() {
     // 1 call a second, a burst of 3: three at once, the fourth waits about a second.
     for _ in 0..3 {
         assert_eq!(
-            store.take_sts_budget(app.id, 1, 3).await.unwrap(),
+            store.take_sts_budget(app.id, rate(1, 3)).await.unwrap(),
             BudgetGrant::Granted
         );
     }
-    match store.take_sts_budget(app.id, 1, 3).await.unwrap() {
+    match store.take_sts_budget(app.id, rate(1, 3)).await.unwrap() {
         BudgetGrant::RetryAfter(wait) => {
             assert!(
                 wait > Duration::from_millis(500) && wait <= Duration::from_secs(1),
@@ -88,7 +92,7 @@ async fn the_budget_grants_the_burst_then_refuses_with_the_wait() {
     }
     // Per app.
     assert_eq!(
-        store.take_sts_budget(other.id, 1, 1).await.unwrap(),
+        store.take_sts_budget(other.id, rate(1, 1)).await.unwrap(),
         BudgetGrant::Granted
     );
 }
@@ -106,28 +110,44 @@ async fn one_replica_claims_a_mint_and_the_others_get_its_credential() {
     let claim = Duration::from_secs(5);
     assert!(store.shared_credential(key).await.unwrap().is_none());
     assert!(matches!(
-        store.claim_shared_credential(key, a, claim).await.unwrap(),
-        Claim::Mine
+        store
+            .claim_shared_credential(key, a, claim, None)
+            .await
+            .unwrap(),
+        Claim::Mine { budget: None }
     ));
     assert!(matches!(
-        store.claim_shared_credential(key, b, claim).await.unwrap(),
+        store
+            .claim_shared_credential(key, b, claim, None)
+            .await
+            .unwrap(),
         Claim::Taken
     ));
     // A replica takes over its own claim at once (a mint of its that failed or was cancelled
     // and left the claim behind); the others still wait for it.
     assert!(matches!(
-        store.claim_shared_credential(key, a, claim).await.unwrap(),
-        Claim::Mine
+        store
+            .claim_shared_credential(key, a, claim, None)
+            .await
+            .unwrap(),
+        Claim::Mine { budget: None }
     ));
     assert!(matches!(
-        store.claim_shared_credential(key, b, claim).await.unwrap(),
+        store
+            .claim_shared_credential(key, b, claim, None)
+            .await
+            .unwrap(),
         Claim::Taken
     ));
     store
         .put_shared_credential(key, &credential("one", 300))
         .await
         .unwrap();
-    match store.claim_shared_credential(key, b, claim).await.unwrap() {
+    match store
+        .claim_shared_credential(key, b, claim, None)
+        .await
+        .unwrap()
+    {
         Claim::Ready(c) => {
             assert_eq!(c.tmp_secret_id, "one");
             assert_eq!(c.session_token.expose_secret(), "one-token");
@@ -135,7 +155,10 @@ async fn one_replica_claims_a_mint_and_the_others_get_its_credential() {
         other => panic!("{other:?}"),
     }
     assert!(matches!(
-        store.claim_shared_credential(key, a, claim).await.unwrap(),
+        store
+            .claim_shared_credential(key, a, claim, None)
+            .await
+            .unwrap(),
         Claim::Ready(_)
     ));
     // Sealed: no secret in the clear, and the row does not open under another key.
@@ -167,14 +190,20 @@ async fn failed_and_expired_claims_and_stale_credentials_are_taken_over() {
     let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
     let claim = Duration::from_secs(5);
     assert!(matches!(
-        store.claim_shared_credential(key, a, claim).await.unwrap(),
-        Claim::Mine
+        store
+            .claim_shared_credential(key, a, claim, None)
+            .await
+            .unwrap(),
+        Claim::Mine { budget: None }
     ));
     // a's mint failed: released, so b takes over at once.
     store.release_shared_claim(key, a).await.unwrap();
     assert!(matches!(
-        store.claim_shared_credential(key, b, claim).await.unwrap(),
-        Claim::Mine
+        store
+            .claim_shared_credential(key, b, claim, None)
+            .await
+            .unwrap(),
+        Claim::Mine { budget: None }
     ));
     // b died: once its claim has run out, a takes over.
     sqlx::query("UPDATE shared_credentials SET claim_until = now() - interval '1 s'")
@@ -182,8 +211,11 @@ async fn failed_and_expired_claims_and_stale_credentials_are_taken_over() {
         .await
         .unwrap();
     assert!(matches!(
-        store.claim_shared_credential(key, a, claim).await.unwrap(),
-        Claim::Mine
+        store
+            .claim_shared_credential(key, a, claim, None)
+            .await
+            .unwrap(),
+        Claim::Mine { budget: None }
     ));
     // A credential past its reuse window is neither served nor kept from a new mint, and
     // the purge removes it.
@@ -193,14 +225,256 @@ async fn failed_and_expired_claims_and_stale_credentials_are_taken_over() {
         .unwrap();
     assert!(store.shared_credential(key).await.unwrap().is_none());
     assert!(matches!(
-        store.claim_shared_credential(key, b, claim).await.unwrap(),
-        Claim::Mine
+        store
+            .claim_shared_credential(key, b, claim, None)
+            .await
+            .unwrap(),
+        Claim::Mine { budget: None }
     ));
     store
         .put_shared_credential(key, &credential("old", -1))
         .await
         .unwrap();
     assert_eq!(store.purge_cluster_rows().await.unwrap(), 1);
+}
+
+/// The claim is one statement that also reads the credential (when not won) and takes the
+/// STS budget's token (only when won): every state of the row, against the real database,
+/// and the budget cell after each claim.
+#[tokio::test]
+async fn one_statement_claims_reads_and_takes_the_budget_only_when_won() {
+    let (db, store) = store().await;
+    let app = store.create_app("root", &app_input("demo")).await.unwrap();
+    let key = SharedKey {
+        app_id: app.id,
+        subject: "alice",
+        key: "1|2|3|h|900|alice",
+    };
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let claim = Duration::from_secs(5);
+    // One call a second, a thousand at once; the cell is moved by hand where a test needs it
+    // (so that no step depends on how fast the machine is).
+    let budget = Some(rate(1, 1000));
+    let tat = || {
+        let pool = db.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, f64>("SELECT tat FROM sts_budget WHERE app_id = $1")
+                .bind(app.id)
+                .fetch_optional(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    let expire_claim = || {
+        let pool = db.pool.clone();
+        async move {
+            sqlx::query("UPDATE shared_credentials SET claim_until = now() - interval '1 s'")
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+    };
+    let granted = |c: Claim| {
+        matches!(
+            c,
+            Claim::Mine {
+                budget: Some(BudgetGrant::Granted)
+            }
+        )
+    };
+
+    // No budget row yet (the app's first STS call): won, but the token is left to the
+    // caller's own statement, which makes the row.
+    assert_eq!(tat().await, None);
+    let c = store.claim_shared_credential(key, a, claim, budget).await;
+    assert!(matches!(c.unwrap(), Claim::Mine { budget: None }));
+    assert_eq!(tat().await, None);
+    store.take_sts_budget(app.id, rate(1, 1000)).await.unwrap();
+    store.release_shared_claim(key, a).await.unwrap();
+
+    // No row: won, with a token.
+    let before = tat().await;
+    let c = store.claim_shared_credential(key, a, claim, budget).await;
+    assert!(granted(c.unwrap()));
+    assert_ne!(tat().await, before, "no token was taken");
+    // A minute ahead of the clock: each token now moves it by exactly one interval.
+    sqlx::query("UPDATE sts_budget SET tat = tat + 60")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let first = tat().await.unwrap();
+
+    // Another replica's live claim: taken, no token.
+    let c = store.claim_shared_credential(key, b, claim, budget).await;
+    assert!(matches!(c.unwrap(), Claim::Taken));
+    assert_eq!(tat().await, Some(first));
+
+    // This replica's own claim: won again, a second token.
+    let c = store.claim_shared_credential(key, a, claim, budget).await;
+    assert!(granted(c.unwrap()));
+    assert_eq!(tat().await, Some(first + 1.0));
+
+    // A live credential: ready, for anyone (its minter included), no token; and a read only:
+    // the row is neither locked nor written (its xmax, the last locker or updater, stays).
+    store
+        .put_shared_credential(key, &credential("live", 300))
+        .await
+        .unwrap();
+    let xmax = || {
+        let pool = db.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, String>("SELECT xmax::text FROM shared_credentials")
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    let put = xmax().await;
+    for me in [a, b] {
+        match store.claim_shared_credential(key, me, claim, budget).await {
+            Ok(Claim::Ready(c)) => {
+                assert_eq!(c.tmp_secret_id, "live");
+                assert_eq!(c.tmp_secret_key.expose_secret(), "live-key");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(xmax().await, put, "a ready claim locked the row");
+    assert_eq!(tat().await, Some(first + 1.0));
+
+    // A credential past its reuse window: claimed, with a token.
+    store
+        .put_shared_credential(key, &credential("stale", -1))
+        .await
+        .unwrap();
+    let c = store.claim_shared_credential(key, b, claim, budget).await;
+    assert!(granted(c.unwrap()));
+    assert_eq!(tat().await, Some(first + 2.0));
+    let c = store.claim_shared_credential(key, a, claim, budget).await;
+    assert!(matches!(c.unwrap(), Claim::Taken));
+
+    // Another replica's claim that ran out: claimed, with a token.
+    expire_claim().await;
+    let c = store.claim_shared_credential(key, a, claim, budget).await;
+    assert!(granted(c.unwrap()));
+    assert_eq!(tat().await, Some(first + 3.0));
+
+    // The budget used up (the cell 2,000 s ahead, the burst 1,000): the claim is won (and
+    // held until released), the token refused with the wait, and the cell does not move.
+    expire_claim().await;
+    sqlx::query("UPDATE sts_budget SET tat = extract(epoch FROM now()) + 2000")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let used_up = tat().await;
+    match store.claim_shared_credential(key, b, claim, budget).await {
+        Ok(Claim::Mine {
+            budget: Some(BudgetGrant::RetryAfter(wait)),
+        }) => assert!(
+            wait > Duration::from_secs(990) && wait <= Duration::from_secs(1001),
+            "{wait:?}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(tat().await, used_up);
+    let c = store.claim_shared_credential(key, a, claim, budget).await;
+    assert!(matches!(c.unwrap(), Claim::Taken));
+    store.release_shared_claim(key, b).await.unwrap();
+
+    // Without a budget: won, nothing taken.
+    let c = store.claim_shared_credential(key, a, claim, None).await;
+    assert!(matches!(c.unwrap(), Claim::Mine { budget: None }));
+    assert_eq!(tat().await, used_up);
+
+    // The budget's row locked by another transaction: the claim does not wait for it. It is
+    // won and committed at once (another replica sees it), and the token is left to the caller.
+    store.release_shared_claim(key, a).await.unwrap();
+    let mut lock = db.pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM sts_budget WHERE app_id = $1 FOR UPDATE")
+        .bind(app.id)
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let c = tokio::time::timeout(
+        Duration::from_secs(2),
+        store.claim_shared_credential(key, a, claim, budget),
+    )
+    .await
+    .expect("the claim waited for the budget's row lock");
+    assert!(matches!(c.unwrap(), Claim::Mine { budget: None }));
+    let c = store.claim_shared_credential(key, b, claim, budget).await;
+    assert!(matches!(c.unwrap(), Claim::Taken));
+    lock.rollback().await.unwrap();
+    assert_eq!(tat().await, used_up);
+
+    // A row that does not open under its key fails the claim instead of serving it.
+    store
+        .put_shared_credential(key, &credential("live", 300))
+        .await
+        .unwrap();
+    sqlx::query("UPDATE shared_credentials SET sealed = sealed || 'x'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .claim_shared_credential(key, b, claim, budget)
+            .await
+            .is_err()
+    );
+}
+
+/// Replicas claiming one new key at once: exactly one wins, and only it takes a token.
+#[tokio::test]
+async fn concurrent_claims_have_one_winner_and_take_one_token() {
+    let (db, store) = store().await;
+    let app = store.create_app("root", &app_input("demo")).await.unwrap();
+    // The budget's row is there (the app has made an STS call) and due now.
+    store.take_sts_budget(app.id, rate(1, 8)).await.unwrap();
+    sqlx::query("UPDATE sts_budget SET tat = 0")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let store = std::sync::Arc::new(store);
+    let claims = (0..8).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let key = SharedKey {
+                app_id: app.id,
+                subject: "alice",
+                key: "race",
+            };
+            store
+                .claim_shared_credential(
+                    key,
+                    Uuid::new_v4(),
+                    Duration::from_secs(5),
+                    Some(rate(1, 8)),
+                )
+                .await
+                .unwrap()
+        })
+    });
+    let mut won = 0;
+    for claim in claims {
+        match claim.await.unwrap() {
+            Claim::Mine {
+                budget: Some(BudgetGrant::Granted),
+            } => won += 1,
+            Claim::Taken => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(won, 1);
+    // One token: the cell is one interval ahead of the clock at most.
+    let ahead: f64 = sqlx::query_scalar(
+        "SELECT tat - extract(epoch FROM clock_timestamp())::float8 FROM sts_budget WHERE app_id = $1",
+    )
+    .bind(app.id)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(ahead > 0.0 && ahead <= 1.0, "{ahead}");
 }
 
 #[tokio::test]
