@@ -257,15 +257,28 @@ async fn a_miss_claims_the_shared_mint_and_takes_the_sts_budget_in_one_round_tri
 /// claim is released (in the background), so no replica waits for a mint that never comes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_budget_refused_with_the_claim_answers_429_and_releases_the_claim() {
+    let wire = WireCounter::start().await;
     let app = TestApp::spawn_with(Options {
+        db_via: Some(wire.addr),
         rate_app_per_second: 1,
         ..Options::default()
     })
     .await;
     assert_eq!(app.credentials("alice", "").await.status(), 200);
     let calls = app.emulator.stats().requests;
+    let before = wire.mark();
     let res = app.credentials("bob", "").await;
     assert_eq!(res.status(), 429);
+    let (executed, _) = wire.since(before);
+    let budget: Vec<&String> = executed
+        .iter()
+        .filter(|s| s.contains("sts_budget_take"))
+        .collect();
+    assert_eq!(budget.len(), 1, "{executed:#?}");
+    assert!(
+        budget[0].contains("shared_credentials"),
+        "refused by the claim's own statement, not one of the mint's: {executed:#?}"
+    );
     let retry: u64 = res.headers()["retry-after"]
         .to_str()
         .unwrap()

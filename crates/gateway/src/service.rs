@@ -482,6 +482,14 @@ impl Service {
         budget_taken: Option<BudgetGrant>,
         deadline: &Deadline,
     ) -> Result<Arc<CachedCredential>, ApiError> {
+        // Too little of the deadline left to mint: no token is spent on it either.
+        if budget_taken.is_none() && deadline.below_floor() {
+            tracing::warn!(
+                app = %app.app.slug,
+                "too little of the request's database deadline is left to mint; not calling STS"
+            );
+            return Err(ApiError::Unavailable);
+        }
         // The claim on the shared credential took the STS budget's token with it, or the
         // token is taken now.
         match budget_taken {

@@ -167,7 +167,7 @@ impl SharedCredentials {
             // A claim whose holder could not mint in time would only keep the others waiting.
             if deadline.below_floor() {
                 if !waited {
-                    return self.read_only(shared, deadline, mint).await;
+                    return self.read_only(shared, deadline).await;
                 }
                 return Err(self.out_of_time("about to claim the mint in"));
             }
@@ -215,22 +215,25 @@ impl SharedCredentials {
                     self.metrics.shared_credential("error");
                     return mint(None).await;
                 }
-                Err(Trouble::Deadline) => return Err(self.out_of_time("claiming")),
+                Err(Trouble::Deadline) => {
+                    // The statement may still commit on the server after the answer: release
+                    // whatever claim it leaves, so that no replica waits for a mint that
+                    // never comes.
+                    self.release(shared);
+                    return Err(self.out_of_time("claiming"));
+                }
             }
         }
     }
 
     /// A miss with too little of its deadline left to claim: a reusable credential in the
-    /// table is still served; without one the answer is 503.
-    async fn read_only<F>(
+    /// table is still served; without one (or when the table cannot be read) the answer is
+    /// 503, with no budget token taken and no STS call.
+    async fn read_only(
         &self,
         key: SharedKey<'_>,
         deadline: &Deadline,
-        mint: impl FnOnce(Option<BudgetGrant>) -> F,
-    ) -> Result<Arc<CachedCredential>, ApiError>
-    where
-        F: Future<Output = Result<Arc<CachedCredential>, ApiError>>,
-    {
+    ) -> Result<Arc<CachedCredential>, ApiError> {
         match bounded(deadline, self.store.shared_credential(key)).await {
             Ok(Some(found)) => {
                 self.metrics.shared_credential("hit");
@@ -238,10 +241,9 @@ impl SharedCredentials {
             }
             Ok(None) => Err(self.out_of_time("about to claim the mint in")),
             Err(Trouble::Failed(e)) => {
-                tracing::warn!(error = %e, "cannot read the shared credential table; minting here");
+                tracing::warn!(error = %e, "cannot read the shared credential table");
                 self.metrics.shared_credential("error");
-                // The mint answers 503 itself: it does not call STS below the floor either.
-                mint(None).await
+                Err(self.out_of_time("about to claim the mint in"))
             }
             Err(Trouble::Deadline) => Err(self.out_of_time("reading")),
         }
