@@ -14,7 +14,7 @@ use crate::view::{Zone, fmt_latency};
 /// their 12-unit labels at 9 to 12 px.
 const WIDTH: f64 = 480.0;
 const HEIGHT: f64 = 200.0;
-const LEFT: f64 = 50.0;
+const LEFT: f64 = 58.0;
 const RIGHT: f64 = 8.0;
 const TOP: f64 = 10.0;
 const BOTTOM: f64 = 22.0;
