@@ -8,7 +8,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use policy_store::testing::{DEFAULT_DATABASE_URL, seed_app};
+use policy_store::testing::seed_app;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -33,17 +33,7 @@ pub struct BlackHole {
 impl BlackHole {
     /// In front of the server `DATABASE_URL` names (every test database lives there).
     pub async fn start() -> Self {
-        let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.into());
-        let authority = url
-            .split_once("://")
-            .and_then(|(_, rest)| rest.split('/').next())
-            .map(|a| a.rsplit('@').next().unwrap_or(a).to_owned())
-            .unwrap();
-        let target = if authority.contains(':') {
-            authority
-        } else {
-            format!("{authority}:5432")
-        };
+        let target = database_server();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (forwarding, rx) = watch::channel(true);

@@ -11,7 +11,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use policy_store::testing::DEFAULT_DATABASE_URL;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -111,17 +110,7 @@ impl Reader {
 impl WireCounter {
     /// In front of the server `DATABASE_URL` names.
     async fn start() -> Self {
-        let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.into());
-        let authority = url
-            .split_once("://")
-            .and_then(|(_, rest)| rest.split('/').next())
-            .map(|a| a.rsplit('@').next().unwrap_or(a).to_owned())
-            .unwrap();
-        let target = if authority.contains(':') {
-            authority
-        } else {
-            format!("{authority}:5432")
-        };
+        let target = database_server();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let wire = Arc::new(Mutex::new(Wire::default()));

@@ -413,6 +413,23 @@ impl Drop for DbProxy {
     }
 }
 
+/// `host:port` of the server `DATABASE_URL` names (every test database lives there), for a
+/// proxy to put itself in front of.
+pub fn database_server() -> String {
+    let url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| policy_store::testing::DEFAULT_DATABASE_URL.into());
+    let authority = url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.split('/').next())
+        .map(|a| a.rsplit('@').next().unwrap_or(a).to_owned())
+        .unwrap();
+    if authority.contains(':') {
+        authority
+    } else {
+        format!("{authority}:5432")
+    }
+}
+
 /// `url` (`scheme://user@host:port/db`) with its host and port replaced by `addr`.
 pub fn through(url: &str, addr: SocketAddr) -> String {
     let (scheme, rest) = url.split_once("://").unwrap();
