@@ -367,6 +367,21 @@ async fn readers_stay_exact_with_an_older_version_or_a_fast_clock_refreshing() {
     .unwrap();
     let during_upgrade = store.hourly_traffic(since, now).await.unwrap();
     assert_eq!(summary(&during_upgrade), summary(&expected));
+    // The same when the older version inserted the state row itself: the column's default.
+    sqlx::query("DELETE FROM issuance_rollup_state")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO issuance_rollup_state (id, refreshed_at, backfilled) VALUES (1, $1, TRUE) \
+         ON CONFLICT (id) DO UPDATE SET refreshed_at = $1, backfilled = TRUE",
+    )
+    .bind(now + Duration::seconds(20))
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let inserted_by_old = store.hourly_traffic(since, now).await.unwrap();
+    assert_eq!(summary(&inserted_by_old), summary(&expected));
 
     // The refresher's clock runs ahead of this reader's: the watermark's hour is read live
     // in full, so a row the reader's clock calls two minutes old is not lost.
