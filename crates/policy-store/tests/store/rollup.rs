@@ -322,6 +322,18 @@ async fn a_stale_rollup_catches_up_and_never_widens_the_window() {
     );
 }
 
+/// The state upsert of a version from before V12: it does not name the watermark column.
+async fn old_version_marks_refreshed(store: &PgStore, at: OffsetDateTime) {
+    sqlx::query(
+        "INSERT INTO issuance_rollup_state (id, refreshed_at, backfilled) VALUES (1, $1, TRUE) \
+         ON CONFLICT (id) DO UPDATE SET refreshed_at = $1, backfilled = TRUE",
+    )
+    .bind(at)
+    .execute(store.pool())
+    .await
+    .unwrap();
+}
+
 #[tokio::test]
 async fn readers_stay_exact_with_an_older_version_or_a_fast_clock_refreshing() {
     let (_db, store, hour) = seeded().await;
@@ -357,14 +369,7 @@ async fn readers_stay_exact_with_an_older_version_or_a_fast_clock_refreshing() {
     .execute(store.pool())
     .await
     .unwrap();
-    sqlx::query(
-        "INSERT INTO issuance_rollup_state (id, refreshed_at, backfilled) VALUES (1, $1, TRUE) \
-         ON CONFLICT (id) DO UPDATE SET refreshed_at = $1, backfilled = TRUE",
-    )
-    .bind(now + Duration::seconds(20))
-    .execute(store.pool())
-    .await
-    .unwrap();
+    old_version_marks_refreshed(&store, now + Duration::seconds(20)).await;
     let during_upgrade = store.hourly_traffic(since, now).await.unwrap();
     assert_eq!(summary(&during_upgrade), summary(&expected));
     // The same when the older version inserted the state row itself: the column's default.
@@ -372,14 +377,7 @@ async fn readers_stay_exact_with_an_older_version_or_a_fast_clock_refreshing() {
         .execute(store.pool())
         .await
         .unwrap();
-    sqlx::query(
-        "INSERT INTO issuance_rollup_state (id, refreshed_at, backfilled) VALUES (1, $1, TRUE) \
-         ON CONFLICT (id) DO UPDATE SET refreshed_at = $1, backfilled = TRUE",
-    )
-    .bind(now + Duration::seconds(20))
-    .execute(store.pool())
-    .await
-    .unwrap();
+    old_version_marks_refreshed(&store, now + Duration::seconds(20)).await;
     let inserted_by_old = store.hourly_traffic(since, now).await.unwrap();
     assert_eq!(summary(&inserted_by_old), summary(&expected));
 
