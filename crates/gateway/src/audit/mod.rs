@@ -230,5 +230,39 @@ where
     }
 }
 
+/// Runs an idempotent `write` (an amendment: running it twice changes nothing more) until it
+/// succeeds, fails for another reason than unavailability, or `give_up_after` has passed.
+/// Unlike [`write_with_retries`], an attempt that gets no answer in time is retried too, and
+/// the attempts back off (100 ms doubling to 2 s) instead of stopping at a count: a database
+/// that stalls, or a pool whose connections are all stuck in a stall, for longer than a few
+/// attempts must not leave a row saying `issued` for a client that got 503.
+async fn write_idempotent_until<T, F, Fut>(
+    give_up_after: Duration,
+    mut write: F,
+) -> Result<T, WriteError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, StoreError>>,
+{
+    const ATTEMPT_AT_MOST: Duration = Duration::from_secs(10);
+    let give_up = Instant::now() + give_up_after;
+    let mut pause = Duration::from_millis(100);
+    loop {
+        let left = give_up.saturating_duration_since(Instant::now());
+        let bound = left.min(ATTEMPT_AT_MOST);
+        let error = match tokio::time::timeout(bound, write()).await {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(e)) if e.is_unavailable() => WriteError::Store(e),
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => WriteError::TimedOut(bound),
+        };
+        if Instant::now() + pause >= give_up {
+            return Err(error);
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(2));
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -167,6 +167,50 @@ async fn a_commit_past_the_deadline_never_leaves_an_issued_row() {
     assert_eq!(metric(&metrics, "stsgate_audit_abandoned_total"), 1);
 }
 
+/// A commit lands after its waiter got 503, and then the database refuses the amendment as
+/// unavailable (SQLSTATE 57P03, as while it restarts) more times than a write is otherwise
+/// retried: the writer keeps at it, and the row ends up saying what the client got.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_amendment_outlasts_a_database_that_is_unavailable_for_a_while() {
+    let f = Fixture::new(config(1)).await;
+    sqlx::raw_sql(
+        "CREATE SEQUENCE amend_attempts; \
+         CREATE FUNCTION refuse_amendments() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN IF nextval('amend_attempts') <= 6 THEN \
+           RAISE EXCEPTION 'not yet' USING ERRCODE = '57P03'; END IF; \
+         RETURN NEW; END $$; \
+         CREATE TRIGGER refuse_amendments BEFORE UPDATE ON issuance_log \
+         FOR EACH ROW EXECUTE FUNCTION refuse_amendments()",
+    )
+    .execute(&f.db.pool)
+    .await
+    .unwrap();
+    let mut lock = f.db.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE issuance_log IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_millis(300);
+    let answer = f
+        .writer
+        .record(row("late", Outcome::Issued), deadline)
+        .await;
+    assert_eq!(answer, Err(AuditError::Timeout));
+    lock.commit().await.unwrap();
+
+    let (db, store, metrics) = f.drain().await;
+    let rows = rows(&store).await;
+    let late = rows.iter().find(|r| r.request_id == "late").unwrap();
+    assert_eq!(late.outcome, Outcome::UpstreamError, "{late:?}");
+    assert_eq!(late.http_status, 503);
+    let attempts: i64 = sqlx::query_scalar("SELECT last_value FROM amend_attempts")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(attempts, 7, "refused six times, then let through");
+    assert_eq!(metric(&metrics, "stsgate_audit_amended_total"), 1);
+}
+
 /// A row the database refuses (here a trigger refuses one request id) fails alone; the
 /// rows that shared its batch commit.
 #[tokio::test]

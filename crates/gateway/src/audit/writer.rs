@@ -30,7 +30,7 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::refusals::RefusalLane;
-use super::{AuditError, write_with_retries};
+use super::{AuditError, write_idempotent_until};
 use crate::metrics::Metrics;
 
 /// The row is in the queue; its waiter is still waiting.
@@ -47,7 +47,8 @@ pub const CLIENT_GONE: &str = "client_gone";
 const CLIENT_GONE_STATUS: i16 = 499;
 
 /// How long a writer keeps waiting for the database's answer to a commit whose waiters it
-/// has already answered 503 (to amend the rows if they committed after all).
+/// has already answered 503 (to amend the rows if they committed after all), and then how
+/// long it keeps retrying the amendment while the database is unavailable.
 const LATE_ANSWER_BACKSTOP: Duration = Duration::from_secs(60);
 
 pub(super) struct Pending {
@@ -249,7 +250,7 @@ impl Writer {
             .map(|r| r.at)
             .min()
             .unwrap_or_else(OffsetDateTime::now_utc);
-        let amended = write_with_retries(LATE_ANSWER_BACKSTOP, || {
+        let amended = write_idempotent_until(LATE_ANSWER_BACKSTOP, || {
             self.store
                 .amend_unanswered_issuance(&ids, since, status, code)
         })
