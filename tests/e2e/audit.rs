@@ -172,8 +172,9 @@ async fn a_stalling_database_never_leaves_a_row_that_disagrees_with_its_answer()
             .find_map(|l| l.strip_prefix(&prefix)?.parse().ok())
             .unwrap_or(0)
     };
+    // Straight to the database: the connections the HTTP workers opened died with them.
     let rows = by_request_id(
-        app.store
+        app.direct
             .search_issuance(&IssuanceFilter::default(), None, 100_000)
             .await
             .unwrap(),

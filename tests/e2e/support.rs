@@ -81,6 +81,10 @@ pub struct TestApp {
     pub url: String,
     pub emulator: EmulatorHandle,
     pub store: Arc<PgStore>,
+    /// Straight to the test database (never through a proxy), on the test's own runtime: for
+    /// reading what was written, also once the gateway (whose HTTP workers' runtimes opened
+    /// some of `store`'s connections) has stopped.
+    pub direct: PgStore,
     pub app_id: i64,
     pub http: reqwest::Client,
     pub gateway: Option<Gateway>,
@@ -238,6 +242,7 @@ impl TestApp {
             url: format!("http://{addr}"),
             emulator,
             store,
+            direct: seed_store,
             app_id,
             http: reqwest::Client::new(),
             gateway: Some(gateway),
@@ -286,7 +291,7 @@ impl TestApp {
         if let Some(g) = &self.gateway {
             g.service.audit.flush_refusals().await;
         }
-        self.store
+        self.direct
             .search_issuance(&IssuanceFilter::default(), None, 100_000)
             .await
             .unwrap()
