@@ -331,14 +331,17 @@ async fn emulator_issued(http: &reqwest::Client, emulator_url: &str) -> (u64, u6
 async fn main() {
     sts_core::install_crypto_provider();
     let profile = std::env::args().any(|a| a == "--profile");
-    // `STSGATE_BENCH_ONLY=rss` or `=flood` runs only that part (for working on it).
+    // `STSGATE_BENCH_ONLY=rss` or `=flood` runs only that part; `=paths` only the baselines
+    // and the default settings' hit and miss (for working on them).
     let only = std::env::var("STSGATE_BENCH_ONLY").ok();
     if let Some(part) = &only {
         assert!(
-            part == "rss" || part == "flood",
-            "STSGATE_BENCH_ONLY is rss or flood, not {part:?}"
+            ["rss", "flood", "paths"].contains(&part.as_str()),
+            "STSGATE_BENCH_ONLY is rss, flood or paths, not {part:?}"
         );
     }
+    let paths_only = only.as_deref() == Some("paths");
+    let only = only.filter(|_| !paths_only);
     let secs: u64 = std::env::var("STSGATE_BENCH_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -443,7 +446,7 @@ async fn main() {
 
     let mut infos = Vec::new();
     for setting in &SETTINGS {
-        if profile && setting.key != "default" {
+        if (profile || paths_only) && setting.key != "default" {
             continue;
         }
         let (mut gateway, base) = bench.start_gateway(setting, setting.key, &[]);
@@ -544,7 +547,7 @@ async fn main() {
         });
     }
 
-    let (rss, flood) = if profile {
+    let (rss, flood) = if profile || paths_only {
         (None, None)
     } else {
         (
