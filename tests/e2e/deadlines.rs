@@ -14,6 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::support::*;
 
@@ -306,5 +307,98 @@ async fn a_miss_against_a_silent_database_draws_every_step_from_one_deadline() {
             assert!(row.tmp_secret_id.is_none(), "{row:?}");
         }
     }
+    app.shutdown().await;
+}
+
+/// A lone replica (its beat counts it the only live one, so a miss on an app without an STS
+/// budget makes no database step before STS) against a database that goes silent: its first
+/// miss calls STS and meets the stall at its commit (503 within the deadline; once the
+/// database answers, the row says 503 too). While that commit waits, further misses are
+/// answered 503 without calling STS, and service resumes by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_replica_stops_calling_sts_once_a_commit_is_overdue() {
+    let hole = BlackHole::start().await;
+    let app = TestApp::spawn_with(Options {
+        db_via: Some(hole.addr),
+        database_timeout: DEADLINE,
+        ..Options::default()
+    })
+    .await;
+    let gateway = app.gateway.as_ref().unwrap();
+    let stop = CancellationToken::new();
+    let beats = gateway.join_cluster("127.0.0.1:1".into(), "127.0.0.1:2".into(), stop.clone());
+    for _ in 0..200 {
+        if gateway.membership.alone() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(gateway.membership.alone(), "never counted itself alone");
+    assert_eq!(app.credentials("alice", "").await.status(), 200);
+    let calls = app.emulator.stats().requests;
+    let path = format!("/v1/apps/{APP}/credentials");
+
+    hole.swallow();
+    let bob = app.token("bob");
+    let res = tokio::time::timeout(Duration::from_secs(30), app.get(&path, Some(&bob)))
+        .await
+        .expect("an answer within 30 s");
+    assert_eq!(res.status(), 503);
+    let bob_id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(
+        app.emulator.stats().requests,
+        calls + 1,
+        "the first miss calls STS"
+    );
+    for sub in ["carol", "dave"] {
+        let (status, body, took) = timed(&app, &path, Some(&app.token(sub))).await;
+        assert_eq!(status, 503, "{sub}: {body}");
+        assert!(
+            took < DEADLINE,
+            "{sub}: waited {took:?} for a database known to be stalled"
+        );
+    }
+    assert_eq!(
+        app.emulator.stats().requests,
+        calls + 1,
+        "STS was called while a commit was overdue"
+    );
+    let refused = gateway.metrics.render(0).lines().find_map(|l| {
+        l.strip_prefix("stsgate_mints_refused_stalled_total ")?
+            .parse::<u64>()
+            .ok()
+    });
+    assert_eq!(refused, Some(2));
+
+    hole.forward();
+    let erin = app.token("erin");
+    let mut status = 0;
+    for _ in 0..40 {
+        status = app.get(&path, Some(&erin)).await.status().as_u16();
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(status, 200, "service did not resume");
+    // Bob's credential was minted but never delivered: once its late commit is answered,
+    // its row is amended to the 503 he got.
+    let mut bob_row = None;
+    for _ in 0..100 {
+        bob_row = app
+            .log_rows()
+            .await
+            .into_iter()
+            .find(|r| r.request_id == bob_id);
+        if bob_row.as_ref().is_some_and(|r| r.http_status == 503) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let bob_row = bob_row.expect("bob's row");
+    assert_eq!(bob_row.http_status, 503, "{bob_row:?}");
+    assert!(bob_row.tmp_secret_id.is_some(), "minted, never delivered");
+    stop.cancel();
+    beats.await.unwrap();
     app.shutdown().await;
 }

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
 
 use crate::support::*;
 
@@ -185,6 +186,113 @@ impl Drop for WireCounter {
 fn short(sql: &str) -> String {
     let flat = sql.split_whitespace().collect::<Vec<_>>().join(" ");
     flat.chars().take(70).collect()
+}
+
+/// Waits (bounded at 10 s) until `done` holds.
+async fn wait_until(what: &str, done: impl Fn() -> bool) {
+    for _ in 0..200 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what}: not within 10 s");
+}
+
+/// The statements of a miss, without the membership's beats (which run on their own clock).
+fn requests_own(executed: Vec<String>) -> Vec<String> {
+    executed
+        .into_iter()
+        .filter(|s| !s.contains("cluster_members"))
+        .collect()
+}
+
+/// A replica that knows from its beat that it is the only live one does not use the shared
+/// credential table (there is no one to share with, and its cache coalesces its own misses of
+/// one key): a miss is its issuance-log row alone, plus the budget's statement when the app has
+/// an STS budget. Once another replica beats, misses claim in the table again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_replica_skips_the_shared_table_until_another_one_beats() {
+    let wire = WireCounter::start().await;
+    let app = TestApp::spawn_with(Options {
+        db_via: Some(wire.addr),
+        ..Options::default()
+    })
+    .await;
+    let gateway = app.gateway.as_ref().unwrap();
+    assert!(!gateway.membership.alone(), "alone before any beat");
+    let stop = CancellationToken::new();
+    let beats = gateway.join_cluster("127.0.0.1:1".into(), "127.0.0.1:2".into(), stop.clone());
+    // `albums` has an STS budget.
+    policy_store::testing::seed_app(
+        &*app.store,
+        "test",
+        &seed_options(
+            "albums",
+            &Options {
+                rate_app_per_second: 50,
+                ..Options::default()
+            },
+        ),
+    )
+    .await
+    .unwrap();
+    wait_until("counted alone", || gateway.membership.alone()).await;
+    // Each app's load and every pool's first connection.
+    for sub in ["warm-1", "warm-2"] {
+        for slug in [APP, "albums"] {
+            let path = format!("/v1/apps/{slug}/credentials");
+            let status = app.get(&path, Some(&app.token(sub))).await.status();
+            assert_eq!(status, 200, "{slug}");
+        }
+    }
+    let calls = app.emulator.stats().requests;
+
+    let before = wire.mark();
+    assert_eq!(app.credentials("carol", "").await.status(), 200);
+    let executed = requests_own(wire.since(before).0);
+    assert_eq!(app.emulator.stats().requests, calls + 1, "one STS call");
+    assert_eq!(executed.len(), 1, "{executed:#?}");
+    assert!(executed[0].contains("issuance_log"), "{executed:#?}");
+
+    // An app with an STS budget: its token is one statement of its own.
+    let before = wire.mark();
+    let status = app
+        .get("/v1/apps/albums/credentials", Some(&app.token("dave")))
+        .await
+        .status();
+    assert_eq!(status, 200);
+    let executed = requests_own(wire.since(before).0);
+    let touches = |table: &str| executed.iter().filter(|s| s.contains(table)).count();
+    assert_eq!(touches("shared_credentials"), 0, "{executed:#?}");
+    assert_eq!(touches("sts_budget"), 1, "{executed:#?}");
+    assert_eq!(touches("issuance_log"), 1, "{executed:#?}");
+    let shared: i64 = sqlx::query_scalar("SELECT count(*) FROM shared_credentials")
+        .fetch_one(app.db_pool())
+        .await
+        .unwrap();
+    assert_eq!(shared, 0, "a lone replica shares nothing");
+
+    // Another replica's beat (its row, fresh for the next hour): the next beat counts two.
+    sqlx::query(
+        "INSERT INTO cluster_members (id, host, public_addr, admin_addr, version, last_beat) \
+         VALUES (gen_random_uuid(), 'peer', '127.0.0.1:3', '127.0.0.1:4', 'test', \
+                 now() + interval '1 hour')",
+    )
+    .execute(app.db_pool())
+    .await
+    .unwrap();
+    wait_until("counted two", || !gateway.membership.alone()).await;
+    assert_eq!(gateway.membership.live(), 2);
+    let before = wire.mark();
+    assert_eq!(app.credentials("erin", "").await.status(), 200);
+    let executed = requests_own(wire.since(before).0);
+    let touches = |table: &str| executed.iter().filter(|s| s.contains(table)).count();
+    // The claim (with the budget's token) and the write.
+    assert_eq!(touches("shared_credentials"), 2, "{executed:#?}");
+    stop.cancel();
+    beats.await.unwrap();
+    app.shutdown().await;
 }
 
 /// A miss of a new subject, on an app with an STS budget, once the app is loaded and the

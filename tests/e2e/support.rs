@@ -258,6 +258,11 @@ impl TestApp {
         app
     }
 
+    /// A pool straight to the test database.
+    pub fn db_pool(&self) -> &sqlx::PgPool {
+        &self._db.pool
+    }
+
     /// An HS256 token for the `photos` app.
     pub fn token(&self, sub: &str) -> String {
         self.token_with(json!({"sub": sub}))

@@ -110,6 +110,7 @@ pub struct Metrics {
     /// Local misses answered through the shared credential table, by result.
     shared_credentials: Mutex<BTreeMap<&'static str, u64>>,
     audit_abandoned: AtomicU64,
+    mints_refused_stalled: AtomicU64,
     audit_amended: AtomicU64,
     audit_amend_failures: AtomicU64,
     audit_rejected_rows: AtomicU64,
@@ -199,6 +200,11 @@ impl Metrics {
     /// A row whose waiter answered 503 (or went away) before its commit started.
     pub fn audit_abandoned(&self) {
         self.audit_abandoned.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A miss answered 503 without calling STS: an issuance-log commit was overdue.
+    pub fn mint_refused_stalled(&self) {
+        self.mints_refused_stalled.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Rows that committed after their clients were answered, rewritten to what they got.
@@ -332,6 +338,11 @@ impl Metrics {
                 "stsgate_audit_abandoned_total",
                 "Credential rows not committed because their request's deadline passed (answered 503) or the client left while queued.",
                 &self.audit_abandoned,
+            ),
+            (
+                "stsgate_mints_refused_stalled_total",
+                "Cache misses answered 503 without an STS call because an issuance-log commit had waited half the database deadline (a stalled database).",
+                &self.mints_refused_stalled,
             ),
             (
                 "stsgate_audit_amended_total",

@@ -509,6 +509,18 @@ impl Service {
             );
             return Err(ApiError::Unavailable);
         }
+        // Nor could one minted while an issuance-log commit has waited half a deadline for
+        // the database: it has stalled. (A miss with no database step before STS, a lone
+        // replica's on an app without an STS budget, would otherwise find out only at its
+        // own commit, after the call.)
+        if self.audit.commit_overdue(self.database_timeout / 2) {
+            tracing::warn!(
+                app = %app.app.slug,
+                "an issuance-log commit is overdue: the database has stalled; not calling STS"
+            );
+            self.metrics.mint_refused_stalled();
+            return Err(ApiError::Unavailable);
+        }
         let start_time = unix_now();
         let started = Instant::now();
         let result: Result<TemporaryCredentials, StsError> = match app.mode {

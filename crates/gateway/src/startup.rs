@@ -109,7 +109,7 @@ impl Gateway {
         let shared = SharedCredentials::new(
             store.clone(),
             metrics.clone(),
-            membership.id(),
+            membership.clone(),
             config.cluster.shared_credentials,
             config.cluster.claim_timeout,
             sts_longest,

@@ -13,7 +13,7 @@ mod writer;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 
 use policy_store::{IssuanceRecord, Store, StoreError};
@@ -74,6 +74,49 @@ pub struct AuditWriter {
     refusals: RefusalLane,
     metrics: Arc<Metrics>,
     commit_timeout: Duration,
+    commits: Arc<CommitClock>,
+}
+
+/// When each issuance writer's commit in flight was sent, if one is: a commit that has been
+/// waiting for long says the database has stalled before any request's deadline runs out.
+pub(crate) struct CommitClock {
+    base: Instant,
+    /// Per writer: microseconds from `base` to its commit's start, plus one; 0 when idle.
+    started: Vec<AtomicU64>,
+}
+
+impl CommitClock {
+    fn new(writers: usize) -> Self {
+        Self {
+            base: Instant::now(),
+            started: (0..writers).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// Writer `slot` has sent a commit.
+    pub(crate) fn start(&self, slot: usize) {
+        let at = self.base.elapsed().as_micros() as u64 + 1;
+        self.started[slot].store(at, Ordering::Relaxed);
+    }
+
+    /// Writer `slot` has its commit's answer (or has stopped waiting for it).
+    pub(crate) fn end(&self, slot: usize) {
+        self.started[slot].store(0, Ordering::Relaxed);
+    }
+
+    /// The longest a commit still in flight has waited.
+    fn oldest(&self) -> Duration {
+        let now = self.base.elapsed().as_micros() as u64 + 1;
+        let oldest = self
+            .started
+            .iter()
+            .map(|s| s.load(Ordering::Relaxed))
+            .filter(|&at| at != 0)
+            .min();
+        oldest.map_or(Duration::ZERO, |at| {
+            Duration::from_micros(now.saturating_sub(at))
+        })
+    }
 }
 
 /// How long a waiter whose row's commit has started waits past its deadline for the
@@ -97,10 +140,13 @@ impl AuditWriter {
         let (tx, rx) = mpsc::channel(config.queue.max(1));
         let rx = Arc::new(Mutex::new(rx));
         let min_commit = (config.commit_timeout / 20).max(Duration::from_millis(5));
+        let commits = Arc::new(CommitClock::new(config.writers.max(1)));
         let mut handles: Vec<JoinHandle<()>> = (0..config.writers.max(1))
-            .map(|_| {
+            .map(|slot| {
                 tokio::spawn(
                     Writer {
+                        slot,
+                        commits: commits.clone(),
                         rx: rx.clone(),
                         store: store.clone(),
                         metrics: metrics.clone(),
@@ -120,9 +166,16 @@ impl AuditWriter {
                 refusals,
                 metrics,
                 commit_timeout: config.commit_timeout,
+                commits,
             },
             handles,
         )
+    }
+
+    /// An issuance-log commit has been waiting for the database's answer for longer than
+    /// `after`: the database has stalled, and a new row would not commit in time either.
+    pub fn commit_overdue(&self, after: Duration) -> bool {
+        self.commits.oldest() > after
     }
 
     /// Queues a refusal's row and returns at once (see [`RefusalLane::push`]).

@@ -30,7 +30,7 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::refusals::RefusalLane;
-use super::{AuditError, write_idempotent_until};
+use super::{AuditError, CommitClock, write_idempotent_until};
 use crate::metrics::Metrics;
 
 /// The row is in the queue; its waiter is still waiting.
@@ -70,6 +70,9 @@ pub(super) fn unanswered(record: IssuanceRecord, status: i16, code: &str) -> Iss
 }
 
 pub(super) struct Writer {
+    /// This writer's place in `commits`.
+    pub slot: usize,
+    pub commits: Arc<CommitClock>,
     pub rx: Arc<Mutex<mpsc::Receiver<Pending>>>,
     pub store: Arc<dyn Store>,
     pub metrics: Arc<Metrics>,
@@ -144,12 +147,16 @@ impl Writer {
         let records: Vec<IssuanceRecord> = claimed.iter().map(|c| c.record.clone()).collect();
         let insert = self.store.insert_issuance_batch(&records);
         tokio::pin!(insert);
+        // In flight until the database answers (or the late wait below gives up), the
+        // one-by-one retries of a refused batch included.
+        self.commits.start(self.slot);
         let answered = tokio::select! {
             r = &mut insert => Some(r),
             _ = tokio::time::sleep_until(deadline) => None,
         };
         match answered {
             Some(Ok(())) => {
+                self.commits.end(self.slot);
                 self.metrics.audit_batch(records.len(), true);
                 self.answer_ok(claimed).await;
             }
@@ -160,8 +167,10 @@ impl Writer {
                 for one in claimed {
                     self.commit_alone(one, deadline).await;
                 }
+                self.commits.end(self.slot);
             }
             Some(Err(e)) => {
+                self.commits.end(self.slot);
                 self.metrics.audit_batch(records.len(), false);
                 self.refused(claimed, &e);
             }
@@ -191,6 +200,7 @@ impl Writer {
                         "late issuance log batch: still no answer"
                     ),
                 }
+                self.commits.end(self.slot);
                 self.amend(&late, 503, AUDIT_UNAVAILABLE).await;
             }
         }

@@ -2,7 +2,7 @@
 //! back who is live (a beat within three heartbeats, on the database's clock).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use policy_store::{MemberInfo, Store};
@@ -25,6 +25,8 @@ pub struct Membership {
     /// The live count from the last beat that reached the database (this replica included,
     /// so never 0).
     live: AtomicU32,
+    /// A beat has reached the database: `live` is a count, not the initial guess.
+    counted: AtomicBool,
 }
 
 impl Membership {
@@ -36,6 +38,7 @@ impl Membership {
             id: Uuid::new_v4(),
             heartbeat: heartbeat.max(Duration::from_millis(100)),
             live: AtomicU32::new(1),
+            counted: AtomicBool::new(false),
         }
     }
 
@@ -47,6 +50,13 @@ impl Membership {
     /// Live replicas, this one included (1 until the first beat has been answered).
     pub fn live(&self) -> u32 {
         self.live.load(Ordering::Relaxed).max(1)
+    }
+
+    /// This replica is the only live one, as its last beat to reach the database counted
+    /// (false until a beat has: a replica that does not beat, or has not yet, never knows it
+    /// is alone).
+    pub fn alone(&self) -> bool {
+        self.counted.load(Ordering::Relaxed) && self.live.load(Ordering::Relaxed) == 1
     }
 
     /// How old a member's last beat may be for it to count as live.
@@ -110,6 +120,7 @@ impl Membership {
                 let live = members.iter().filter(|m| m.live).count();
                 let live = u32::try_from(live).unwrap_or(u32::MAX).max(1);
                 let before = self.live.swap(live, Ordering::Relaxed);
+                self.counted.store(true, Ordering::Relaxed);
                 if before != live {
                     tracing::info!(live, before, "cluster membership changed");
                 }

@@ -19,6 +19,10 @@
 //! issuance-log row could not be written in time either), without calling STS. A miss with
 //! less than the deadline's floor left does not claim: it only reads the row (a credential
 //! there is still served) and is otherwise answered 503.
+//!
+//! A replica whose last beat counted it the only live one ([`Membership::alone`]) skips the
+//! table: its cache already coalesces its own misses of a key, so there is nothing to share
+//! and the table would only cost two round trips per miss.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -27,8 +31,8 @@ use std::time::{Duration, Instant};
 use policy_store::{BudgetGrant, Claim, SharedCredential, SharedKey, Store, StoreError, StsBudget};
 use secrecy::SecretString;
 use sts_core::TemporaryCredentials;
-use uuid::Uuid;
 
+use crate::cluster::membership::Membership;
 use crate::credcache::{CacheKey, CachedCredential};
 use crate::deadline::Deadline;
 use crate::error::ApiError;
@@ -44,7 +48,7 @@ const RELEASE_WITHIN: Duration = Duration::from_secs(1);
 pub struct SharedCredentials {
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
-    me: Uuid,
+    membership: Arc<Membership>,
     enabled: bool,
     claim_timeout: Duration,
     /// The longest an STS call can take, retries included.
@@ -121,7 +125,7 @@ impl SharedCredentials {
     pub fn new(
         store: Arc<dyn Store>,
         metrics: Arc<Metrics>,
-        me: Uuid,
+        membership: Arc<Membership>,
         enabled: bool,
         claim_timeout: Duration,
         sts_longest: Duration,
@@ -129,7 +133,7 @@ impl SharedCredentials {
         Self {
             store,
             metrics,
-            me,
+            membership,
             enabled,
             claim_timeout,
             sts_longest,
@@ -153,6 +157,12 @@ impl SharedCredentials {
         F: Future<Output = Result<Arc<CachedCredential>, ApiError>>,
     {
         if !self.enabled {
+            return mint(None).await;
+        }
+        if self.membership.alone() {
+            // No other replica to share with: the local cache coalesces this replica's
+            // concurrent misses of one key, so the table would only cost round trips.
+            self.metrics.shared_credential("alone");
             return mint(None).await;
         }
         let text = key_text(key);
@@ -179,7 +189,7 @@ impl SharedCredentials {
             let claim = bounded(
                 deadline,
                 self.store
-                    .claim_shared_credential(shared, self.me, claim_for, budget),
+                    .claim_shared_credential(shared, self.membership.id(), claim_for, budget),
             )
             .await;
             match claim {
@@ -262,7 +272,7 @@ impl SharedCredentials {
     /// On a bound of its own, not the request's deadline (which may be what the mint ran out
     /// of), and in the background: the answer does not wait for it.
     fn release(&self, key: SharedKey<'_>) {
-        let (store, me) = (self.store.clone(), self.me);
+        let (store, me) = (self.store.clone(), self.membership.id());
         let (app_id, subject, text) = (key.app_id, key.subject.to_owned(), key.key.to_owned());
         tokio::spawn(async move {
             let key = SharedKey {
