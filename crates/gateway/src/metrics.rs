@@ -325,7 +325,7 @@ impl Metrics {
             "# HELP stsgate_cluster_members Live replicas in the cluster, this one included.\n# TYPE stsgate_cluster_members gauge\nstsgate_cluster_members {}",
             self.cluster_members.load(Ordering::Relaxed)
         );
-        out.push_str("# HELP stsgate_shared_credentials_total Local cache misses looked up in the cluster's shared credential table, by result.\n");
+        out.push_str("# HELP stsgate_shared_credentials_total Local cache misses by what the cluster's shared credential table gave (alone: the replica was the only live one and did not use it).\n");
         out.push_str("# TYPE stsgate_shared_credentials_total counter\n");
         for (result, n) in self.shared_credentials.lock().unwrap().iter() {
             let _ = writeln!(

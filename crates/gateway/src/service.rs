@@ -429,13 +429,11 @@ impl Service {
         // wins there takes the app's STS budget token in the same statement.
         let per_second = u32::try_from(app.app.rate_app_per_second).unwrap_or(0);
         let lookup = || {
-            self.cache
-                .entry_by_ref(&key)
-                .or_try_insert_with(self.shared.get_or_mint(
-                    &key,
-                    deadline,
-                    sts_budget(per_second),
-                    |taken| {
+            self.cache.entry_by_ref(&key).or_try_insert_with(async {
+                // Before the claim, which would take the STS budget's token with it.
+                self.refuse_if_stalled(&app)?;
+                self.shared
+                    .get_or_mint(&key, deadline, sts_budget(per_second), |taken| {
                         self.mint(
                             &app,
                             &policy.policy,
@@ -445,8 +443,9 @@ impl Service {
                             taken,
                             deadline,
                         )
-                    },
-                ))
+                    })
+                    .await
+            })
         };
 
         let looked_up = Instant::now();
@@ -471,6 +470,23 @@ impl Service {
         })
     }
 
+    /// A miss is answered 503 before any cluster step or STS call while an issuance-log
+    /// commit has waited half a database deadline with no answer from the database: its row
+    /// would not commit either. (A lone replica's miss on an app without an STS budget has no
+    /// database step before STS, and would otherwise find the stall only at its own commit,
+    /// after the call.)
+    fn refuse_if_stalled(&self, app: &ResolvedApp) -> Result<(), ApiError> {
+        if !self.audit.commit_overdue(self.database_timeout / 2) {
+            return Ok(());
+        }
+        tracing::warn!(
+            app = %app.app.slug,
+            "an issuance-log commit is overdue: the database has stalled; not minting"
+        );
+        self.metrics.mint_refused_stalled();
+        Err(ApiError::Unavailable)
+    }
+
     #[allow(clippy::too_many_arguments)]
     async fn mint(
         &self,
@@ -482,6 +498,7 @@ impl Service {
         budget_taken: Option<BudgetGrant>,
         deadline: &Deadline,
     ) -> Result<Arc<CachedCredential>, ApiError> {
+        self.refuse_if_stalled(app)?;
         // Too little of the deadline left to mint: no token is spent on it either.
         if budget_taken.is_none() && deadline.below_floor() {
             tracing::warn!(
@@ -507,18 +524,6 @@ impl Service {
                 app = %app.app.slug,
                 "too little of the request's database deadline is left to mint; not calling STS"
             );
-            return Err(ApiError::Unavailable);
-        }
-        // Nor could one minted while an issuance-log commit has waited half a deadline for
-        // the database: it has stalled. (A miss with no database step before STS, a lone
-        // replica's on an app without an STS budget, would otherwise find out only at its
-        // own commit, after the call.)
-        if self.audit.commit_overdue(self.database_timeout / 2) {
-            tracing::warn!(
-                app = %app.app.slug,
-                "an issuance-log commit is overdue: the database has stalled; not calling STS"
-            );
-            self.metrics.mint_refused_stalled();
             return Err(ApiError::Unavailable);
         }
         let start_time = unix_now();

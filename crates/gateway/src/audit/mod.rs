@@ -77,12 +77,17 @@ pub struct AuditWriter {
     commits: Arc<CommitClock>,
 }
 
-/// When each issuance writer's commit in flight was sent, if one is: a commit that has been
-/// waiting for long says the database has stalled before any request's deadline runs out.
+/// When each issuance writer's current commit was sent, and when the database last answered
+/// one: a commit that has waited long with no answer from the database since it was sent (to
+/// it or to any other commit) says the database has stalled, before any request's deadline
+/// runs out. A writer stuck on one dead connection while the others commit is not a stall.
 pub(crate) struct CommitClock {
     base: Instant,
-    /// Per writer: microseconds from `base` to its commit's start, plus one; 0 when idle.
+    /// Per writer: microseconds from `base` to the start of the commit it is busy with (its
+    /// late wait and amendment included), plus one; 0 when idle.
     started: Vec<AtomicU64>,
+    /// Microseconds from `base` to the database's last answer to a commit, plus one.
+    answered: AtomicU64,
 }
 
 impl CommitClock {
@@ -90,31 +95,41 @@ impl CommitClock {
         Self {
             base: Instant::now(),
             started: (0..writers).map(|_| AtomicU64::new(0)).collect(),
+            answered: AtomicU64::new(0),
         }
+    }
+
+    fn now(&self) -> u64 {
+        self.base.elapsed().as_micros() as u64 + 1
     }
 
     /// Writer `slot` has sent a commit.
     pub(crate) fn start(&self, slot: usize) {
-        let at = self.base.elapsed().as_micros() as u64 + 1;
-        self.started[slot].store(at, Ordering::Relaxed);
+        self.started[slot].store(self.now(), Ordering::Relaxed);
     }
 
-    /// Writer `slot` has its commit's answer (or has stopped waiting for it).
+    /// Writer `slot` is done with its commit (answered or given up on).
     pub(crate) fn end(&self, slot: usize) {
         self.started[slot].store(0, Ordering::Relaxed);
     }
 
-    /// The longest a commit still in flight has waited.
-    fn oldest(&self) -> Duration {
-        let now = self.base.elapsed().as_micros() as u64 + 1;
+    /// The database answered a commit (with success or with an error of its own).
+    pub(crate) fn answered(&self) {
+        self.answered.fetch_max(self.now(), Ordering::Relaxed);
+    }
+
+    /// How long the oldest commit the database has not answered since it was sent has
+    /// waited (zero when there is none).
+    fn unanswered_for(&self) -> Duration {
+        let answered = self.answered.load(Ordering::Relaxed);
         let oldest = self
             .started
             .iter()
             .map(|s| s.load(Ordering::Relaxed))
-            .filter(|&at| at != 0)
+            .filter(|&at| at > answered)
             .min();
         oldest.map_or(Duration::ZERO, |at| {
-            Duration::from_micros(now.saturating_sub(at))
+            Duration::from_micros(self.now().saturating_sub(at))
         })
     }
 }
@@ -172,10 +187,11 @@ impl AuditWriter {
         )
     }
 
-    /// An issuance-log commit has been waiting for the database's answer for longer than
-    /// `after`: the database has stalled, and a new row would not commit in time either.
+    /// An issuance-log commit has waited longer than `after` with no answer from the
+    /// database, to it or to any commit since it was sent: the database has stalled, and a
+    /// new row would not commit in time either.
     pub fn commit_overdue(&self, after: Duration) -> bool {
-        self.commits.oldest() > after
+        self.commits.unanswered_for() > after
     }
 
     /// Queues a refusal's row and returns at once (see [`RefusalLane::push`]).
@@ -283,26 +299,29 @@ where
     }
 }
 
-/// Runs an idempotent `write` (an amendment: running it twice changes nothing more) until it
-/// succeeds, fails for another reason than unavailability, or `give_up_after` has passed.
+/// Runs an idempotent `write` (an amendment: running it twice changes nothing more), each
+/// attempt bounded by `attempt_at_most`, until it succeeds, fails for another reason than
+/// unavailability, or `give_up_after` has passed; `retrying` hears of each failed attempt
+/// that is retried.
 /// Unlike [`write_with_retries`], an attempt that gets no answer in time is retried too, and
 /// the attempts back off (100 ms doubling to 2 s) instead of stopping at a count: a database
 /// that stalls, or a pool whose connections are all stuck in a stall, for longer than a few
 /// attempts must not leave a row saying `issued` for a client that got 503.
 async fn write_idempotent_until<T, F, Fut>(
     give_up_after: Duration,
+    attempt_at_most: Duration,
     mut write: F,
+    mut retrying: impl FnMut(&WriteError),
 ) -> Result<T, WriteError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, StoreError>>,
 {
-    const ATTEMPT_AT_MOST: Duration = Duration::from_secs(10);
     let give_up = Instant::now() + give_up_after;
     let mut pause = Duration::from_millis(100);
     loop {
         let left = give_up.saturating_duration_since(Instant::now());
-        let bound = left.min(ATTEMPT_AT_MOST);
+        let bound = left.min(attempt_at_most);
         let error = match tokio::time::timeout(bound, write()).await {
             Ok(Ok(v)) => return Ok(v),
             Ok(Err(e)) if e.is_unavailable() => WriteError::Store(e),
@@ -312,6 +331,7 @@ where
         if Instant::now() + pause >= give_up {
             return Err(error);
         }
+        retrying(&error);
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_secs(2));
     }

@@ -352,3 +352,77 @@ async fn a_refusal_flood_is_folded_and_counted() {
     assert_eq!(folded + single, 103);
     assert!(metric(&metrics, "stsgate_audit_refusal_summary_rows_total") >= 1);
 }
+
+/// The stall signal: a commit counts as overdue only while the database has answered no
+/// commit since it was sent. One writer stuck on a dead connection while the other's commits
+/// are answered is not a stall; a commit nothing has answered for longer than the bound is.
+#[tokio::test(start_paused = true)]
+async fn a_commit_is_overdue_only_while_the_database_answers_nothing() {
+    let clock = CommitClock::new(2);
+    let bound = Duration::from_millis(500);
+    assert_eq!(clock.unanswered_for(), Duration::ZERO);
+    clock.start(0);
+    tokio::time::advance(Duration::from_millis(400)).await;
+    assert!(clock.unanswered_for() <= bound, "not yet");
+    tokio::time::advance(Duration::from_millis(200)).await;
+    assert!(clock.unanswered_for() > bound, "no answer for 600 ms");
+    // The other writer's commit is answered: the database is alive, writer 0 is just stuck.
+    clock.start(1);
+    clock.answered();
+    clock.end(1);
+    assert_eq!(clock.unanswered_for(), Duration::ZERO);
+    tokio::time::advance(Duration::from_secs(5)).await;
+    assert_eq!(
+        clock.unanswered_for(),
+        Duration::ZERO,
+        "still stuck, not a stall"
+    );
+    // A commit sent after the last answer starts its own clock.
+    clock.start(1);
+    tokio::time::advance(Duration::from_millis(600)).await;
+    assert!(clock.unanswered_for() >= Duration::from_millis(600));
+    clock.end(1);
+    clock.end(0);
+    assert_eq!(clock.unanswered_for(), Duration::ZERO);
+}
+
+/// An amendment attempt that gets no answer in time (here its UPDATE waits on a row lock) is
+/// retried, not given up: the row ends up saying what its client got once the lock goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_amendment_attempt_that_times_out_is_retried() {
+    let f = Fixture::new(config(1)).await;
+    f.writer
+        .record_within(row("held", Outcome::Issued))
+        .await
+        .unwrap();
+    let mut lock = f.db.pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM issuance_log WHERE request_id = 'held' FOR UPDATE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        lock.commit().await.unwrap();
+    });
+    let ids = vec!["held".to_owned()];
+    let since = OffsetDateTime::now_utc() - time::Duration::minutes(1);
+    let mut retried = 0;
+    let amended = write_idempotent_until(
+        Duration::from_secs(20),
+        Duration::from_millis(300),
+        || {
+            f.store
+                .amend_unanswered_issuance(&ids, since, 503, AUDIT_UNAVAILABLE)
+        },
+        |_| retried += 1,
+    )
+    .await;
+    release.await.unwrap();
+    assert!(amended.is_ok(), "{amended:?}");
+    assert!(retried >= 1, "no attempt timed out");
+    let (_db, store, _) = f.drain().await;
+    let held = rows(&store).await;
+    let held = held.iter().find(|r| r.request_id == "held").unwrap();
+    assert_eq!(held.outcome, Outcome::UpstreamError, "{held:?}");
+    assert_eq!(held.http_status, 503);
+}

@@ -19,6 +19,7 @@
 //! - A batch the database refuses for its content (not for being down) is retried row by row,
 //!   so one bad row is refused alone.
 
+use std::future::Future;
 use std::slice;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -51,6 +52,9 @@ const CLIENT_GONE_STATUS: i16 = 499;
 /// long it keeps retrying the amendment while the database is unavailable.
 const LATE_ANSWER_BACKSTOP: Duration = Duration::from_secs(60);
 
+/// The longest one attempt at an amendment may take before it is retried.
+const AMEND_ATTEMPT_AT_MOST: Duration = Duration::from_secs(10);
+
 pub(super) struct Pending {
     pub record: IssuanceRecord,
     pub deadline: Instant,
@@ -82,6 +86,25 @@ pub(super) struct Writer {
     pub min_commit: Duration,
 }
 
+/// Marks a writer busy with a commit in the [`CommitClock`] for as long as it lives.
+struct Busy<'a> {
+    clock: &'a CommitClock,
+    slot: usize,
+}
+
+impl<'a> Busy<'a> {
+    fn start(clock: &'a CommitClock, slot: usize) -> Self {
+        clock.start(slot);
+        Self { clock, slot }
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.clock.end(self.slot);
+    }
+}
+
 /// A claimed row and its waiter.
 struct Claimed {
     record: IssuanceRecord,
@@ -102,6 +125,9 @@ impl Writer {
             }
             let (claimed, deadline) = self.claim(&mut batch);
             if let Some(deadline) = deadline {
+                // Busy from the send until the rows' fate is settled (late wait and
+                // amendment included); cleared on every way out, a panic's too.
+                let _busy = Busy::start(&self.commits, self.slot);
                 self.commit(claimed, deadline).await;
             }
         }
@@ -147,16 +173,15 @@ impl Writer {
         let records: Vec<IssuanceRecord> = claimed.iter().map(|c| c.record.clone()).collect();
         let insert = self.store.insert_issuance_batch(&records);
         tokio::pin!(insert);
-        // In flight until the database answers (or the late wait below gives up), the
-        // one-by-one retries of a refused batch included.
-        self.commits.start(self.slot);
         let answered = tokio::select! {
             r = &mut insert => Some(r),
             _ = tokio::time::sleep_until(deadline) => None,
         };
+        if answered.is_some() {
+            self.commits.answered();
+        }
         match answered {
             Some(Ok(())) => {
-                self.commits.end(self.slot);
                 self.metrics.audit_batch(records.len(), true);
                 self.answer_ok(claimed).await;
             }
@@ -167,10 +192,8 @@ impl Writer {
                 for one in claimed {
                     self.commit_alone(one, deadline).await;
                 }
-                self.commits.end(self.slot);
             }
             Some(Err(e)) => {
-                self.commits.end(self.slot);
                 self.metrics.audit_batch(records.len(), false);
                 self.refused(claimed, &e);
             }
@@ -190,37 +213,63 @@ impl Writer {
                 // Learn whether it committed after all; if it did, or if its fate stays
                 // unknown (an error after the COMMIT was sent, no answer at all), make the
                 // rows say what the clients got. The amendment is idempotent.
-                match tokio::time::timeout(LATE_ANSWER_BACKSTOP, insert).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => {
-                        tracing::warn!(rows = late.len(), error = %e, "late issuance log batch failed")
-                    }
-                    Err(_) => tracing::warn!(
-                        rows = late.len(),
-                        "late issuance log batch: still no answer"
-                    ),
-                }
-                self.commits.end(self.slot);
-                self.amend(&late, 503, AUDIT_UNAVAILABLE).await;
+                self.settle_late(insert, &late).await;
             }
         }
     }
 
-    /// One row in its own statement (after its batch was refused).
+    /// Waits (up to the backstop) for the database's answer to a commit whose waiters were
+    /// answered 503, then makes its rows say so: if it committed after all, or if its fate
+    /// stays unknown (an error after the commit was sent, no answer at all). The amendment is
+    /// idempotent.
+    async fn settle_late(
+        &self,
+        insert: impl Future<Output = Result<(), StoreError>>,
+        late: &[IssuanceRecord],
+    ) {
+        match tokio::time::timeout(LATE_ANSWER_BACKSTOP, insert).await {
+            Ok(answer) => {
+                self.commits.answered();
+                if let Err(e) = answer {
+                    tracing::warn!(rows = late.len(), error = %e, "late issuance log batch failed")
+                }
+            }
+            Err(_) => tracing::warn!(
+                rows = late.len(),
+                "late issuance log batch: still no answer"
+            ),
+        }
+        self.amend(late, 503, AUDIT_UNAVAILABLE).await;
+    }
+
+    /// One row in its own statement (after its batch was refused), by the batch's deadline:
+    /// a row whose turn comes too late is not sent (it is logged as the 503 its client gets),
+    /// and one whose insert outlives the deadline is settled as a late batch is.
     async fn commit_alone(&self, one: Claimed, deadline: Instant) {
-        let written = tokio::time::timeout_at(
-            deadline,
-            self.store
-                .insert_issuance_batch(slice::from_ref(&one.record)),
-        )
-        .await;
-        match written {
-            Ok(Ok(())) => self.answer_ok(vec![one]).await,
-            Ok(Err(e)) => self.refused(vec![one], &e),
-            Err(_) => {
+        if deadline.saturating_duration_since(Instant::now()) < self.min_commit {
+            let _ = one.done.send(Err(AuditError::Timeout));
+            self.metrics.audit_abandoned();
+            self.refusals
+                .push(unanswered(one.record, 503, AUDIT_UNAVAILABLE));
+            return;
+        }
+        let record = one.record.clone();
+        let rows = slice::from_ref(&record);
+        let insert = self.store.insert_issuance_batch(rows);
+        tokio::pin!(insert);
+        let answered = tokio::select! {
+            r = &mut insert => Some(r),
+            _ = tokio::time::sleep_until(deadline) => None,
+        };
+        if answered.is_some() {
+            self.commits.answered();
+        }
+        match answered {
+            Some(Ok(())) => self.answer_ok(vec![one]).await,
+            Some(Err(e)) => self.refused(vec![one], &e),
+            None => {
                 let _ = one.done.send(Err(AuditError::Timeout));
-                self.amend(slice::from_ref(&one.record), 503, AUDIT_UNAVAILABLE)
-                    .await;
+                self.settle_late(insert, rows).await;
             }
         }
     }
@@ -260,13 +309,26 @@ impl Writer {
             .map(|r| r.at)
             .min()
             .unwrap_or_else(OffsetDateTime::now_utc);
-        let amended = write_idempotent_until(LATE_ANSWER_BACKSTOP, || {
-            self.store
-                .amend_unanswered_issuance(&ids, since, status, code)
-        })
+        let mut told = false;
+        let amended = write_idempotent_until(
+            LATE_ANSWER_BACKSTOP,
+            AMEND_ATTEMPT_AT_MOST,
+            || {
+                self.store
+                    .amend_unanswered_issuance(&ids, since, status, code)
+            },
+            |e| {
+                // Said once, with the ids: should the process end while this retries, the
+                // log still names the rows to check.
+                if !std::mem::replace(&mut told, true) {
+                    tracing::warn!(request_ids = ?ids, error = %e, "cannot amend issuance log rows yet; retrying");
+                }
+            },
+        )
         .await;
         match amended {
             Ok(n) => {
+                self.commits.answered();
                 self.metrics.audit_amended(n);
                 if n > 0 {
                     tracing::warn!(
