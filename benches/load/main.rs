@@ -83,6 +83,83 @@ struct Bench {
     profile: bool,
 }
 
+impl Bench {
+    /// Cache misses on the gateway at `gw` (app `miss-<key>`): a new subject on every request,
+    /// never repeated within the run.
+    async fn measure_miss(
+        &self,
+        gw: Option<(u32, &str)>,
+        key: &str,
+        label: &str,
+        direct_rps: f64,
+    ) -> Row {
+        let (_, base) = gw.expect("a gateway");
+        let miss_app = format!("miss-{key}");
+        let per_thread = (direct_rps * self.secs as f64 * 0.75) as usize + 2_000;
+        let files = self.dir.join(format!("tokens-{key}-"));
+        seed::token_files(&files, &miss_app, wrk::THREADS, per_thread);
+        let script = wrk::token_script(
+            &self.dir.join("miss.lua"),
+            &format!("/v1/apps/{miss_app}/credentials"),
+            &files,
+        );
+        let (r, cpu, per_commit) = self
+            .measure("miss", gw, base, wrk::Load::Script(&script))
+            .await;
+        seed::remove_token_files(&files, wrk::THREADS);
+        let mut row = Row::new(&format!("cache miss, {label}"), r, cpu);
+        row.rows_per_commit = per_commit;
+        row.app = Some((miss_app, 0));
+        row.baseline = Some(report::STS_ROW.into());
+        row
+    }
+}
+
+/// The miss path of a replica in a cluster: the default settings with a second replica's
+/// membership row (fresh for the next hour, removed afterwards), so the gateway counts two
+/// live members and claims each miss's mint in the shared credential table, as every replica
+/// of a cluster does, instead of taking the lone replica's path.
+async fn measure_cluster_miss(bench: &Bench, http: &reqwest::Client, direct_rps: f64) -> Row {
+    let mut db = sqlx::PgConnection::connect(&bench.db_url).await.unwrap();
+    sqlx::query(
+        "INSERT INTO cluster_members (id, host, public_addr, admin_addr, version, last_beat) \
+         VALUES ($1::uuid, 'bench-peer', '127.0.0.1:1', '127.0.0.1:2', 'bench', \
+                 now() + interval '1 hour')",
+    )
+    .bind(PEER)
+    .execute(&mut db)
+    .await
+    .unwrap();
+    let (mut gateway, base) = bench.start_gateway(&SETTINGS[0], CLUSTER_KEY, &[]);
+    gateway.wait_ready(http, &format!("{base}/readyz")).await;
+    let mut members = None;
+    for _ in 0..100 {
+        let text = metrics_text(http, &base).await.unwrap_or_default();
+        members = metric(&text, "stsgate_cluster_members");
+        if members == Some(2.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(members, Some(2.0), "the gateway never counted the peer");
+    let gw = Some((gateway.pid(), base.as_str()));
+    let row = bench
+        .measure_miss(gw, CLUSTER_KEY, CLUSTER_LABEL, direct_rps)
+        .await;
+    gateway.stop();
+    sqlx::query("DELETE FROM cluster_members WHERE id = $1::uuid")
+        .bind(PEER)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    row
+}
+
+/// The second replica of [`measure_cluster_miss`].
+const PEER: &str = "00000000-0000-4000-8000-00000000be2c";
+const CLUSTER_KEY: &str = "cluster";
+const CLUSTER_LABEL: &str = "in a cluster";
+
 fn with_sslmode_disable(url: &str) -> String {
     let sep = if url.contains('?') { '&' } else { '?' };
     format!("{url}{sep}sslmode=disable")
@@ -367,6 +444,7 @@ async fn main() {
         apps.push(format!("hit-{}", s.key));
         apps.push(format!("miss-{}", s.key));
     }
+    apps.push(format!("miss-{CLUSTER_KEY}"));
     for app in &apps {
         seed::create_app(&db.pool, app).await;
     }
@@ -491,30 +569,11 @@ async fn main() {
         }
         rows.push(row);
 
-        // Cache miss: a new subject on every request, never repeated within the run.
-        let miss_app = format!("miss-{}", setting.key);
-        let per_thread = (direct_rps * secs as f64 * 0.75) as usize + 2_000;
-        let files = dir.join(format!("tokens-{}-", setting.key));
-        seed::token_files(
-            &files,
-            &format!("miss-{}", setting.key),
-            wrk::THREADS,
-            per_thread,
+        rows.push(
+            bench
+                .measure_miss(gw, setting.key, setting.label, direct_rps)
+                .await,
         );
-        let script = wrk::token_script(
-            &dir.join("miss.lua"),
-            &format!("/v1/apps/{miss_app}/credentials"),
-            &files,
-        );
-        let (r, cpu, per_commit) = bench
-            .measure("miss", gw, &base, wrk::Load::Script(&script))
-            .await;
-        seed::remove_token_files(&files, wrk::THREADS);
-        let mut row = Row::new(&format!("cache miss, {}", setting.label), r, cpu);
-        row.rows_per_commit = per_commit;
-        row.app = Some((miss_app, 0));
-        row.baseline = Some(report::STS_ROW.into());
-        rows.push(row);
 
         let (tls, conns) = tls_connections(&bench.db_url).await;
         let log = gateway.log.clone();
@@ -545,6 +604,10 @@ async fn main() {
             },
             log_bytes,
         });
+    }
+
+    if !profile {
+        rows.push(measure_cluster_miss(&bench, &http, direct_rps).await);
     }
 
     let (rss, flood) = if profile || paths_only {
