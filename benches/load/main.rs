@@ -141,12 +141,19 @@ async fn measure_cluster_miss(bench: &Bench, http: &reqwest::Client, direct_rps:
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(members, Some(2.0), "the gateway never counted the peer");
+    if members != Some(2.0) {
+        gateway.stop();
+        panic!("the gateway never counted the peer (stsgate_cluster_members {members:?})");
+    }
     let gw = Some((gateway.pid(), base.as_str()));
     let row = bench
         .measure_miss(gw, CLUSTER_KEY, CLUSTER_LABEL, direct_rps)
         .await;
+    let log = gateway.log.clone();
     gateway.stop();
+    if std::env::var_os("STSGATE_BENCH_KEEP_LOGS").is_none() {
+        let _ = std::fs::remove_file(&log);
+    }
     sqlx::query("DELETE FROM cluster_members WHERE id = $1::uuid")
         .bind(PEER)
         .execute(&mut db)
@@ -408,8 +415,8 @@ async fn emulator_issued(http: &reqwest::Client, emulator_url: &str) -> (u64, u6
 async fn main() {
     sts_core::install_crypto_provider();
     let profile = std::env::args().any(|a| a == "--profile");
-    // `STSGATE_BENCH_ONLY=rss` or `=flood` runs only that part; `=paths` only the baselines
-    // and the default settings' hit and miss (for working on them).
+    // `STSGATE_BENCH_ONLY=rss` or `=flood` runs only that part; `=paths` only the baselines,
+    // the default settings' hit and miss and the miss in a cluster (for working on them).
     let only = std::env::var("STSGATE_BENCH_ONLY").ok();
     if let Some(part) = &only {
         assert!(
