@@ -160,3 +160,66 @@ async fn an_sts_endpoint_that_answers_without_end_gets_502() {
     hostile.abort();
     app.shutdown().await;
 }
+
+/// The connection to PostgreSQL breaks while an issuance row's insert is being carried out (a
+/// trigger holds it on the server for a second; the proxy cuts every connection meanwhile):
+/// the server finishes and commits the row, the gateway only sees the broken connection. The
+/// client gets 503, and once the database is reachable again the row is amended to say so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_whose_connection_breaks_is_amended_once_the_database_is_back() {
+    let app = TestApp::spawn_with(Options {
+        db_proxy: true,
+        ..Options::default()
+    })
+    .await;
+    assert_eq!(app.credentials("alice", "").await.status(), 200);
+    sqlx::raw_sql(
+        "CREATE FUNCTION hold_bob() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+           IF NEW.subject = 'bob' AND NEW.outcome = 'issued' THEN PERFORM pg_sleep(1); END IF; \
+           RETURN NEW; END $$; \
+         CREATE TRIGGER hold_bob BEFORE INSERT ON issuance_log \
+           FOR EACH ROW EXECUTE FUNCTION hold_bob()",
+    )
+    .execute(app.db_pool())
+    .await
+    .unwrap();
+    let proxy = app.proxy.as_ref().unwrap();
+    let (res, ()) = tokio::join!(app.credentials("bob", ""), async {
+        // Bob's claim and STS call take a few milliseconds; his row then sleeps a second.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        proxy.cut();
+    });
+    assert_eq!(res.status(), 503);
+    let id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+    // The server commits the row half a second after the cut; the database comes back later.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let committed: (String, i16) =
+        sqlx::query_as("SELECT outcome::text, http_status FROM issuance_log WHERE request_id = $1")
+            .bind(&id)
+            .fetch_one(app.db_pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        committed,
+        ("issued".to_owned(), 200),
+        "the row committed on the server"
+    );
+    proxy.restore();
+    let mut row = None;
+    for _ in 0..100 {
+        row = app
+            .log_rows()
+            .await
+            .into_iter()
+            .find(|r| r.request_id == id);
+        if row.as_ref().is_some_and(|r| r.http_status == 503) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let row = row.expect("bob's row");
+    assert_eq!(row.http_status, 503, "{row:?}");
+    assert_eq!(row.outcome.as_str(), "upstream_error");
+    assert_eq!(row.error_code.as_deref(), Some("audit_unavailable"));
+    app.shutdown().await;
+}

@@ -43,6 +43,12 @@ impl StoreError {
     pub fn is_unavailable(&self) -> bool {
         matches!(self, StoreError::Database(e) if e.is_unavailable())
     }
+
+    /// True when the connection failed (not a timeout, not a refusal): a statement already
+    /// sent may have been carried out, and committed, before the failure.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(self, StoreError::Database(e) if e.kind() == DbErrorKind::Unavailable)
+    }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

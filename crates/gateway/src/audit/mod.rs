@@ -78,7 +78,7 @@ pub struct AuditWriter {
 }
 
 /// When each issuance writer's current commit was sent, and when the database last answered
-/// one: a commit that has waited long with no answer from the database since it was sent (to
+/// one (an issuance row's, a refusal row's or an amendment that wrote): a commit that has waited long with no answer from the database since it was sent (to
 /// it or to any other commit) says the database has stalled, before any request's deadline
 /// runs out. A writer stuck on one dead connection while the others commit is not a stall.
 pub(crate) struct CommitClock {
@@ -146,16 +146,17 @@ impl AuditWriter {
         metrics: Arc<Metrics>,
         config: AuditConfig,
     ) -> (Self, Vec<JoinHandle<()>>) {
+        let commits = Arc::new(CommitClock::new(config.writers.max(1)));
         let (refusals, refusal_writer) = RefusalLane::spawn(
             store.clone(),
             metrics.clone(),
             config.refusals.clone(),
             config.commit_timeout,
+            commits.clone(),
         );
         let (tx, rx) = mpsc::channel(config.queue.max(1));
         let rx = Arc::new(Mutex::new(rx));
         let min_commit = (config.commit_timeout / 20).max(Duration::from_millis(5));
-        let commits = Arc::new(CommitClock::new(config.writers.max(1)));
         let mut handles: Vec<JoinHandle<()>> = (0..config.writers.max(1))
             .map(|slot| {
                 tokio::spawn(

@@ -17,7 +17,7 @@ use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::write_with_retries;
+use super::{CommitClock, write_with_retries};
 use crate::metrics::{Metrics, RefusalDrop};
 use crate::ratelimit::RateLimiter;
 
@@ -92,11 +92,13 @@ fn unix_minute(at: OffsetDateTime) -> i64 {
 
 impl RefusalLane {
     /// The lane and its writer task; a batch insert is bounded by `commit_timeout`.
-    pub fn spawn(
+    /// Its commits tell `commits` that the database answers.
+    pub(crate) fn spawn(
         store: Arc<dyn Store>,
         metrics: Arc<Metrics>,
         config: RefusalConfig,
         commit_timeout: Duration,
+        commits: Arc<CommitClock>,
     ) -> (Self, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(config.queue.max(1));
         let shared = Arc::new(Shared {
@@ -112,6 +114,7 @@ impl RefusalLane {
             store,
             commit_timeout,
             max_batch: config.max_batch.max(1),
+            commits,
         };
         (Self { tx, shared }, tokio::spawn(writer.run()))
     }
@@ -208,6 +211,7 @@ struct LaneWriter {
     store: Arc<dyn Store>,
     commit_timeout: Duration,
     max_batch: usize,
+    commits: Arc<CommitClock>,
 }
 
 impl LaneWriter {
@@ -265,6 +269,7 @@ impl LaneWriter {
         .await;
         let problem = match written {
             Ok(()) => {
+                self.commits.answered();
                 m.refusal_written(rows.len(), summaries);
                 return;
             }

@@ -177,8 +177,8 @@ impl Writer {
             r = &mut insert => Some(r),
             _ = tokio::time::sleep_until(deadline) => None,
         };
-        if answered.is_some() {
-            self.commits.answered();
+        if let Some(result) = &answered {
+            self.heard(result);
         }
         match answered {
             Some(Ok(())) => {
@@ -189,13 +189,23 @@ impl Writer {
                 // Refused for its content: find the row at fault by trying each alone.
                 tracing::warn!(rows = claimed.len(), error = %e, "issuance log batch refused; retrying its rows one by one");
                 self.metrics.audit_batch(records.len(), false);
-                for one in claimed {
-                    self.commit_alone(one, deadline).await;
+                let mut rest = claimed.into_iter();
+                for one in rest.by_ref() {
+                    if !self.commit_alone(one, deadline).await {
+                        break;
+                    }
+                }
+                // A row that ran late or lost its connection: the database is in trouble, so
+                // the rows after it are not tried (their clients get 503 now, not after its
+                // settling).
+                for one in rest {
+                    self.give_up(one);
                 }
             }
             Some(Err(e)) => {
                 self.metrics.audit_batch(records.len(), false);
                 self.refused(claimed, &e);
+                self.settle_failed(&records, &e).await;
             }
             None => {
                 tracing::error!(
@@ -227,49 +237,96 @@ impl Writer {
         insert: impl Future<Output = Result<(), StoreError>>,
         late: &[IssuanceRecord],
     ) {
-        match tokio::time::timeout(LATE_ANSWER_BACKSTOP, insert).await {
+        let answered = match tokio::time::timeout(LATE_ANSWER_BACKSTOP, insert).await {
             Ok(answer) => {
-                self.commits.answered();
-                if let Err(e) = answer {
+                self.heard(&answer);
+                if let Err(e) = &answer {
                     tracing::warn!(rows = late.len(), error = %e, "late issuance log batch failed")
                 }
+                true
             }
-            Err(_) => tracing::warn!(
-                rows = late.len(),
-                "late issuance log batch: still no answer"
-            ),
+            Err(_) => {
+                tracing::warn!(
+                    rows = late.len(),
+                    "late issuance log batch: still no answer"
+                );
+                false
+            }
+        };
+        let amended = self.amend(late, 503, AUDIT_UNAVAILABLE).await;
+        let found = amended.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+        if let Some(found) = found.filter(|&n| !answered && n < late.len()) {
+            // The insert we stopped waiting for may still be waiting on the server (a stalled
+            // WAL flush, a lost synchronous standby) and commit after this amendment.
+            let ids: Vec<&str> = late.iter().map(|r| r.request_id.as_str()).collect();
+            self.metrics.audit_amend_failed(late.len() - found);
+            tracing::error!(request_ids = ?ids, "late issuance log batch never answered; its rows may still commit saying the credential was handed out");
         }
-        self.amend(late, 503, AUDIT_UNAVAILABLE).await;
+    }
+
+    /// Tells the stall signal that the database answered a commit: with success, or with a
+    /// refusal of its own (not a broken connection, a pool timeout or a cancelled statement,
+    /// which are what a stalled or missing database gives).
+    fn heard(&self, result: &Result<(), StoreError>) {
+        if !matches!(result, Err(e) if e.is_unavailable()) {
+            self.commits.answered();
+        }
+    }
+
+    /// Rows whose insert failed with the connection (their waiters were answered 503): the
+    /// statement may have committed before the connection went, so make them say what the
+    /// clients got. An insert the database refused, or one that never left the pool, is left
+    /// alone: nothing was written.
+    async fn settle_failed(&self, rows: &[IssuanceRecord], e: &StoreError) {
+        if e.outcome_unknown() {
+            self.amend(rows, 503, AUDIT_UNAVAILABLE).await;
+        }
+    }
+
+    /// A claimed row that will not be sent: its client gets 503 now, and its row says so.
+    fn give_up(&self, one: Claimed) {
+        let _ = one.done.send(Err(AuditError::Timeout));
+        self.metrics.audit_abandoned();
+        self.refusals
+            .push(unanswered(one.record, 503, AUDIT_UNAVAILABLE));
     }
 
     /// One row in its own statement (after its batch was refused), by the batch's deadline:
     /// a row whose turn comes too late is not sent (it is logged as the 503 its client gets),
-    /// and one whose insert outlives the deadline is settled as a late batch is.
-    async fn commit_alone(&self, one: Claimed, deadline: Instant) {
+    /// and one whose insert outlives the deadline, or loses its connection, is settled as a
+    /// late batch is. Returns whether the next row may be tried.
+    async fn commit_alone(&self, one: Claimed, deadline: Instant) -> bool {
         if deadline.saturating_duration_since(Instant::now()) < self.min_commit {
-            let _ = one.done.send(Err(AuditError::Timeout));
-            self.metrics.audit_abandoned();
-            self.refusals
-                .push(unanswered(one.record, 503, AUDIT_UNAVAILABLE));
-            return;
+            self.give_up(one);
+            return false;
         }
         let record = one.record.clone();
         let rows = slice::from_ref(&record);
         let insert = self.store.insert_issuance_batch(rows);
         tokio::pin!(insert);
+        // Its own clock: the batch's was answered (with the refusal).
+        self.commits.start(self.slot);
         let answered = tokio::select! {
             r = &mut insert => Some(r),
             _ = tokio::time::sleep_until(deadline) => None,
         };
-        if answered.is_some() {
-            self.commits.answered();
+        if let Some(result) = &answered {
+            self.heard(result);
         }
         match answered {
-            Some(Ok(())) => self.answer_ok(vec![one]).await,
-            Some(Err(e)) => self.refused(vec![one], &e),
+            Some(Ok(())) => {
+                self.answer_ok(vec![one]).await;
+                true
+            }
+            Some(Err(e)) => {
+                self.refused(vec![one], &e);
+                self.settle_failed(rows, &e).await;
+                !e.is_unavailable()
+            }
             None => {
                 let _ = one.done.send(Err(AuditError::Timeout));
                 self.settle_late(insert, rows).await;
+                false
             }
         }
     }
@@ -302,7 +359,7 @@ impl Writer {
     }
 
     /// Rewrites rows that may have committed as handed out to what their clients got.
-    async fn amend(&self, rows: &[IssuanceRecord], status: i16, code: &str) {
+    async fn amend(&self, rows: &[IssuanceRecord], status: i16, code: &str) -> Option<u64> {
         let ids: Vec<String> = rows.iter().map(|r| r.request_id.clone()).collect();
         let since = rows
             .iter()
@@ -328,7 +385,10 @@ impl Writer {
         .await;
         match amended {
             Ok(n) => {
-                self.commits.answered();
+                // An UPDATE that matched nothing wrote nothing: no sign that commits get through.
+                if n > 0 {
+                    self.commits.answered();
+                }
                 self.metrics.audit_amended(n);
                 if n > 0 {
                     tracing::warn!(
@@ -337,10 +397,12 @@ impl Writer {
                         "issuance log rows committed after their clients were answered; amended"
                     );
                 }
+                Some(n)
             }
             Err(e) => {
                 self.metrics.audit_amend_failed(ids.len());
                 tracing::error!(request_ids = ?ids, error = %e, "could not amend issuance log rows whose clients got no credential");
+                None
             }
         }
     }
