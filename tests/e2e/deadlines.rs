@@ -383,19 +383,10 @@ async fn a_lone_replica_stops_calling_sts_once_a_commit_is_overdue() {
     assert_eq!(status, 200, "service did not resume");
     // Bob's credential was minted but never delivered: once its late commit is answered,
     // its row is amended to the 503 he got.
-    let mut bob_row = None;
-    for _ in 0..100 {
-        bob_row = app
-            .log_rows()
-            .await
-            .into_iter()
-            .find(|r| r.request_id == bob_id);
-        if bob_row.as_ref().is_some_and(|r| r.http_status == 503) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let bob_row = bob_row.expect("bob's row");
+    let bob_row = app
+        .row_once(&bob_id, |r| r.http_status == 503)
+        .await
+        .expect("bob's row");
     assert_eq!(bob_row.http_status, 503, "{bob_row:?}");
     assert!(bob_row.tmp_secret_id.is_some(), "minted, never delivered");
     stop.cancel();

@@ -205,19 +205,10 @@ async fn a_commit_whose_connection_breaks_is_amended_once_the_database_is_back()
         "the row committed on the server"
     );
     proxy.restore();
-    let mut row = None;
-    for _ in 0..100 {
-        row = app
-            .log_rows()
-            .await
-            .into_iter()
-            .find(|r| r.request_id == id);
-        if row.as_ref().is_some_and(|r| r.http_status == 503) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let row = row.expect("bob's row");
+    let row = app
+        .row_once(&id, |r| r.http_status == 503)
+        .await
+        .expect("bob's row");
     assert_eq!(row.http_status, 503, "{row:?}");
     assert_eq!(row.outcome.as_str(), "upstream_error");
     assert_eq!(row.error_code.as_deref(), Some("audit_unavailable"));

@@ -302,6 +302,28 @@ impl TestApp {
             .unwrap()
     }
 
+    /// The log row of request `id` once `settled` holds for it (waits up to 10 s; the row as
+    /// last seen otherwise, for the caller's assertions to report).
+    pub async fn row_once(
+        &self,
+        id: &str,
+        settled: impl Fn(&IssuanceRecord) -> bool,
+    ) -> Option<IssuanceRecord> {
+        let mut row = None;
+        for _ in 0..100 {
+            row = self
+                .log_rows()
+                .await
+                .into_iter()
+                .find(|r| r.request_id == id);
+            if row.as_ref().is_some_and(&settled) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        row
+    }
+
     /// Waits (bounded) until the gateway has applied at least `n` change notifications in all
     /// (of every kind: an app change, an admin-user change, a resync).
     pub async fn wait_for_invalidations(&self, n: u64) {

@@ -20,6 +20,7 @@
 //!   so one bad row is refused alone.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::slice;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -173,14 +174,7 @@ impl Writer {
         let records: Vec<IssuanceRecord> = claimed.iter().map(|c| c.record.clone()).collect();
         let insert = self.store.insert_issuance_batch(&records);
         tokio::pin!(insert);
-        let answered = tokio::select! {
-            r = &mut insert => Some(r),
-            _ = tokio::time::sleep_until(deadline) => None,
-        };
-        if let Some(result) = &answered {
-            self.heard(result);
-        }
-        match answered {
+        match self.answer_by(insert.as_mut(), deadline).await {
             Some(Ok(())) => {
                 self.metrics.audit_batch(records.len(), true);
                 self.answer_ok(claimed).await;
@@ -264,6 +258,22 @@ impl Writer {
         }
     }
 
+    /// The insert's result if it comes by `deadline` (the stall signal hears of it), `None`
+    /// otherwise; the insert stays pending for [`Writer::settle_late`].
+    async fn answer_by<F>(&self, insert: Pin<&mut F>, deadline: Instant) -> Option<F::Output>
+    where
+        F: Future<Output = Result<(), StoreError>>,
+    {
+        let answered = tokio::select! {
+            r = insert => Some(r),
+            _ = tokio::time::sleep_until(deadline) => None,
+        };
+        if let Some(result) = &answered {
+            self.heard(result);
+        }
+        answered
+    }
+
     /// Tells the stall signal that the database answered a commit: with success, or with a
     /// refusal of its own (not a broken connection, a pool timeout or a cancelled statement,
     /// which are what a stalled or missing database gives).
@@ -306,14 +316,7 @@ impl Writer {
         tokio::pin!(insert);
         // Its own clock: the batch's was answered (with the refusal).
         self.commits.start(self.slot);
-        let answered = tokio::select! {
-            r = &mut insert => Some(r),
-            _ = tokio::time::sleep_until(deadline) => None,
-        };
-        if let Some(result) = &answered {
-            self.heard(result);
-        }
-        match answered {
+        match self.answer_by(insert.as_mut(), deadline).await {
             Some(Ok(())) => {
                 self.answer_ok(vec![one]).await;
                 true
