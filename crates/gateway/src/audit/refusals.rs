@@ -9,6 +9,7 @@
 //! cannot be written or folded are counted in `/metrics` and logged.
 
 use std::collections::HashMap;
+use std::slice;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -17,7 +18,7 @@ use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::{CommitClock, write_with_retries};
+use super::{CommitClock, WriteError, write_with_retries};
 use crate::metrics::{Metrics, RefusalDrop};
 use crate::ratelimit::RateLimiter;
 
@@ -262,24 +263,39 @@ impl LaneWriter {
         if rows.is_empty() {
             return;
         }
-        let m = &self.shared.metrics;
-        let written = write_with_retries(self.commit_timeout, || {
+        match self.attempt(rows, summaries).await {
+            Ok(()) => {}
+            Err(WriteError::Store(e)) if rows.len() > 1 && !e.is_unavailable() => {
+                // Refused for its content: each row alone, so a bad row loses only itself.
+                tracing::warn!(rows = rows.len(), error = %e, "refusal rows refused; writing them one by one");
+                for row in rows {
+                    if let Err(e) = self.attempt(slice::from_ref(row), summaries).await {
+                        self.dropped(slice::from_ref(row), &e);
+                    }
+                }
+            }
+            Err(e) => self.dropped(rows, &e),
+        }
+    }
+
+    async fn attempt(&self, rows: &[IssuanceRecord], summaries: bool) -> Result<(), WriteError> {
+        write_with_retries(self.commit_timeout, || {
             self.store.insert_issuance_batch(rows)
         })
-        .await;
-        let problem = match written {
-            Ok(()) => {
-                self.commits.answered();
-                m.refusal_written(rows.len(), summaries);
-                return;
-            }
-            Err(e) => e,
-        };
+        .await?;
+        self.commits.answered();
+        self.shared.metrics.refusal_written(rows.len(), summaries);
+        Ok(())
+    }
+
+    fn dropped(&self, rows: &[IssuanceRecord], problem: &WriteError) {
         let requests: u64 = rows
             .iter()
             .map(|r| u64::from(r.count.max(1).unsigned_abs()))
             .sum();
-        m.refusal_dropped(RefusalDrop::WriteFailed, requests);
+        self.shared
+            .metrics
+            .refusal_dropped(RefusalDrop::WriteFailed, requests);
         tracing::error!(rows = rows.len(), requests, error = %problem, "refusal rows could not be written to the issuance log");
     }
 }

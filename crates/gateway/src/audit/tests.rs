@@ -426,3 +426,42 @@ async fn an_amendment_attempt_that_times_out_is_retried() {
     assert_eq!(held.outcome, Outcome::UpstreamError, "{held:?}");
     assert_eq!(held.http_status, 503);
 }
+
+/// A refusal row the database refuses for its content (a trigger refuses one request id)
+/// loses only itself: the refusal rows that shared its batch are written one by one.
+#[tokio::test]
+async fn a_refusal_row_the_database_refuses_fails_alone() {
+    let f = Fixture::new(config(1)).await;
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN IF NEW.request_id = 'poison' THEN RAISE EXCEPTION 'poisoned row'; END IF; \
+         RETURN NEW; END $$; \
+         CREATE TRIGGER refuse_poison BEFORE INSERT ON issuance_log \
+         FOR EACH ROW EXECUTE FUNCTION refuse_poison()",
+    )
+    .execute(&f.db.pool)
+    .await
+    .unwrap();
+    // From different addresses, so none is folded into a summary; queued together.
+    for (i, id) in ["a", "b", "poison", "c", "d"].into_iter().enumerate() {
+        let mut refusal = row(id, Outcome::InvalidToken);
+        refusal.source_ip = Some(format!("198.51.100.{}", i + 1));
+        f.writer.refusal(refusal);
+    }
+    let (_db, store, metrics) = f.drain().await;
+    let mut written: Vec<String> = rows(&store)
+        .await
+        .into_iter()
+        .map(|r| r.request_id)
+        .collect();
+    written.sort();
+    assert_eq!(written, ["a", "b", "c", "d"]);
+    assert_eq!(metric(&metrics, "stsgate_audit_refusal_rows_total"), 4);
+    let dropped = metrics.render(0);
+    assert!(
+        dropped
+            .lines()
+            .any(|l| l.starts_with("stsgate_audit_refusal_dropped_total") && l.ends_with(" 1")),
+        "{dropped}"
+    );
+}
