@@ -14,7 +14,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 
 use crate::support::*;
 
@@ -325,15 +324,7 @@ async fn a_lone_replica_stops_calling_sts_once_a_commit_is_overdue() {
     })
     .await;
     let gateway = app.gateway.as_ref().unwrap();
-    let stop = CancellationToken::new();
-    let beats = gateway.join_cluster("127.0.0.1:1".into(), "127.0.0.1:2".into(), stop.clone());
-    for _ in 0..200 {
-        if gateway.membership.alone() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(gateway.membership.alone(), "never counted itself alone");
+    let (stop, beats) = app.beat_alone().await;
     assert_eq!(app.credentials("alice", "").await.status(), 200);
     let calls = app.emulator.stats().requests;
     let path = format!("/v1/apps/{APP}/credentials");

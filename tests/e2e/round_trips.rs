@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_util::sync::CancellationToken;
 
 use crate::support::*;
 
@@ -221,8 +220,7 @@ async fn a_lone_replica_skips_the_shared_table_until_another_one_beats() {
     .await;
     let gateway = app.gateway.as_ref().unwrap();
     assert!(!gateway.membership.alone(), "alone before any beat");
-    let stop = CancellationToken::new();
-    let beats = gateway.join_cluster("127.0.0.1:1".into(), "127.0.0.1:2".into(), stop.clone());
+    let (stop, beats) = app.beat_alone().await;
     // `albums` has an STS budget.
     policy_store::testing::seed_app(
         &*app.store,
@@ -237,7 +235,6 @@ async fn a_lone_replica_skips_the_shared_table_until_another_one_beats() {
     )
     .await
     .unwrap();
-    wait_until("counted alone", || gateway.membership.alone()).await;
     // Each app's load and every pool's first connection.
     for sub in ["warm-1", "warm-2"] {
         for slug in [APP, "albums"] {

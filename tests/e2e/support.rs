@@ -258,6 +258,22 @@ impl TestApp {
         app
     }
 
+    /// Runs the gateway's membership (as `stsgate serve` does) and waits (up to 10 s) until
+    /// its beat counts it the only live replica. Cancel the token and await the handle to
+    /// leave.
+    pub async fn beat_alone(&self) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+        let gateway = self.gateway.as_ref().expect("a running gateway");
+        let stop = CancellationToken::new();
+        let beats = gateway.join_cluster("127.0.0.1:1".into(), "127.0.0.1:2".into(), stop.clone());
+        for _ in 0..200 {
+            if gateway.membership.alone() {
+                return (stop, beats);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the gateway never counted itself alone");
+    }
+
     /// A pool straight to the test database.
     pub fn db_pool(&self) -> &sqlx::PgPool {
         &self._db.pool

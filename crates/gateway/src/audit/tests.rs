@@ -88,6 +88,20 @@ fn metric(metrics: &Metrics, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("{name} not in {text}"))
 }
 
+/// A trigger that refuses every row inserted with request id `poison`.
+async fn refuse_poison(pool: &sqlx::PgPool) {
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN IF NEW.request_id = 'poison' THEN RAISE EXCEPTION 'poisoned row'; END IF; \
+         RETURN NEW; END $$; \
+         CREATE TRIGGER refuse_poison BEFORE INSERT ON issuance_log \
+         FOR EACH ROW EXECUTE FUNCTION refuse_poison()",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
 fn config(writers: usize) -> AuditConfig {
     AuditConfig {
         writers,
@@ -216,21 +230,7 @@ async fn an_amendment_outlasts_a_database_that_is_unavailable_for_a_while() {
 #[tokio::test]
 async fn a_row_the_database_refuses_fails_alone() {
     let f = Fixture::new(config(1)).await;
-    sqlx::query(
-        "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ \
-         BEGIN IF NEW.request_id = 'poison' THEN RAISE EXCEPTION 'poisoned row'; END IF; \
-         RETURN NEW; END $$",
-    )
-    .execute(&f.db.pool)
-    .await
-    .unwrap();
-    sqlx::query(
-        "CREATE TRIGGER refuse_poison BEFORE INSERT ON issuance_log \
-         FOR EACH ROW EXECUTE FUNCTION refuse_poison()",
-    )
-    .execute(&f.db.pool)
-    .await
-    .unwrap();
+    refuse_poison(&f.db.pool).await;
     let ids: Vec<String> = (0..9)
         .map(|i| format!("good{i}"))
         .chain(["poison".to_owned()])
@@ -432,16 +432,7 @@ async fn an_amendment_attempt_that_times_out_is_retried() {
 #[tokio::test]
 async fn a_refusal_row_the_database_refuses_fails_alone() {
     let f = Fixture::new(config(1)).await;
-    sqlx::raw_sql(
-        "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ \
-         BEGIN IF NEW.request_id = 'poison' THEN RAISE EXCEPTION 'poisoned row'; END IF; \
-         RETURN NEW; END $$; \
-         CREATE TRIGGER refuse_poison BEFORE INSERT ON issuance_log \
-         FOR EACH ROW EXECUTE FUNCTION refuse_poison()",
-    )
-    .execute(&f.db.pool)
-    .await
-    .unwrap();
+    refuse_poison(&f.db.pool).await;
     // From different addresses, so none is folded into a summary; queued together.
     for (i, id) in ["a", "b", "poison", "c", "d"].into_iter().enumerate() {
         let mut refusal = row(id, Outcome::InvalidToken);
